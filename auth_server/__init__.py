@@ -1,0 +1,100 @@
+"""Tessera authorization server: issues RFC 9068 access tokens and rotating refresh tokens,
+answers RFC 7662 introspection and RFC 7009 revocation, publishes RFC 8414 metadata and JWKS."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from sqlalchemy.orm import sessionmaker
+
+from auth_server.components import AuthComponents
+from auth_server.db import db
+from auth_server.keys import KeyCipher, KeyRing
+from auth_server.passwords import Passwords
+from auth_server.settings import AuthSettings
+from auth_server.throttle import LoginThrottle
+from auth_server.tokens import TokenPolicy
+from shared.database import configure_engine, engine_options
+from shared.logging import configure_logging
+
+log = logging.getLogger("tessera.auth")
+
+
+def create_app(settings: AuthSettings | None = None, *, create_tables: bool | None = None) -> Flask:
+    """Build an authorization server. `settings` default to the environment.
+
+    Tables are created here only in demo mode (or when a test asks); production databases are
+    migrated with `flask --app auth_server db upgrade`.
+    """
+    settings = settings or AuthSettings()
+    configure_logging(settings.log_level, settings.log_format)
+
+    app = Flask(__name__, static_folder=None)
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=settings.auth_database_url,
+        SQLALCHEMY_ENGINE_OPTIONS=engine_options(settings.auth_database_url, settings),
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+    )
+    db.init_app(app)
+    with app.app_context():
+        engine = db.engine
+        configure_engine(engine, settings)
+        if settings.tessera_demo if create_tables is None else create_tables:
+            db.create_all()
+
+    demo_generates_key = settings.tessera_demo and not settings.auth_key_encryption_key
+    if demo_generates_key and KeyCipher.create_key_file(settings.auth_key_encryption_key_file):
+        log.warning(
+            "demo mode: generated a key-encryption key in %s", settings.auth_key_encryption_key_file
+        )
+    cipher = KeyCipher.from_settings(
+        settings.auth_key_encryption_key, settings.auth_key_encryption_key_file
+    )
+    if not cipher.enabled and not settings.tessera_demo:
+        log.warning(
+            "AUTH_KEY_ENCRYPTION_KEY is not set: private signing keys are stored unencrypted"
+        )
+    components = AuthComponents(
+        settings=settings,
+        cipher=cipher,
+        keyring=KeyRing(
+            session_factory=sessionmaker(bind=engine),
+            cipher=cipher,
+            alg=settings.signing_alg,
+            cache_seconds=settings.key_cache_seconds,
+            retire_for=settings.key_retirement_seconds,
+            rotation_days=settings.signing_key_rotation_days,
+        ),
+        passwords=Passwords(
+            time_cost=settings.password_hash_time_cost,
+            memory_kib=settings.password_hash_memory_kib,
+            parallelism=settings.password_hash_parallelism,
+            min_length=settings.password_min_length,
+        ),
+        login_throttle=LoginThrottle(
+            settings.ratelimit_storage_uri,
+            settings.login_failures_per_username,
+            settings.login_failures_per_ip,
+        ),
+        token_policy=TokenPolicy(
+            issuer=settings.auth_issuer,
+            access_token_ttl=settings.access_token_ttl,
+            refresh_token_idle_ttl=settings.refresh_token_idle_ttl,
+            refresh_token_max_ttl=settings.refresh_token_max_ttl,
+            refresh_reuse_grace=settings.refresh_reuse_grace,
+        ),
+    )
+    from auth_server.server import TesseraAuthorizationServer
+
+    components.server = TesseraAuthorizationServer(components)
+    app.extensions["tessera"] = components
+
+    from auth_server import cli, errors
+    from auth_server.endpoints import health, introspect, metadata, revoke, token
+
+    for blueprint in (token.bp, introspect.bp, revoke.bp, metadata.bp, health.bp):
+        app.register_blueprint(blueprint)
+    errors.register_error_handlers(app)
+    cli.register(app)
+    return app

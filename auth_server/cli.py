@@ -1,0 +1,232 @@
+"""Operator commands: `flask --app auth_server users|clients|keys|tokens|demo ...`.
+
+Run from the checkout with no environment, they act on the same database `make run` serves.
+"""
+
+from __future__ import annotations
+
+import time
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from sqlalchemy import select
+
+from auth_server import audit
+from auth_server.accounts import AccountError
+from auth_server.clients import SUPPORTED_GRANT_TYPES, ClientRegistrationError, register_client
+from auth_server.db import db
+from auth_server.keys import ensure_signing_keys, rotate_signing_keys
+from auth_server.maintenance import purge_expired
+from auth_server.models import Client, SigningKey
+from auth_server.store import find_client, find_user
+
+users = AppGroup("users", help="Create, disable and cut off users.")
+clients = AppGroup("clients", help="Register and list OAuth clients.")
+keys = AppGroup("keys", help="Inspect and rotate JWT signing keys.")
+tokens = AppGroup("tokens", help="Token housekeeping.")
+demo = AppGroup("demo", help="The embedded demo (make run).")
+
+DEMO_USER = ("alice", "wonderland")
+DEMO_SCOPES = ["profile", "notes:read", "notes:write"]
+DEMO_CLIENTS = [
+    dict(
+        client_id="demo-app",
+        secret="demo-app-secret",
+        name="Demo first-party app",
+        grant_types=["password", "refresh_token", "client_credentials"],
+        scopes=DEMO_SCOPES,
+        audiences=["urn:tessera:notes"],
+    ),
+    dict(
+        client_id="notes-api",
+        secret="notes-api-secret",
+        name="Notes resource server",
+        grant_types=[],
+        scopes=[],
+        audiences=[],
+        can_introspect=True,
+    ),
+]
+
+
+def _components():
+    return current_app.extensions["tessera"]
+
+
+def _user_or_fail(username: str):
+    user = find_user(db.session, username)
+    if user is None:
+        raise click.ClickException(f"no user {username!r}")
+    return user
+
+
+def _words(value: str | None) -> list[str]:
+    return value.replace(",", " ").split() if value else []
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@click.option("--scopes", default=None, help="Scopes the user may delegate (default: no limit).")
+def create_user(username: str, password: str, scopes: str | None) -> None:
+    """Create a user."""
+    try:
+        user = (
+            _components()
+            .accounts()
+            .create_user(username, password, _words(scopes) if scopes is not None else None)
+        )
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"created user {user.username} (sub {user.subject})")
+
+
+@users.command("set-password")
+@click.argument("username")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+def set_password(username: str, password: str) -> None:
+    """Set a user's password and revoke every token the user holds."""
+    try:
+        families, access = (
+            _components()
+            .accounts()
+            .set_password(_user_or_fail(username), password, actor="operator")
+        )
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"password changed; revoked {families} logins and {access} access tokens")
+
+
+@users.command("revoke-tokens")
+@click.argument("username")
+def revoke_tokens(username: str) -> None:
+    """Revoke every refresh family and access token of a user (account compromise)."""
+    families, access = (
+        _components()
+        .accounts()
+        .revoke_tokens(_user_or_fail(username), actor="operator", reason="operator_revoked")
+    )
+    click.echo(f"revoked {families} logins and {access} access tokens of {username}")
+
+
+@users.command("disable")
+@click.argument("username")
+def disable_user(username: str) -> None:
+    """Disable a user: no more logins, and every token revoked at once."""
+    families, access = _components().accounts().disable(_user_or_fail(username), actor="operator")
+    click.echo(f"disabled {username}; revoked {families} logins and {access} access tokens")
+
+
+@clients.command("create")
+@click.argument("client_id")
+@click.option("--name", default="")
+@click.option(
+    "--grant-types",
+    default="client_credentials",
+    help=f"Space/comma separated, among: {', '.join(SUPPORTED_GRANT_TYPES)}.",
+)
+@click.option("--scopes", default="", help="Scopes the client may ask for.")
+@click.option("--audiences", default="", help="Resource identifiers (RFC 8707) it may target.")
+@click.option("--can-introspect", is_flag=True, help="A resource server: may call introspection.")
+def create_client(client_id, name, grant_types, scopes, audiences, can_introspect) -> None:
+    """Register a client; its generated secret is shown once, and only its hash is stored."""
+    try:
+        client, secret = register_client(
+            db.session,
+            client_id,
+            name=name,
+            grant_types=_words(grant_types),
+            scopes=_words(scopes),
+            audiences=_words(audiences),
+            can_introspect=can_introspect,
+        )
+    except ClientRegistrationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"client_id:     {client.client_id}")
+    click.echo(f"client_secret: {secret}")
+    click.echo("The secret is shown only now; store it in the client's secret store.")
+
+
+@clients.command("list")
+def list_clients() -> None:
+    """List registered clients (never their secrets)."""
+    rows = db.session.scalars(select(Client).order_by(Client.client_id)).all()
+    for c in rows:
+        flags = ",".join(
+            f for f, on in (("introspect", c.can_introspect), ("disabled", c.disabled)) if on
+        )
+        click.echo(
+            f"{c.client_id}\tgrants={c.grant_types or '-'}\tscopes={c.scopes or '-'}"
+            f"\taudiences={c.audiences or '-'}\t{flags}"
+        )
+
+
+@keys.command("list")
+def list_keys() -> None:
+    """List signing keys and their states."""
+    for k in db.session.scalars(select(SigningKey).order_by(SigningKey.created_at)):
+        click.echo(f"{k.kid}\t{k.alg}\t{k.state}\tencrypted={k.private_key_encrypted}")
+
+
+@keys.command("rotate")
+def rotate_keys() -> None:
+    """Promote the published next key to active, retire the active one, publish a new next."""
+    components = _components()
+    settings = components.settings
+    now = int(time.time())
+    result = rotate_signing_keys(
+        db.session, settings.signing_alg, components.cipher, now, settings.key_retirement_seconds
+    )
+    if result is None:
+        raise click.ClickException("another process rotated the keys at the same time; retry")
+    audit.record(
+        db.session,
+        "signing_key_rotated",
+        actor="operator",
+        at=now,
+        retired=result.retired_kid,
+        active=result.active_kid,
+        next=result.next_kid,
+    )
+    db.session.commit()
+    click.echo(
+        f"active: {result.active_kid}\nnext:   {result.next_kid}\nretired: {result.retired_kid}"
+    )
+    click.echo(f"every worker signs with the new key within {settings.key_cache_seconds:g} s")
+
+
+@tokens.command("purge")
+@click.option("--batch-size", default=1000, show_default=True)
+def purge(batch_size: int) -> None:
+    """Delete expired tokens, dead refresh families, old audit events and removed keys."""
+    settings = _components().settings
+    counts = purge_expired(
+        db.session, int(time.time()), settings.audit_retention_days * 86400, batch_size
+    )
+    click.echo(" ".join(f"{name}={count}" for name, count in counts.items()))
+
+
+@demo.command("setup")
+def demo_setup() -> None:
+    """Create tables, signing keys and the demo user and clients (idempotent)."""
+    components = _components()
+    settings = components.settings
+    if not settings.tessera_demo:
+        raise click.ClickException("demo setup runs only with TESSERA_DEMO=1 (make run sets it)")
+    db.create_all()
+    ensure_signing_keys(db.session, settings.signing_alg, components.cipher, int(time.time()))
+    if find_user(db.session, DEMO_USER[0]) is None:
+        components.accounts().create_user(*DEMO_USER)
+    for spec in DEMO_CLIENTS:
+        if find_client(db.session, spec["client_id"]) is None:
+            register_client(db.session, **spec)
+    click.echo(
+        "demo data: user alice/wonderland; clients demo-app/demo-app-secret, "
+        "notes-api/notes-api-secret"
+    )
+
+
+def register(app: Flask) -> None:
+    for group in (users, clients, keys, tokens, demo):
+        app.cli.add_command(group)

@@ -1,0 +1,34 @@
+"""The objects one authorization-server app is made of; they live on app.extensions["tessera"]."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from auth_server.accounts import Accounts
+from auth_server.db import db
+from auth_server.keys import KeyCipher, KeyRing
+from auth_server.passwords import Passwords
+from auth_server.settings import AuthSettings
+from auth_server.throttle import LoginThrottle
+from auth_server.tokens import TokenPolicy, TokenService
+
+if TYPE_CHECKING:
+    from auth_server.server import TesseraAuthorizationServer
+
+
+@dataclass
+class AuthComponents:
+    settings: AuthSettings
+    cipher: KeyCipher
+    keyring: KeyRing
+    passwords: Passwords
+    login_throttle: LoginThrottle
+    token_policy: TokenPolicy
+    server: TesseraAuthorizationServer | None = None
+
+    def tokens(self) -> TokenService:
+        return TokenService(db.session, self.token_policy, self.keyring)
+
+    def accounts(self) -> Accounts:
+        return Accounts(db.session, self.passwords)

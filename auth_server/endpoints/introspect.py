@@ -1,0 +1,73 @@
+"""RFC 7662 token introspection, for resource servers (clients with `can_introspect`).
+
+This is the hot path: every protected request at every resource server ends here, so it is one
+client check (a SHA-256 compare) and one indexed lookup joined with its family.
+"""
+
+from __future__ import annotations
+
+import time
+
+from authlib.consts import default_json_headers
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
+from flask import Blueprint, current_app
+
+from auth_server.db import db
+from auth_server.endpoints.forms import MAX_TOKEN_LENGTH, require_form, token_parameter
+from auth_server.errors import InvalidClientError
+from auth_server.grants import CLIENT_AUTH_METHODS
+from auth_server.store import TokenRecord, find_token
+from shared.digests import sha256_hex
+
+bp = Blueprint("introspect", __name__)
+INACTIVE = {"active": False}
+
+
+class IntrospectionEndpoint(_IntrospectionEndpoint):
+    CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+    def create_endpoint_response(self, request):
+        client = self.authenticate_endpoint_client(request)
+        if not client.can_introspect:
+            # RFC 7662 §2.3: a caller without the privilege gets 401.
+            raise InvalidClientError(
+                description="This client is not allowed to introspect tokens.", status_code=401
+            )
+        token = token_parameter()
+        # RFC 7662 §2.1: an unknown hint only orders the search; it is never an error here.
+        hint = request.form.get("token_type_hint")
+        record = None
+        if len(token) <= MAX_TOKEN_LENGTH:
+            record = find_token(db.session, sha256_hex(token), hint)
+        return 200, self._payload(record), default_json_headers
+
+    def _payload(self, record: TokenRecord | None) -> dict:
+        # RFC 7662 §2.2: unknown, expired, revoked: exactly {"active": false}, nothing more.
+        if record is None or not record.is_active(int(time.time())):
+            return dict(INACTIVE)
+        audience = record.audience.split()
+        payload = {
+            "active": True,
+            "scope": record.scope,
+            "client_id": record.client_id,
+            "sub": record.subject,
+            "aud": audience[0] if len(audience) == 1 else audience,
+            "iss": self.server.components.settings.auth_issuer,
+            "exp": record.expires_at,
+            "iat": record.issued_at,
+            "token_use": record.kind,
+        }
+        if record.username is not None:
+            payload["username"] = record.username
+        if record.kind == "access_token":
+            payload["jti"] = record.jti
+            payload["token_type"] = "Bearer"
+        return payload
+
+
+@bp.post("/oauth/introspect")
+def introspect():
+    require_form()
+    return current_app.extensions["tessera"].server.create_endpoint_response(
+        IntrospectionEndpoint.ENDPOINT_NAME
+    )

@@ -1,0 +1,128 @@
+"""Every error a client of the authorization server can see, in one place.
+
+OAuth endpoints answer RFC 6749 §5.2 errors: a JSON object with `error` (and
+`error_description`), `Cache-Control: no-store`, and for `invalid_client` after an HTTP Basic
+attempt, 401 with `WWW-Authenticate: Basic` (Authlib's InvalidClientError does that part).
+Everything else (unknown paths, wrong methods, oversized bodies, a database that is down) is
+JSON in the same shape, so no client ever parses an HTML error page or sees a 500 for bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+    UnauthorizedClientError,
+    UnsupportedGrantTypeError,
+    UnsupportedTokenTypeError,
+)
+from flask import Flask, Response, json
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from werkzeug.exceptions import HTTPException
+
+__all__ = [
+    "InvalidClientError",
+    "InvalidGrantError",
+    "InvalidRequestError",
+    "InvalidScopeError",
+    "InvalidTargetError",
+    "OAuth2Error",
+    "TemporarilyUnavailableError",
+    "TooManyRequestsError",
+    "UnauthorizedClientError",
+    "UnsupportedGrantTypeError",
+    "UnsupportedTokenTypeError",
+    "error_response",
+    "register_error_handlers",
+]
+
+log = logging.getLogger("tessera.auth")
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+DATABASE_RETRY_AFTER = 5
+
+
+class InvalidTargetError(OAuth2Error):
+    """RFC 8707 §2: the requested resource is invalid, unknown, or not allowed for this client."""
+
+    error = "invalid_target"
+
+
+class TemporarilyUnavailableError(OAuth2Error):
+    """The server cannot answer now (its database is down); the client should retry later."""
+
+    error = "temporarily_unavailable"
+    status_code = 503
+
+    def __init__(self, description=None, retry_after: int = DATABASE_RETRY_AFTER):
+        super().__init__(description=description)
+        self.retry_after = retry_after
+
+    def get_headers(self):
+        return [*super().get_headers(), ("Retry-After", str(self.retry_after))]
+
+
+class TooManyRequestsError(OAuth2Error):
+    """Login throttling (RFC 6585 §4): 429 with Retry-After, before any password is hashed."""
+
+    error = "invalid_request"
+    status_code = 429
+
+    def __init__(self, description=None, retry_after: int = 60):
+        super().__init__(description=description)
+        self.retry_after = max(1, int(retry_after))
+
+    def get_headers(self):
+        return [*super().get_headers(), ("Retry-After", str(self.retry_after))]
+
+
+def error_response(error: OAuth2Error) -> Response:
+    status, body, headers = error()
+    return Response(json.dumps(body) if isinstance(body, dict) else body, status, headers)
+
+
+# HTTP errors Werkzeug raises before a view runs, mapped to the nearest RFC 6749 code.
+_HTTP_ERROR_CODES = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "invalid_request",
+    415: "invalid_request",
+}
+
+
+def _http_error(exc: HTTPException) -> Response:
+    code = exc.code or 500
+    body = {"error": _HTTP_ERROR_CODES.get(code, "server_error")}
+    if code == 413:
+        body["error_description"] = "The request body is too large."
+    elif exc.description and code < 500:
+        body["error_description"] = exc.description
+    headers = dict(NO_STORE)
+    headers.update((k, v) for k, v in exc.get_headers() if k.lower() == "allow")
+    return Response(json.dumps(body), code, headers, mimetype="application/json")
+
+
+def _database_unavailable(exc: Exception) -> Response:
+    # The operator needs the driver's message; the client needs only "retry later".
+    log.error("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
+    return error_response(TemporarilyUnavailableError("The service is temporarily unavailable."))
+
+
+def _database_error(exc: DBAPIError) -> Response:
+    if exc.connection_invalidated or isinstance(exc, OperationalError):
+        return _database_unavailable(exc)
+    raise exc
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(OAuth2Error, error_response)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(PoolTimeoutError, _database_unavailable)
+    app.register_error_handler(DBAPIError, _database_error)

@@ -1,0 +1,298 @@
+"""JWT signing keys: generation, encryption at rest, the next/active/retired life cycle, JWKS.
+
+A key is published (JWKS) one rotation before it signs (`next`), signs while `active`, and stays
+published while `retired` until every token it signed has expired. Each worker caches the keys
+for KEY_CACHE_SECONDS and re-reads them, so a rotation made by any process (the CLI, another
+worker, another replica) reaches every worker within that time and without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from joserfc import jwk
+from joserfc.errors import SecurityWarning
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from auth_server.models import SigningKey
+from shared.settings import ConfigurationError
+
+log = logging.getLogger("tessera.auth.keys")
+
+# joserfc flags "EdDSA" as superseded by the fully specified "Ed25519" (RFC 9864); we still
+# publish EdDSA because that is what deployed JOSE libraries understand.
+warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
+
+KEY_TYPES = {"ES256": ("EC", "P-256"), "RS256": ("RSA", 2048), "EdDSA": ("OKP", "Ed25519")}
+PUBLISHED_STATES = ("next", "active", "retired")
+
+
+class KeyCipher:
+    """Encrypts private keys at rest with Fernet; several keys allow re-keying (first encrypts)."""
+
+    def __init__(self, fernet_keys: list[str] | None):
+        self._fernet = (
+            MultiFernet([Fernet(k.strip()) for k in fernet_keys]) if fernet_keys else None
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self._fernet is not None
+
+    @classmethod
+    def from_settings(cls, env_keys: str | None, key_file: str) -> KeyCipher:
+        if env_keys:
+            raw = [k for k in env_keys.split(",") if k.strip()]
+        elif Path(key_file).is_file():
+            raw = [Path(key_file).read_text().strip()]
+        else:
+            return cls(None)
+        try:
+            return cls(raw)
+        except ValueError as exc:
+            raise ConfigurationError(
+                "AUTH_KEY_ENCRYPTION_KEY must be Fernet keys (32 url-safe base64 bytes each); "
+                "make one with: python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'"
+            ) from exc
+
+    @staticmethod
+    def create_key_file(path: str) -> bool:
+        """Write a new Fernet key to `path` unless one is there; True if this call wrote it.
+
+        Linking a finished temporary file makes the creation atomic: of several processes
+        starting at once, exactly one key wins and nobody reads a half-written file.
+        """
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        temporary.write_bytes(Fernet.generate_key())
+        temporary.chmod(0o600)
+        try:
+            os.link(temporary, target)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def seal(self, pem: bytes) -> tuple[str, bool]:
+        if self._fernet is None:
+            return pem.decode(), False
+        return self._fernet.encrypt(pem).decode(), True
+
+    def open(self, stored: str, encrypted: bool) -> bytes:
+        if not encrypted:
+            return stored.encode()
+        if self._fernet is None:
+            raise ConfigurationError(
+                "signing keys are encrypted but AUTH_KEY_ENCRYPTION_KEY is not set"
+            )
+        try:
+            return self._fernet.decrypt(stored.encode())
+        except InvalidToken as exc:
+            raise ConfigurationError(
+                "AUTH_KEY_ENCRYPTION_KEY cannot decrypt the stored signing keys"
+            ) from exc
+
+
+def generate_signing_key(alg: str, state: str, cipher: KeyCipher, now: int) -> SigningKey:
+    kty, crv_or_size = KEY_TYPES[alg]
+    key = jwk.generate_key(kty, crv_or_size, private=True)
+    # RFC 7638 thumbprint: a kid derived from the key itself is unique and needs no counter.
+    kid = key.thumbprint()
+    public = {**key.as_dict(private=False), "kid": kid, "alg": alg, "use": "sig"}
+    sealed, encrypted = cipher.seal(key.as_pem(private=True))
+    return SigningKey(
+        kid=kid,
+        alg=alg,
+        state=state,
+        private_key=sealed,
+        private_key_encrypted=encrypted,
+        public_jwk=json.dumps(public, sort_keys=True),
+        created_at=now,
+        activated_at=now if state == "active" else None,
+    )
+
+
+def ensure_signing_keys(session: Session, alg: str, cipher: KeyCipher, now: int) -> bool:
+    """Create the active and next key for `alg` if missing; safe when several processes race."""
+    created = False
+    for state in ("active", "next"):
+        exists = session.scalar(
+            select(SigningKey.kid).where(SigningKey.alg == alg, SigningKey.state == state)
+        )
+        if exists:
+            continue
+        session.add(generate_signing_key(alg, state, cipher, now))
+        try:
+            session.commit()
+            created = True
+            log.info("created %s signing key for %s", state, alg)
+        except IntegrityError:
+            # another process created it first: theirs is as good as ours
+            session.rollback()
+    return created
+
+
+@dataclass(frozen=True)
+class RotationResult:
+    retired_kid: str
+    active_kid: str
+    next_kid: str
+
+
+def rotate_signing_keys(
+    session: Session, alg: str, cipher: KeyCipher, now: int, retire_for: int
+) -> RotationResult | None:
+    """Promote next -> active, active -> retired, create a new next; None if another process
+    rotated concurrently (the conditional UPDATE lost)."""
+    ensure_signing_keys(session, alg, cipher, now)
+    active = session.scalar(
+        select(SigningKey).where(SigningKey.alg == alg, SigningKey.state == "active")
+    )
+    upcoming = session.scalar(
+        select(SigningKey).where(SigningKey.alg == alg, SigningKey.state == "next")
+    )
+    if active is None or upcoming is None:
+        return None
+    retired = session.execute(
+        update(SigningKey)
+        .where(SigningKey.kid == active.kid, SigningKey.state == "active")
+        .values(state="retired", retired_at=now, remove_after=now + retire_for)
+        .execution_options(synchronize_session=False)
+    )
+    if retired.rowcount != 1:
+        session.rollback()
+        return None
+    promoted = session.execute(
+        update(SigningKey)
+        .where(SigningKey.kid == upcoming.kid, SigningKey.state == "next")
+        .values(state="active", activated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if promoted.rowcount != 1:
+        session.rollback()
+        return None
+    new_next = generate_signing_key(alg, "next", cipher, now)
+    session.add(new_next)
+    purge_retired_keys(session, now)
+    session.commit()
+    log.info("rotated %s signing keys: %s retired, %s active", alg, active.kid, upcoming.kid)
+    return RotationResult(active.kid, upcoming.kid, new_next.kid)
+
+
+def purge_retired_keys(session: Session, now: int) -> int:
+    result = session.execute(
+        delete(SigningKey).where(SigningKey.state == "retired", SigningKey.remove_after <= now)
+    )
+    return result.rowcount or 0
+
+
+@dataclass(frozen=True)
+class LoadedKeys:
+    loaded_at: float
+    signing: tuple[str, str, object] | None  # (kid, alg, joserfc private key)
+    activated_at: int | None
+    jwks: dict = field(default_factory=dict)
+
+
+class KeyRing:
+    """Per-process cache of the signing key and the JWKS, refreshed every `cache_seconds`."""
+
+    def __init__(
+        self,
+        session_factory: Callable[[], Session],
+        cipher: KeyCipher,
+        alg: str,
+        cache_seconds: float,
+        retire_for: int,
+        rotation_days: int = 0,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._session_factory = session_factory
+        self._cipher = cipher
+        self.alg = alg
+        self._cache_seconds = cache_seconds
+        self._retire_for = retire_for
+        self._rotation_seconds = rotation_days * 86400
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._loaded: LoadedKeys | None = None
+
+    def signing_key(self) -> tuple[str, str, object]:
+        loaded = self._current()
+        if loaded.signing is None:
+            raise ConfigurationError(f"no active {self.alg} signing key")
+        return loaded.signing
+
+    def jwks(self) -> dict:
+        return self._current().jwks
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._loaded = None
+
+    def _current(self) -> LoadedKeys:
+        loaded = self._loaded
+        if loaded is not None and self._clock() - loaded.loaded_at < self._cache_seconds:
+            return loaded
+        with self._lock:
+            loaded = self._loaded
+            if loaded is None or self._clock() - loaded.loaded_at >= self._cache_seconds:
+                loaded = self._loaded = self._load()
+        return loaded
+
+    def _load(self) -> LoadedKeys:
+        now = int(self._clock())
+        with self._session_factory() as session:
+            rows = self._published(session, now)
+            active = next((k for k in rows if k.state == "active" and k.alg == self.alg), None)
+            if active is None:
+                ensure_signing_keys(session, self.alg, self._cipher, now)
+                rows = self._published(session, now)
+                active = next(k for k in rows if k.state == "active" and k.alg == self.alg)
+            elif self._rotation_due(active, now):
+                rotate_signing_keys(session, self.alg, self._cipher, now, self._retire_for)
+                rows = self._published(session, now)
+                active = next(k for k in rows if k.state == "active" and k.alg == self.alg)
+            private = jwk.import_key(
+                self._cipher.open(active.private_key, active.private_key_encrypted),
+                KEY_TYPES[active.alg][0],
+            )
+            jwks = {"keys": [k.public_jwk_dict for k in rows]}
+            return LoadedKeys(
+                loaded_at=self._clock(),
+                signing=(active.kid, active.alg, private),
+                activated_at=active.activated_at,
+                jwks=jwks,
+            )
+
+    def _rotation_due(self, active: SigningKey, now: int) -> bool:
+        return bool(self._rotation_seconds) and (
+            (active.activated_at or active.created_at) + self._rotation_seconds <= now
+        )
+
+    @staticmethod
+    def _published(session: Session, now: int) -> list[SigningKey]:
+        return list(
+            session.scalars(
+                select(SigningKey)
+                .where(
+                    SigningKey.state.in_(PUBLISHED_STATES),
+                    or_(SigningKey.remove_after.is_(None), SigningKey.remove_after > now),
+                )
+                .order_by(SigningKey.created_at.desc(), SigningKey.kid)
+            )
+        )

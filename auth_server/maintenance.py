@@ -1,0 +1,65 @@
+"""Housekeeping: delete what can no longer matter, in small batches so it never blocks traffic."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from auth_server.keys import purge_retired_keys
+from auth_server.models import AccessToken, AuditEvent, RefreshFamily, RefreshToken
+
+
+def _delete_in_batches(session: Session, model, key, condition, batch_size: int) -> int:
+    total = 0
+    while True:
+        ids = select(key).where(condition).limit(batch_size).scalar_subquery()
+        deleted = session.execute(
+            delete(model).where(key.in_(ids)).execution_options(synchronize_session=False)
+        ).rowcount
+        session.commit()
+        total += deleted or 0
+        if not deleted or deleted < batch_size:
+            return total
+
+
+def purge_expired(
+    session: Session, now: int, audit_retention_seconds: int, batch_size: int = 1000
+) -> dict[str, int]:
+    """Rows past expiry: access tokens, families past their absolute lifetime (with their
+    refresh tokens), never-used refresh tokens past their idle expiry, old audit events and
+    retired keys. Consumed refresh tokens of live families stay: they are what reuse detection
+    recognises."""
+    counts = {}
+    counts["access_tokens"] = _delete_in_batches(
+        session, AccessToken, AccessToken.jti, AccessToken.expires_at <= now, batch_size
+    )
+    dead_families = select(RefreshFamily.id).where(RefreshFamily.expires_at <= now)
+    counts["refresh_tokens"] = _delete_in_batches(
+        session,
+        RefreshToken,
+        RefreshToken.id,
+        RefreshToken.family_id.in_(dead_families)
+        | ((RefreshToken.expires_at <= now) & RefreshToken.consumed_at.is_(None)),
+        batch_size,
+    )
+    # Access tokens of those families expired long ago (their TTL is minutes), so none remain.
+    counts["refresh_families"] = _delete_in_batches(
+        session,
+        RefreshFamily,
+        RefreshFamily.id,
+        (RefreshFamily.expires_at <= now)
+        & ~RefreshFamily.id.in_(
+            select(AccessToken.family_id).where(AccessToken.family_id.is_not(None))
+        ),
+        batch_size,
+    )
+    counts["audit_events"] = _delete_in_batches(
+        session,
+        AuditEvent,
+        AuditEvent.id,
+        AuditEvent.at <= now - audit_retention_seconds,
+        batch_size,
+    )
+    counts["signing_keys"] = purge_retired_keys(session, now)
+    session.commit()
+    return counts

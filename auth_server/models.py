@@ -1,0 +1,183 @@
+"""Authorization server tables.
+
+Times are integer epoch seconds (what JWT `iat`/`exp` and RFC 7662 use), so comparisons are
+the same on SQLite and PostgreSQL. Secrets never appear in a column: passwords as Argon2id,
+client secrets and tokens as SHA-256 hex digests, private keys encrypted when a key is set.
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from auth_server.db import db
+from shared.digests import matches_digest
+
+SHA256_HEX = 64
+
+
+def split_words(value: str | None) -> list[str]:
+    return value.split() if value else []
+
+
+class User(db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Stable public identifier (JWT `sub`): usernames may change, subjects never do.
+    subject: Mapped[str] = mapped_column(String(36), unique=True)
+    username: Mapped[str] = mapped_column(String(150), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    # Space-separated scopes this user may delegate; NULL means no per-user restriction.
+    allowed_scopes: Mapped[str | None] = mapped_column(Text, default=None)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    password_changed_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Client(db.Model):
+    __tablename__ = "clients"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    secret_hash: Mapped[str] = mapped_column(String(SHA256_HEX))
+    grant_types: Mapped[str] = mapped_column(Text, default="")
+    scopes: Mapped[str] = mapped_column(Text, default="")
+    audiences: Mapped[str] = mapped_column(Text, default="")
+    # Resource servers get this flag: only they may call the introspection endpoint.
+    can_introspect: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+    # -- what Authlib's client authentication and grants ask of a client (ClientMixin) --
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return not self.disabled and matches_digest(client_secret, self.secret_hash)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        # Every client is confidential: it holds a secret (RFC 6749 §2.1).
+        return method in ("client_secret_basic", "client_secret_post")
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.grant_type_list
+
+    @property
+    def grant_type_list(self) -> list[str]:
+        return split_words(self.grant_types)
+
+    @property
+    def scope_list(self) -> list[str]:
+        return split_words(self.scopes)
+
+    @property
+    def audience_list(self) -> list[str]:
+        return split_words(self.audiences)
+
+
+class RefreshFamily(db.Model):
+    """One login: every refresh token rotated from it, and the access tokens they produced."""
+
+    __tablename__ = "refresh_families"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    scope: Mapped[str] = mapped_column(Text)
+    audience: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    # Absolute lifetime: no refresh extends it.
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    last_used_at: Mapped[int] = mapped_column(BigInteger)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    revoked_reason: Mapped[str | None] = mapped_column(String(50), default=None)
+
+    user: Mapped[User] = relationship(lazy="joined")
+    client: Mapped[Client] = relationship(lazy="joined")
+
+
+class RefreshToken(db.Model):
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(SHA256_HEX), unique=True)
+    family_id: Mapped[int] = mapped_column(ForeignKey("refresh_families.id"), index=True)
+    issued_at: Mapped[int] = mapped_column(BigInteger)
+    # Idle expiry: issued_at + idle TTL, capped by the family's absolute expiry.
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    consumed_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # The successor's token response, encrypted under a key derived from *this* token's value,
+    # kept only while a reuse grace window is configured: a racing duplicate refresh can get the
+    # same successor back although the database holds no usable token.
+    grace_response: Mapped[str | None] = mapped_column(Text, default=None)
+
+    family: Mapped[RefreshFamily] = relationship(lazy="joined")
+
+
+class AccessToken(db.Model):
+    __tablename__ = "access_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(SHA256_HEX), unique=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True, default=None)
+    family_id: Mapped[int | None] = mapped_column(
+        ForeignKey("refresh_families.id"), index=True, default=None
+    )
+    scope: Mapped[str] = mapped_column(Text)
+    audience: Mapped[str] = mapped_column(Text)
+    issued_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class SigningKey(db.Model):
+    """A JWT signing key: `next` (published, not signing), `active` (signing), `retired`
+    (published until every token it signed has expired)."""
+
+    __tablename__ = "signing_keys"
+    # The database, not the code, guarantees one active and at most one next key per algorithm,
+    # so two workers bootstrapping or rotating at once cannot both win.
+    __table_args__ = tuple(
+        Index(
+            f"uq_signing_keys_{state}_alg",
+            "alg",
+            unique=True,
+            sqlite_where=text(f"state = '{state}'"),
+            postgresql_where=text(f"state = '{state}'"),
+        )
+        for state in ("active", "next")
+    )
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alg: Mapped[str] = mapped_column(String(10))
+    state: Mapped[str] = mapped_column(String(10), index=True)
+    private_key: Mapped[str] = mapped_column(Text)
+    private_key_encrypted: Mapped[bool] = mapped_column(Boolean, default=False)
+    public_jwk: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    activated_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    retired_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # When a retired key leaves the JWKS: its retirement plus the longest access-token lifetime.
+    remove_after: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+    @property
+    def public_jwk_dict(self) -> dict:
+        return json.loads(self.public_jwk)
+
+
+class AuditEvent(db.Model):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[int] = mapped_column(BigInteger, index=True)
+    event: Mapped[str] = mapped_column(String(50), index=True)
+    # Who caused it: "user:<subject>", "client:<client_id>", "operator", "system".
+    actor: Mapped[str] = mapped_column(String(200))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True, default=None)
+    client_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    ip: Mapped[str | None] = mapped_column(String(64), default=None)
+    # JSON object with event-specific facts (jti, family id, reason...); never a secret.
+    detail: Mapped[str] = mapped_column(Text, default="{}")

@@ -1,0 +1,83 @@
+"""Authlib's Flask AuthorizationServer wired to Tessera's storage and request rules."""
+
+from __future__ import annotations
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
+from flask import request as flask_request
+
+from auth_server.db import db
+from auth_server.endpoints.introspect import IntrospectionEndpoint
+from auth_server.endpoints.revoke import RevocationEndpoint
+from auth_server.errors import InvalidClientError, InvalidRequestError
+from auth_server.grants import ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant
+from auth_server.store import find_client
+from shared.basic_auth import parse_basic_credentials
+
+
+class _FormPayload(FlaskOAuth2Payload):
+    # RFC 6749 §3.2 / §2.3.1: parameters and credentials travel in the form body, never in the
+    # URI; Authlib would also read the query string.
+    @property
+    def data(self):
+        return self._request.form
+
+
+class TesseraAuthorizationServer(AuthorizationServer):
+    def __init__(self, components):
+        super().__init__()
+        self.components = components
+        self._query_client = self._find_client
+        self._save_token = None  # grants store tokens themselves, inside their transaction
+        for grant in (PasswordGrant, ClientCredentialsGrant, RefreshTokenGrant):
+            self.register_grant(grant)
+        self.register_endpoint(IntrospectionEndpoint)
+        self.register_endpoint(RevocationEndpoint)
+        self.register_client_auth_method("client_secret_basic", _authenticate_basic)
+        self.register_client_auth_method("client_secret_post", _authenticate_post)
+
+    @staticmethod
+    def _find_client(client_id: str):
+        client = find_client(db.session, client_id)
+        return None if client is None or client.disabled else client
+
+    def authenticate_client(self, request, methods, endpoint="token"):
+        if request.headers.get("Authorization") and "client_secret" in request.form:
+            # RFC 6749 §2.3: a client MUST NOT use more than one authentication method.
+            raise InvalidRequestError("Use one client authentication method, not two.")
+        try:
+            return super().authenticate_client(request, methods, endpoint)
+        except InvalidClientError as exc:
+            # One answer for unknown client, wrong secret and missing credentials, so it does
+            # not tell which client_ids exist. 401 + WWW-Authenticate: Basic (RFC 6749 §5.2).
+            raise InvalidClientError(
+                description="Client authentication failed.", status_code=401
+            ) from exc
+
+    def create_oauth2_request(self, request):
+        oauth_request = FlaskOAuth2Request(flask_request)
+        oauth_request.payload = _FormPayload(flask_request)
+        oauth_request.client_ip = flask_request.remote_addr
+        return oauth_request
+
+
+def _check(query_client, client_id, client_secret):
+    if not client_id or client_secret is None:
+        return None
+    client = query_client(client_id)
+    if client is not None and client.check_client_secret(client_secret):
+        return client
+    return None
+
+
+def _authenticate_basic(query_client, request):
+    """client_secret_basic that survives any Authorization header (Authlib's raises on
+    non-UTF-8 credentials, which would be a 500)."""
+    return _check(query_client, *parse_basic_credentials(request.headers.get("Authorization")))
+
+
+def _authenticate_post(query_client, request):
+    # RFC 6749 §2.3.1: a client MUST NOT use more than one authentication method per request.
+    if request.headers.get("Authorization"):
+        return None
+    return _check(query_client, request.form.get("client_id"), request.form.get("client_secret"))

@@ -1,0 +1,92 @@
+"""Every authorization-server setting, its default and its meaning (read from the environment)."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from shared.settings import DEFAULT_INSTANCE_DIR, ServiceSettings
+
+SUPPORTED_SIGNING_ALGS = ("ES256", "RS256", "EdDSA")
+
+
+class AuthSettings(ServiceSettings):
+    auth_issuer: str = Field(
+        "http://127.0.0.1:8000",
+        description="The issuer identifier (RFC 8414 `issuer`, JWT `iss`): the public base URL of "
+        "the authorization server, without a trailing slash.",
+    )
+    auth_database_url: str = Field(
+        f"sqlite:///{DEFAULT_INSTANCE_DIR / 'auth.sqlite3'}",
+        description="SQLAlchemy URL of the authorization server's own database, e.g. "
+        "`postgresql+psycopg://user@host/db`.",
+    )
+    access_token_ttl: int = Field(300, ge=1, description="Access token lifetime in seconds.")
+    refresh_token_idle_ttl: int = Field(
+        14 * 86400, ge=1, description="A refresh token family dies after this many idle seconds."
+    )
+    refresh_token_max_ttl: int = Field(
+        30 * 86400, ge=1, description="Absolute lifetime of a refresh token family (one login)."
+    )
+    refresh_reuse_grace: int = Field(
+        0,
+        ge=0,
+        le=300,
+        description="Seconds during which a just-rotated refresh token gets the same successor "
+        "back instead of counting as reuse (0: any second use is reuse).",
+    )
+    signing_alg: str = Field("ES256", description="JWT signing algorithm: ES256, RS256 or EdDSA.")
+    signing_key_rotation_days: int = Field(
+        0, ge=0, description="Rotate the signing key automatically after this many days (0: off)."
+    )
+    key_cache_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How often each worker re-reads the signing keys, so a rotation reaches every "
+        "worker within this many seconds without a restart.",
+    )
+    auth_key_encryption_key: str | None = Field(
+        None,
+        description="Fernet key(s), comma-separated (the first encrypts), that encrypt private "
+        "signing keys at rest. Unset: read AUTH_KEY_ENCRYPTION_KEY_FILE.",
+    )
+    auth_key_encryption_key_file: str = Field(
+        str(DEFAULT_INSTANCE_DIR / "key-encryption.key"),
+        description="File holding the Fernet key when AUTH_KEY_ENCRYPTION_KEY is unset; demo "
+        "set-up generates it. If neither exists, keys are stored unencrypted (with a warning).",
+    )
+    password_min_length: int = Field(10, ge=8, description="Minimum length of a new password.")
+    password_hash_time_cost: int = Field(3, ge=1, description="Argon2id iterations.")
+    password_hash_memory_kib: int = Field(65536, ge=8, description="Argon2id memory in KiB.")
+    password_hash_parallelism: int = Field(4, ge=1, description="Argon2id lanes.")
+    ratelimit_storage_uri: str = Field(
+        "memory://",
+        description="Where failed-login counters live (`limits` URI). `memory://` counts per "
+        "process; use `redis://host:6379` so every worker and replica shares them.",
+    )
+    login_failures_per_username: str = Field(
+        "10 per 5 minutes",
+        description="Failed password-grant logins allowed per username before 429.",
+    )
+    login_failures_per_ip: str = Field(
+        "100 per 5 minutes",
+        description="Failed password-grant logins allowed per client IP before 429.",
+    )
+    audit_retention_days: int = Field(
+        90, ge=1, description="`tokens purge` deletes audit events older than this."
+    )
+
+    @property
+    def key_retirement_seconds(self) -> int:
+        """How long a retired key stays published: every token it signed expires by then, even
+        one signed by a worker that had not yet re-read the keys."""
+        return self.access_token_ttl + int(self.key_cache_seconds) + 60
+
+    @model_validator(mode="after")
+    def _check(self) -> AuthSettings:
+        if self.signing_alg not in SUPPORTED_SIGNING_ALGS:
+            raise ValueError(f"SIGNING_ALG must be one of {', '.join(SUPPORTED_SIGNING_ALGS)}")
+        if self.auth_issuer.endswith("/"):
+            raise ValueError("AUTH_ISSUER must not end with '/'")
+        if self.refresh_token_idle_ttl > self.refresh_token_max_ttl:
+            raise ValueError("REFRESH_TOKEN_IDLE_TTL must not exceed REFRESH_TOKEN_MAX_TTL")
+        return self

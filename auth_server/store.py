@@ -1,0 +1,139 @@
+"""The few queries the endpoints need, so views never build SQL themselves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, aliased
+
+from auth_server.models import AccessToken, Client, RefreshFamily, RefreshToken, User
+
+
+def find_client(session: Session, client_id: str) -> Client | None:
+    return session.scalar(select(Client).where(Client.client_id == client_id))
+
+
+def find_user(session: Session, username: str) -> User | None:
+    return session.scalar(select(User).where(User.username == username))
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """What introspection and revocation need to know about a stored token."""
+
+    kind: str  # "access_token" or "refresh_token"
+    client_pk: int
+    client_id: str
+    user_pk: int | None
+    username: str | None
+    subject: str | None
+    scope: str
+    audience: str
+    issued_at: int
+    expires_at: int
+    revoked: bool
+    jti: str | None = None
+    family_id: int | None = None
+    consumed: bool = False
+
+    def is_active(self, now: int) -> bool:
+        return not self.revoked and not self.consumed and self.expires_at > now
+
+
+_FamilyOfAccess = aliased(RefreshFamily)
+
+
+def find_access_token(session: Session, token_hash: str) -> TokenRecord | None:
+    # One indexed lookup with its joins: this runs on every protected request.
+    row = session.execute(
+        select(
+            AccessToken.jti,
+            AccessToken.client_id,
+            AccessToken.user_id,
+            AccessToken.scope,
+            AccessToken.audience,
+            AccessToken.issued_at,
+            AccessToken.expires_at,
+            AccessToken.revoked_at,
+            AccessToken.family_id,
+            Client.client_id.label("client_name"),
+            User.username,
+            User.subject,
+            _FamilyOfAccess.revoked_at.label("family_revoked_at"),
+        )
+        .join(Client, Client.id == AccessToken.client_id)
+        .outerjoin(User, User.id == AccessToken.user_id)
+        .outerjoin(_FamilyOfAccess, _FamilyOfAccess.id == AccessToken.family_id)
+        .where(AccessToken.token_hash == token_hash)
+    ).one_or_none()
+    if row is None:
+        return None
+    return TokenRecord(
+        kind="access_token",
+        client_pk=row.client_id,
+        client_id=row.client_name,
+        user_pk=row.user_id,
+        username=row.username,
+        subject=row.subject or row.client_name,
+        scope=row.scope,
+        audience=row.audience,
+        issued_at=row.issued_at,
+        expires_at=row.expires_at,
+        revoked=row.revoked_at is not None or row.family_revoked_at is not None,
+        jti=row.jti,
+        family_id=row.family_id,
+    )
+
+
+def find_refresh_token(session: Session, token_hash: str) -> TokenRecord | None:
+    row = session.execute(
+        select(
+            RefreshToken.issued_at,
+            RefreshToken.expires_at,
+            RefreshToken.consumed_at,
+            RefreshFamily.id.label("family_id"),
+            RefreshFamily.client_id,
+            RefreshFamily.user_id,
+            RefreshFamily.scope,
+            RefreshFamily.audience,
+            RefreshFamily.expires_at.label("family_expires_at"),
+            RefreshFamily.revoked_at,
+            Client.client_id.label("client_name"),
+            User.username,
+            User.subject,
+        )
+        .join(RefreshFamily, RefreshFamily.id == RefreshToken.family_id)
+        .join(Client, Client.id == RefreshFamily.client_id)
+        .join(User, User.id == RefreshFamily.user_id)
+        .where(RefreshToken.token_hash == token_hash)
+    ).one_or_none()
+    if row is None:
+        return None
+    return TokenRecord(
+        kind="refresh_token",
+        client_pk=row.client_id,
+        client_id=row.client_name,
+        user_pk=row.user_id,
+        username=row.username,
+        subject=row.subject,
+        scope=row.scope,
+        audience=row.audience,
+        issued_at=row.issued_at,
+        expires_at=min(row.expires_at, row.family_expires_at),
+        revoked=row.revoked_at is not None,
+        family_id=row.family_id,
+        consumed=row.consumed_at is not None,
+    )
+
+
+def find_token(session: Session, token_hash: str, hint: str | None) -> TokenRecord | None:
+    """RFC 7009 §2.1 / RFC 7662 §2.1: the hint orders the search, it does not limit it."""
+    finders = (find_access_token, find_refresh_token)
+    if hint == "refresh_token":
+        finders = (find_refresh_token, find_access_token)
+    for finder in finders:
+        record = finder(session, token_hash)
+        if record is not None:
+            return record
+    return None

@@ -1,0 +1,367 @@
+"""Issuing and rotating tokens: RFC 9068 JWT access tokens and opaque refresh tokens.
+
+Every token is written to the database and committed *before* it is returned, so no client
+ever holds a token that introspection does not know. Refresh tokens rotate on every use, and the
+database, not a Python lock, decides which of several concurrent uses wins (RFC 9700 §4.14.2):
+the family row is locked by a conditional UPDATE, then the presented token is consumed by
+another; only the request whose UPDATE changed a row mints a successor. Any other use of a
+consumed token is reuse and revokes the family, unless it falls inside the configured grace
+window, in which case it gets the *same* successor back.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from joserfc import jwt
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from auth_server import audit
+from auth_server.errors import InvalidGrantError
+from auth_server.keys import KeyRing
+from auth_server.models import AccessToken, Client, RefreshFamily, RefreshToken, User
+from auth_server.policy import allowed_scopes, resolve_audience, resolve_scope
+from auth_server.revocation import revoke_family
+from shared.digests import sha256_hex as hash_token
+
+REFRESH_TOKEN_BYTES = 32  # 256 bits
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
+
+
+@dataclass(frozen=True)
+class TokenPolicy:
+    issuer: str
+    access_token_ttl: int
+    refresh_token_idle_ttl: int
+    refresh_token_max_ttl: int
+    refresh_reuse_grace: int
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Who is asking, for the audit trail."""
+
+    ip: str | None = None
+
+
+class GraceSealer:
+    """Encrypts a successor token response under a key derived from the *consumed* token.
+
+    Only a caller holding the old refresh token can read it back, so keeping it for the grace
+    window does not store a usable token at rest.
+    """
+
+    INFO = b"tessera refresh grace v1"
+
+    @classmethod
+    def _aead(cls, token: str) -> AESGCM:
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=cls.INFO).derive(
+            token.encode()
+        )
+        return AESGCM(key)
+
+    @classmethod
+    def seal(cls, token: str, response: dict) -> str:
+        nonce = os.urandom(12)
+        sealed = cls._aead(token).encrypt(nonce, json.dumps(response).encode(), None)
+        return base64.urlsafe_b64encode(nonce + sealed).decode()
+
+    @classmethod
+    def open(cls, token: str, blob: str) -> dict | None:
+        raw = base64.urlsafe_b64decode(blob.encode())
+        try:
+            return json.loads(cls._aead(token).decrypt(raw[:12], raw[12:], None))
+        except (InvalidTag, ValueError):
+            return None
+
+
+class TokenService:
+    """Each public method reads the signing key *before* it writes anything: the key ring may
+    itself write (first key, scheduled rotation) on its own connection, and on SQLite that
+    would wait forever behind this transaction's write lock."""
+
+    def __init__(
+        self,
+        session: Session,
+        policy: TokenPolicy,
+        keyring: KeyRing,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.session = session
+        self.policy = policy
+        self.keyring = keyring
+        self.clock = clock
+
+    # -- issuing ---------------------------------------------------------------------------
+
+    def issue_client_token(
+        self, client: Client, scope: Sequence[str], audience: Sequence[str], ctx: RequestContext
+    ) -> dict:
+        """client_credentials (RFC 6749 §4.4): an access token and no refresh token (§4.4.3)."""
+        signer = self.keyring.signing_key()
+        now = int(self.clock())
+        access, jti = self._mint_access_token(signer, client, None, None, scope, audience, now)
+        audit.record(
+            self.session,
+            "token_issued",
+            actor=f"client:{client.client_id}",
+            at=now,
+            client_id=client.client_id,
+            ip=ctx.ip,
+            grant_type="client_credentials",
+            jti=jti,
+        )
+        self.session.commit()
+        return self._response(access, scope)
+
+    def issue_user_tokens(
+        self,
+        client: Client,
+        user: User,
+        scope: Sequence[str],
+        audience: Sequence[str],
+        grant_type: str,
+        ctx: RequestContext,
+    ) -> dict:
+        """A login: an access token and, if the client may refresh, a new refresh family."""
+        signer = self.keyring.signing_key()
+        now = int(self.clock())
+        family_id = None
+        refresh_value = None
+        if "refresh_token" in client.grant_type_list:
+            family = RefreshFamily(
+                user_id=user.id,
+                client_id=client.id,
+                scope=" ".join(scope),
+                audience=" ".join(audience),
+                created_at=now,
+                expires_at=now + self.policy.refresh_token_max_ttl,
+                last_used_at=now,
+            )
+            self.session.add(family)
+            self.session.flush()
+            family_id = family.id
+            refresh_value = self._mint_refresh_token(family, now)
+        access, jti = self._mint_access_token(signer, client, user, family_id, scope, audience, now)
+        audit.record(
+            self.session,
+            "token_issued",
+            actor=f"user:{user.subject}",
+            at=now,
+            user_id=user.id,
+            client_id=client.client_id,
+            ip=ctx.ip,
+            grant_type=grant_type,
+            jti=jti,
+            family=family_id,
+        )
+        self.session.commit()
+        return self._response(access, scope, refresh_value)
+
+    # -- refresh (RFC 6749 §6, RFC 9700 §4.14.2) -------------------------------------------
+
+    def rotate_refresh_token(
+        self,
+        client: Client,
+        presented: str,
+        requested_scope: str | None,
+        resources: Sequence[str],
+        ctx: RequestContext,
+    ) -> dict:
+        signer = self.keyring.signing_key()
+        now = int(self.clock())
+        row = self._find_refresh_token(presented)
+        if row is None:
+            raise InvalidGrantError("The refresh token is invalid.")
+        family = row.family
+        if family.client_id != client.id:
+            # RFC 6749 §6: bound to the client it was issued to; a stranger changes nothing.
+            raise InvalidGrantError("The refresh token was issued to another client.")
+        if family.revoked_at is not None:
+            raise InvalidGrantError("The refresh token has been revoked.")
+        if row.consumed_at is not None:
+            return self._reused(row, presented, now, ctx)
+        if row.expires_at <= now or family.expires_at <= now:
+            raise InvalidGrantError("The refresh token has expired; log in again.")
+        user = family.user
+        if user.disabled:
+            raise InvalidGrantError("The user is disabled.")
+
+        # RFC 6749 §6: the new access token may be narrower; the refresh token keeps the family's
+        # scope. Clients or users whose allowances shrank since login get the smaller set.
+        family_scope = family.scope.split()
+        allowed = allowed_scopes(family_scope, client.scope_list, _user_scopes(user))
+        scope = resolve_scope(requested_scope, allowed)
+        allowed_audience = [a for a in family.audience.split() if a in client.audience_list]
+        audience = resolve_audience(resources, allowed_audience)
+
+        # Lock the family first: a concurrent revocation or refresh of the same family waits here.
+        locked = self.session.execute(
+            update(RefreshFamily)
+            .where(RefreshFamily.id == family.id, RefreshFamily.revoked_at.is_(None))
+            .values(last_used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if locked.rowcount != 1:
+            self.session.rollback()
+            raise InvalidGrantError("The refresh token has been revoked.")
+        consumed = self.session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.id == row.id, RefreshToken.consumed_at.is_(None))
+            .values(consumed_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if consumed.rowcount != 1:
+            # Lost the race: another request consumed it between our read and our update.
+            self.session.expire_all()
+            row = self._find_refresh_token(presented)
+            return self._reused(row, presented, now, ctx, family_locked=True)
+
+        refresh_value = self._mint_refresh_token(family, now)
+        access, jti = self._mint_access_token(signer, client, user, family.id, scope, audience, now)
+        response = self._response(access, scope, refresh_value)
+        if self.policy.refresh_reuse_grace:
+            self.session.execute(
+                update(RefreshToken)
+                .where(RefreshToken.id == row.id)
+                .values(grace_response=GraceSealer.seal(presented, response))
+                .execution_options(synchronize_session=False)
+            )
+        audit.record(
+            self.session,
+            "token_refreshed",
+            actor=f"user:{user.subject}",
+            at=now,
+            user_id=user.id,
+            client_id=client.client_id,
+            ip=ctx.ip,
+            jti=jti,
+            family=family.id,
+        )
+        self.session.commit()
+        return response
+
+    def _reused(
+        self,
+        row: RefreshToken,
+        presented: str,
+        now: int,
+        ctx: RequestContext,
+        family_locked: bool = False,
+    ) -> dict:
+        grace = self.policy.refresh_reuse_grace
+        in_grace = row.consumed_at is not None and now - row.consumed_at <= grace
+        if grace and in_grace and row.grace_response:
+            response = GraceSealer.open(presented, row.grace_response)
+            if response is not None:
+                self.session.rollback()
+                return response
+        family = row.family
+        revoke_family(self.session, family.id, "refresh_reuse", now)
+        audit.record(
+            self.session,
+            "refresh_token_reuse_detected",
+            actor=f"client:{family.client.client_id}",
+            at=now,
+            user_id=family.user_id,
+            client_id=family.client.client_id,
+            ip=ctx.ip,
+            family=family.id,
+            consumed_at=row.consumed_at,
+        )
+        self.session.commit()
+        raise InvalidGrantError(
+            "The refresh token was already used; every token of this login is now revoked."
+        )
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _find_refresh_token(self, presented: str) -> RefreshToken | None:
+        return self.session.scalar(
+            select(RefreshToken).where(RefreshToken.token_hash == hash_token(presented))
+        )
+
+    def _mint_refresh_token(self, family: RefreshFamily, now: int) -> str:
+        value = new_secret()
+        self.session.add(
+            RefreshToken(
+                token_hash=hash_token(value),
+                family_id=family.id,
+                issued_at=now,
+                # Sliding idle window, never past the family's absolute lifetime.
+                expires_at=min(now + self.policy.refresh_token_idle_ttl, family.expires_at),
+            )
+        )
+        return value
+
+    def _mint_access_token(
+        self,
+        signer: tuple[str, str, object],
+        client: Client,
+        user: User | None,
+        family_id: int | None,
+        scope: Sequence[str],
+        audience: Sequence[str],
+        now: int,
+    ) -> tuple[str, str]:
+        jti = secrets.token_urlsafe(18)
+        expires_at = now + self.policy.access_token_ttl
+        # RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat, jti; scope per §2.2.3.
+        claims = {
+            "iss": self.policy.issuer,
+            "sub": user.subject if user else client.client_id,
+            "aud": audience[0] if len(audience) == 1 else list(audience),
+            "client_id": client.client_id,
+            "scope": " ".join(scope),
+            "iat": now,
+            "exp": expires_at,
+            "jti": jti,
+        }
+        kid, alg, key = signer
+        # RFC 9068 §2.1: typ "at+jwt", so an ID token can never be mistaken for an access token.
+        header = {"alg": alg, "typ": "at+jwt", "kid": kid}
+        token = jwt.encode(header, claims, key, algorithms=[alg])
+        self.session.add(
+            AccessToken(
+                jti=jti,
+                token_hash=hash_token(token),
+                client_id=client.id,
+                user_id=user.id if user else None,
+                family_id=family_id,
+                scope=" ".join(scope),
+                audience=" ".join(audience),
+                issued_at=now,
+                expires_at=expires_at,
+            )
+        )
+        return token, jti
+
+    def _response(self, access: str, scope: Sequence[str], refresh: str | None = None) -> dict:
+        # RFC 6749 §5.1; scope always included since it may differ from the request.
+        body = {
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": self.policy.access_token_ttl,
+            "scope": " ".join(scope),
+        }
+        if refresh:
+            body["refresh_token"] = refresh
+        return body
+
+
+def _user_scopes(user: User) -> list[str] | None:
+    return user.allowed_scopes.split() if user.allowed_scopes is not None else None

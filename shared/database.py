@@ -1,0 +1,66 @@
+"""Engine options both services use, so SQLite and PostgreSQL behave the same under gunicorn.
+
+SQLite (the embedded default) runs in WAL mode so readers never wait for the writer, and takes
+the write lock when a transaction starts writing (``BEGIN IMMEDIATE``) instead of upgrading a
+read lock later: two workers upgrading at once is what makes SQLite answer "database is locked"
+at once, whatever the busy timeout. PostgreSQL gets a sized, pre-pinged pool and a statement
+timeout so a stuck database turns into a fast 503 instead of a hung worker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+
+from shared.settings import ServiceSettings
+
+
+def engine_options(url: str, settings: ServiceSettings) -> dict[str, Any]:
+    """SQLAlchemy ``create_engine`` keyword arguments for this database URL."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        return {
+            "connect_args": {
+                "timeout": settings.sqlite_busy_timeout_ms / 1000,
+                "check_same_thread": False,
+            },
+        }
+    options: dict[str, Any] = {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout,
+        "pool_pre_ping": True,
+        "pool_recycle": 1800,
+    }
+    if parsed.get_backend_name() == "postgresql":
+        statement_timeout = f"-c statement_timeout={settings.db_statement_timeout_ms}"
+        existing = parsed.query.get("options")
+        options["connect_args"] = {
+            "connect_timeout": max(1, int(settings.db_pool_timeout)),
+            # keep any options given in the URL (tests pass search_path there)
+            "options": f"{existing} {statement_timeout}" if existing else statement_timeout,
+        }
+    return options
+
+
+def configure_engine(engine: Engine, settings: ServiceSettings) -> None:
+    """Install per-connection settings that SQLAlchemy has no keyword argument for."""
+    if engine.dialect.name != "sqlite":
+        return
+    busy_ms = settings.sqlite_busy_timeout_ms
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_on_connect(dbapi_connection, _record):  # pragma: no cover - exercised via engine
+        # pysqlite opens a transaction before the first INSERT/UPDATE/DELETE; make it IMMEDIATE.
+        dbapi_connection.isolation_level = "IMMEDIATE"
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()

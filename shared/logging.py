@@ -1,0 +1,61 @@
+"""Structured logs: one JSON object per line on stderr, with the request id when there is one.
+
+Nothing here ever formats a token, secret or password: call sites log `jti`s and fingerprints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        request_id = _current_request_id()
+        if request_id:
+            entry["request_id"] = request_id
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def _current_request_id() -> str | None:
+    try:
+        from flask import g, has_request_context
+
+        if has_request_context():
+            return g.get("request_id")
+    except ImportError:  # pragma: no cover - flask is a dependency of both services
+        return None
+    return None
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """Set up the `tessera` logger tree once per process (idempotent across app factories)."""
+    logger = logging.getLogger("tessera")
+    logger.setLevel(level.upper())
+    logger.propagate = False
+    handler = next((h for h in logger.handlers if getattr(h, "_tessera", False)), None)
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler._tessera = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    handler.setFormatter(
+        JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    )

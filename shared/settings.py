@@ -1,0 +1,71 @@
+"""Typed settings read from the environment, one class per service.
+
+Every field's environment variable is its name in upper case (``access_token_ttl`` is
+``ACCESS_TOKEN_TTL``); its default and meaning sit next to it, and ``env_reference`` turns them
+into the table the README documents. Settings are read once, by the app factory, and travel
+on ``app.extensions``; nothing reads ``os.environ`` anywhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_core import PydanticUndefined
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The embedded default keeps its SQLite files and generated keys here, so `make run` and the
+# CLI run from the checkout with no environment act on the same data.
+DEFAULT_INSTANCE_DIR = PROJECT_ROOT / "instance"
+
+
+class ConfigurationError(RuntimeError):
+    """A setting is missing or contradicts another; raised at start-up, never mid-request."""
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every Tessera service shares."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, case_sensitive=False)
+
+    tessera_demo: bool = Field(
+        False,
+        description="Demo mode for `make run`: seeds the demo user and clients and fills in demo "
+        "secrets. Never set it in production.",
+    )
+    log_level: str = Field("INFO", description="Python log level of the service's logger.")
+    log_format: str = Field("json", description="`json` (one object per line) or `text`.")
+    db_pool_size: int = Field(10, ge=1, description="PostgreSQL connection pool size per process.")
+    db_max_overflow: int = Field(5, ge=0, description="Connections allowed above the pool size.")
+    db_pool_timeout: float = Field(
+        5.0, gt=0, description="Seconds to wait for a pooled connection before answering 503."
+    )
+    db_statement_timeout_ms: int = Field(
+        5000, ge=0, description="PostgreSQL statement timeout, so a stuck database fails fast."
+    )
+    sqlite_busy_timeout_ms: int = Field(
+        15000, ge=0, description="How long a SQLite writer waits for the lock held by another."
+    )
+    max_request_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request body accepted; larger ones get 413."
+    )
+
+    @classmethod
+    def env_reference(cls) -> list[tuple[str, str, str]]:
+        """(ENV_NAME, default, description) for every setting, for docs and their drift test."""
+        rows = []
+        for name, field in cls.model_fields.items():
+            default: Any = field.default
+            shown = "(required)" if default is PydanticUndefined else _show_default(default)
+            rows.append((name.upper(), shown, field.description or ""))
+        return rows
+
+
+def _show_default(value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)

@@ -1,0 +1,83 @@
+"""Operator commands under `flask --app auth_server`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from sqlalchemy import select
+
+from auth_server.db import db
+from auth_server.models import Client
+from auth_server.settings import AuthSettings
+from shared.digests import sha256_hex
+from shared.settings import DEFAULT_INSTANCE_DIR
+
+
+def test_clients_create_shows_a_generated_secret_once_and_stores_its_hash(auth):
+    runner = auth.app.test_cli_runner()
+    result = runner.invoke(
+        args=[
+            "clients",
+            "create",
+            "cli-app",
+            "--grant-types",
+            "client_credentials",
+            "--scopes",
+            "notes:read",
+            "--audiences",
+            "urn:tessera:notes",
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    secret = next(
+        line.split()[-1] for line in result.output.splitlines() if line.startswith("client_secret:")
+    )
+    assert len(secret) >= 43
+    with auth.app.app_context():
+        stored = db.session.scalar(select(Client).where(Client.client_id == "cli-app"))
+        assert stored.secret_hash == sha256_hex(secret)
+    issued = auth.token(("cli-app", secret), grant_type="client_credentials")
+    assert issued.status_code == 200
+    listing = runner.invoke(args=["clients", "list"]).output
+    assert "cli-app" in listing and secret not in listing
+
+
+def test_clients_create_rejects_unknown_grant_types(auth):
+    result = auth.app.test_cli_runner().invoke(
+        args=["clients", "create", "x", "--grant-types", "implicit"]
+    )
+    assert result.exit_code != 0
+    assert "Unsupported grant types" in result.output
+
+
+def test_users_create_enforces_the_password_policy(auth):
+    runner = auth.app.test_cli_runner()
+    short = runner.invoke(args=["users", "create", "carol", "--password", "short"])
+    assert short.exit_code != 0 and "at least" in short.output
+    same = runner.invoke(args=["users", "create", "carolcarol", "--password", "CarolCarol"])
+    assert same.exit_code != 0 and "username" in same.output
+    ok = runner.invoke(args=["users", "create", "carol", "--password", "carol-password"])
+    assert ok.exit_code == 0, ok.output
+    assert auth.login(("carol", "carol-password"))["access_token"]
+
+
+def test_users_disable_revokes_every_live_token(auth):
+    tokens = auth.login()
+    result = auth.app.test_cli_runner().invoke(args=["users", "disable", "alice"])
+    assert result.exit_code == 0, result.output
+    assert not auth.is_active(tokens["access_token"])
+    assert not auth.is_active(tokens["refresh_token"])
+
+
+def test_cli_default_database_is_the_one_make_run_serves():
+    """With no environment the CLI and `make run` resolve the same absolute SQLite path,
+    whatever the working directory."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "TESSERA_"))}
+    code = "from auth_server.settings import AuthSettings; print(AuthSettings().auth_database_url)"
+    printed = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd="/", text=True, capture_output=True, check=True
+    ).stdout.strip()
+    assert printed == f"sqlite:///{DEFAULT_INSTANCE_DIR / 'auth.sqlite3'}"
+    assert AuthSettings.model_fields["auth_database_url"].default == printed

@@ -1,0 +1,145 @@
+"""RFC 7662 introspection, as resource servers use it on every request."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import pytest
+import requests
+
+from tests.support import DEMO_APP, NOTES, NOTES_API, start_auth_server
+
+
+def _b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def test_active_token_has_every_member_the_resource_server_needs(auth):
+    body = auth.login()
+    response = auth.introspect(body["access_token"])
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    data = response.json()
+    assert data["active"] is True
+    assert set(data) >= {
+        "active",
+        "scope",
+        "client_id",
+        "username",
+        "sub",
+        "aud",
+        "iss",
+        "exp",
+        "iat",
+        "jti",
+        "token_type",
+    }
+    assert data["username"] == "alice"
+    assert data["client_id"] == "demo-app"
+    assert data["aud"] == NOTES
+    assert data["iss"] == auth.url
+    assert data["token_type"] == "Bearer"
+    assert data["token_use"] == "access_token"
+    assert data["exp"] - data["iat"] == 300
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "not-a-token",
+        "a" * 9000,
+        "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.",
+        "\u00e9\u00e8\u4e2d",
+    ],
+    ids=["garbage", "oversized", "alg-none", "non-ascii"],
+)
+def test_unknown_or_garbage_token_is_exactly_inactive(auth, token):
+    """RFC 7662 §2.2: anything not an active token is {"active": false} and nothing else."""
+    response = auth.introspect(token)
+    assert response.status_code == 200
+    assert response.json() == {"active": False}
+
+
+def test_forged_tokens_are_inactive(auth):
+    """alg none, a tampered payload and a foreign signature: none is a token we issued."""
+    real = auth.login()["access_token"]
+    header, payload, signature = real.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["scope"] = "admin"
+    forged = [
+        f"{_b64({'alg': 'none', 'typ': 'at+jwt'})}.{payload}.",
+        f"{header}.{_b64(claims)}.{signature}",
+        f"{header}.{payload}.{signature[::-1]}",
+    ]
+    for token in forged:
+        assert auth.introspect(token).json() == {"active": False}
+    assert auth.is_active(real)
+
+
+def test_expired_token_is_inactive(serve, make_database_url):
+    auth = start_auth_server(serve, make_database_url("auth"), access_token_ttl=1)
+    token = auth.login()["access_token"]
+    assert auth.is_active(token)
+    time.sleep(2.1)
+    assert auth.introspect(token).json() == {"active": False}
+
+
+def test_revoked_token_is_inactive_on_the_very_next_call(auth):
+    token = auth.login()["access_token"]
+    assert auth.is_active(token)
+    assert auth.revoke(token).status_code == 200
+    assert auth.introspect(token).json() == {"active": False}
+
+
+def test_refresh_token_introspects_as_refresh_token(auth):
+    """A resource server must be able to tell a refresh token presented as a bearer token."""
+    data = auth.introspect(auth.login()["refresh_token"]).json()
+    assert data["active"] is True
+    assert data["token_use"] == "refresh_token"
+    assert "token_type" not in data
+
+
+def test_unknown_token_type_hint_is_not_an_error(auth):
+    """RFC 7662 §2.1: the hint only orders the search."""
+    token = auth.login()["access_token"]
+    assert auth.introspect(token, token_type_hint="refresh_token").json()["active"] is True
+    assert auth.introspect(token, token_type_hint="something").json()["active"] is True
+
+
+def test_missing_credentials_get_401_invalid_client(auth):
+    response = requests.post(f"{auth.url}/oauth/introspect", data={"token": "x"}, timeout=5)
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+
+
+def test_wrong_credentials_get_401_invalid_client(auth):
+    response = auth.introspect("x", client=(NOTES_API[0], "wrong"))
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+
+
+def test_client_without_introspection_permission_gets_401(auth):
+    """Only resource servers (can_introspect) may learn about tokens."""
+    token = auth.login()["access_token"]
+    response = auth.introspect(token, client=DEMO_APP)
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+
+
+def test_client_secret_post_works_for_introspection(auth):
+    token = auth.login()["access_token"]
+    response = requests.post(
+        f"{auth.url}/oauth/introspect",
+        data={"token": token, "client_id": NOTES_API[0], "client_secret": NOTES_API[1]},
+        timeout=5,
+    )
+    assert response.json()["active"] is True
+
+
+def test_missing_token_parameter_is_invalid_request(auth):
+    response = requests.post(f"{auth.url}/oauth/introspect", data={}, auth=NOTES_API, timeout=5)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"

@@ -1,0 +1,123 @@
+"""Builders for real services in tests: an authorization server with seeded users and clients,
+served over HTTP on a free loopback port."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import requests
+
+from auth_server import create_app
+from auth_server.clients import register_client
+from auth_server.db import db
+from auth_server.settings import AuthSettings
+
+# Argon2id at its cheapest: the tests exercise the logic, bench/ measures the real cost.
+FAST_PASSWORDS = dict(
+    password_hash_time_cost=1, password_hash_memory_kib=8, password_hash_parallelism=1
+)
+
+ALICE = ("alice", "wonderland")
+BOB = ("bob", "bob-password-1")
+NOTES = "urn:tessera:notes"
+REPORTS = "urn:tessera:reports"
+DEMO_APP = ("demo-app", "demo-app-secret")
+NOTES_API = ("notes-api", "notes-api-secret")
+REPORTS_API = ("reports-api", "reports-api-secret")
+OTHER_APP = ("other-app", "other-app-secret")
+SERVICE_APP = ("service-app", "service-app-secret")
+
+
+@dataclass
+class AuthServer:
+    url: str
+    app: object
+    settings: AuthSettings
+    http: requests.Session = field(default_factory=requests.Session)
+
+    def token(self, client=DEMO_APP, **form) -> requests.Response:
+        return self.http.post(f"{self.url}/oauth/token", data=form, auth=client, timeout=10)
+
+    def login(self, user=ALICE, client=DEMO_APP, **form) -> dict:
+        response = self.token(
+            client, grant_type="password", username=user[0], password=user[1], **form
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def refresh(self, refresh_token: str, client=DEMO_APP, **form) -> requests.Response:
+        return self.token(client, grant_type="refresh_token", refresh_token=refresh_token, **form)
+
+    def introspect(self, token: str, client=NOTES_API, **form) -> requests.Response:
+        return self.http.post(
+            f"{self.url}/oauth/introspect", data={"token": token, **form}, auth=client, timeout=10
+        )
+
+    def revoke(self, token: str, client=DEMO_APP, **form) -> requests.Response:
+        return self.http.post(
+            f"{self.url}/oauth/revoke", data={"token": token, **form}, auth=client, timeout=10
+        )
+
+    def is_active(self, token: str) -> bool:
+        response = self.introspect(token)
+        assert response.status_code == 200, response.text
+        return response.json()["active"]
+
+
+def auth_settings(database_url: str, issuer: str, **overrides) -> AuthSettings:
+    values = dict(
+        auth_issuer=issuer,
+        auth_database_url=database_url,
+        auth_key_encryption_key=None,
+        auth_key_encryption_key_file="/nonexistent/tessera-test.key",
+        log_level="ERROR",
+        **FAST_PASSWORDS,
+    )
+    values.update(overrides)
+    return AuthSettings(**values)
+
+
+def seed(app) -> None:
+    """Users and clients most tests need (the demo's, plus a second of each kind)."""
+    components = app.extensions["tessera"]
+    with app.app_context():
+        accounts = components.accounts()
+        accounts.create_user(*ALICE)
+        accounts.create_user(*BOB, scopes=["profile", "notes:read"])
+        for client_id, secret, grants, scopes, audiences, introspect in (
+            (
+                *DEMO_APP,
+                ["password", "refresh_token", "client_credentials"],
+                ["profile", "notes:read", "notes:write"],
+                [NOTES],
+                False,
+            ),
+            (
+                *OTHER_APP,
+                ["password", "refresh_token"],
+                ["profile", "notes:read", "reports:read"],
+                [NOTES, REPORTS],
+                False,
+            ),
+            (*SERVICE_APP, ["client_credentials"], ["notes:read", "notes:write"], [NOTES], False),
+            (*NOTES_API, [], [], [], True),
+            (*REPORTS_API, [], [], [], True),
+        ):
+            register_client(
+                db.session,
+                client_id,
+                secret=secret,
+                grant_types=grants,
+                scopes=scopes,
+                audiences=audiences,
+                can_introspect=introspect,
+            )
+
+
+def start_auth_server(serve, database_url: str, **overrides) -> AuthServer:
+    server = serve()
+    settings = auth_settings(database_url, server.url, **overrides)
+    app = create_app(settings, create_tables=True)
+    seed(app)
+    server.mount(app)
+    return AuthServer(url=server.url, app=app, settings=settings)
