@@ -4,6 +4,8 @@ answers RFC 7662 introspection and RFC 7009 revocation, publishes RFC 8414 metad
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from flask import Flask
 from sqlalchemy.orm import sessionmaker
@@ -21,8 +23,14 @@ from shared.logging import configure_logging
 log = logging.getLogger("tessera.auth")
 
 
-def create_app(settings: AuthSettings | None = None, *, create_tables: bool | None = None) -> Flask:
-    """Build an authorization server. `settings` default to the environment.
+def create_app(
+    settings: AuthSettings | None = None,
+    *,
+    create_tables: bool | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Flask:
+    """Build an authorization server. `settings` default to the environment; `clock` is for
+    tests that need time to pass without sleeping.
 
     Tables are created here only in demo mode (or when a test asks); production databases are
     migrated with `flask --app auth_server db upgrade`.
@@ -65,6 +73,7 @@ def create_app(settings: AuthSettings | None = None, *, create_tables: bool | No
             cache_seconds=settings.key_cache_seconds,
             retire_for=settings.key_retirement_seconds,
             rotation_days=settings.signing_key_rotation_days,
+            clock=clock,
         ),
         passwords=Passwords(
             time_cost=settings.password_hash_time_cost,
@@ -84,6 +93,7 @@ def create_app(settings: AuthSettings | None = None, *, create_tables: bool | No
             refresh_token_max_ttl=settings.refresh_token_max_ttl,
             refresh_reuse_grace=settings.refresh_reuse_grace,
         ),
+        clock=clock,
     )
     from auth_server.server import TesseraAuthorizationServer
 
@@ -91,9 +101,9 @@ def create_app(settings: AuthSettings | None = None, *, create_tables: bool | No
     app.extensions["tessera"] = components
 
     from auth_server import cli, errors
-    from auth_server.endpoints import health, introspect, metadata, revoke, token
+    from auth_server.endpoints import account, health, introspect, metadata, revoke, token
 
-    for blueprint in (token.bp, introspect.bp, revoke.bp, metadata.bp, health.bp):
+    for blueprint in (token.bp, introspect.bp, revoke.bp, metadata.bp, health.bp, account.bp):
         app.register_blueprint(blueprint)
     errors.register_error_handlers(app)
     cli.register(app)

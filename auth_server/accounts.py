@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -10,16 +9,18 @@ from collections.abc import Callable, Sequence
 from sqlalchemy.orm import Session
 
 from auth_server import audit
-from auth_server.models import User
+from auth_server.models import USERNAME_PATTERN, User
 from auth_server.passwords import PasswordPolicyError, Passwords
 from auth_server.revocation import revoke_user_tokens
 from auth_server.store import find_user
 
-_USERNAME = re.compile(r"^[A-Za-z0-9._@+-]{1,150}$")
-
 
 class AccountError(ValueError):
     """A user operation cannot be done; the message is safe to show to the caller."""
+
+
+class WrongPasswordError(AccountError):
+    """The user could not prove the current password (or does not exist, or is disabled)."""
 
 
 class Accounts:
@@ -35,7 +36,7 @@ class Accounts:
     ) -> User | None:
         """The user if the password is right and the account enabled; misses are audited."""
         now = int(self.clock())
-        user = find_user(self.session, username) if len(username) <= 150 else None
+        user = find_user(self.session, username)
         # verify() also runs for unknown users (against a dummy hash): equal cost, no oracle.
         valid = self.passwords.verify(user.password_hash if user else None, password)
         if not valid or user is None or user.disabled:
@@ -67,7 +68,7 @@ class Accounts:
     def create_user(
         self, username: str, password: str, scopes: Sequence[str] | None = None
     ) -> User:
-        if not _USERNAME.match(username):
+        if not USERNAME_PATTERN.match(username):
             raise AccountError("A username is 1-150 letters, digits or . _ @ + -")
         if find_user(self.session, username) is not None:
             raise AccountError(f"The user {username!r} already exists.")
@@ -89,12 +90,14 @@ class Accounts:
         return user
 
     def change_password(
-        self, user: User, current: str, new: str, *, actor: str, ip: str | None = None
+        self, username: str, current: str, new: str, *, ip: str | None = None
     ) -> tuple[int, int]:
         """Check the current password, set the new one, revoke every token of the user."""
-        if user.disabled or not self.passwords.verify(user.password_hash, current):
-            raise AccountError("The current password is incorrect.")
-        return self.set_password(user, new, actor=actor, ip=ip)
+        user = find_user(self.session, username)
+        valid = self.passwords.verify(user.password_hash if user else None, current)
+        if not valid or user is None or user.disabled:
+            raise WrongPasswordError("The current password is incorrect.")
+        return self.set_password(user, new, actor=f"user:{user.subject}", ip=ip)
 
     def set_password(
         self, user: User, new: str, *, actor: str, ip: str | None = None

@@ -5,8 +5,6 @@ Run from the checkout with no environment, they act on the same database `make r
 
 from __future__ import annotations
 
-import time
-
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
@@ -174,7 +172,7 @@ def rotate_keys() -> None:
     """Promote the published next key to active, retire the active one, publish a new next."""
     components = _components()
     settings = components.settings
-    now = int(time.time())
+    now = components.now()
     result = rotate_signing_keys(
         db.session, settings.signing_alg, components.cipher, now, settings.key_retirement_seconds
     )
@@ -200,9 +198,9 @@ def rotate_keys() -> None:
 @click.option("--batch-size", default=1000, show_default=True)
 def purge(batch_size: int) -> None:
     """Delete expired tokens, dead refresh families, old audit events and removed keys."""
-    settings = _components().settings
+    components = _components()
     counts = purge_expired(
-        db.session, int(time.time()), settings.audit_retention_days * 86400, batch_size
+        db.session, components.now(), components.settings.audit_retention_days * 86400, batch_size
     )
     click.echo(" ".join(f"{name}={count}" for name, count in counts.items()))
 
@@ -215,7 +213,7 @@ def demo_setup() -> None:
     if not settings.tessera_demo:
         raise click.ClickException("demo setup runs only with TESSERA_DEMO=1 (make run sets it)")
     db.create_all()
-    ensure_signing_keys(db.session, settings.signing_alg, components.cipher, int(time.time()))
+    ensure_signing_keys(db.session, settings.signing_alg, components.cipher, components.now())
     if find_user(db.session, DEMO_USER[0]) is None:
         components.accounts().create_user(*DEMO_USER)
     for spec in DEMO_CLIENTS:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -10,12 +9,11 @@ from collections.abc import Sequence
 from sqlalchemy.orm import Session
 
 from auth_server import audit
-from auth_server.models import Client
+from auth_server.models import CLIENT_ID_PATTERN, Client
 from auth_server.store import find_client
 from shared.digests import sha256_hex
 
 SUPPORTED_GRANT_TYPES = ("password", "client_credentials", "refresh_token")
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9._~-]{1,100}$")
 
 
 class ClientRegistrationError(ValueError):
@@ -38,7 +36,7 @@ def register_client(
 
     `secret` is for demo data and tests only: real clients get 256 random bits.
     """
-    if not _CLIENT_ID.match(client_id):
+    if not CLIENT_ID_PATTERN.match(client_id):
         raise ClientRegistrationError("A client_id is 1-100 letters, digits or . _ ~ -")
     unknown = set(grant_types) - set(SUPPORTED_GRANT_TYPES)
     if unknown:

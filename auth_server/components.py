@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from auth_server.accounts import Accounts
@@ -26,9 +28,14 @@ class AuthComponents:
     login_throttle: LoginThrottle
     token_policy: TokenPolicy
     server: TesseraAuthorizationServer | None = None
+    # Every expiry decision reads this clock; tests pass one they can move forward.
+    clock: Callable[[], float] = field(default=time.time)
+
+    def now(self) -> int:
+        return int(self.clock())
 
     def tokens(self) -> TokenService:
-        return TokenService(db.session, self.token_policy, self.keyring)
+        return TokenService(db.session, self.token_policy, self.keyring, self.clock)
 
     def accounts(self) -> Accounts:
-        return Accounts(db.session, self.passwords)
+        return Accounts(db.session, self.passwords, self.clock)

@@ -22,7 +22,7 @@ from authlib.oauth2.rfc6749.errors import (
     UnsupportedTokenTypeError,
 )
 from flask import Flask, Response, json
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
@@ -118,6 +118,10 @@ def _database_unavailable(exc: Exception) -> Response:
 def _database_error(exc: DBAPIError) -> Response:
     if exc.connection_invalidated or isinstance(exc, OperationalError):
         return _database_unavailable(exc)
+    if isinstance(exc, DataError):
+        # Input the database cannot store slipped past validation: still the client's fault.
+        log.warning("database rejected request data: %s", exc.orig.__class__.__name__)
+        return error_response(InvalidRequestError("The request contains invalid characters."))
     raise exc
 
 

@@ -8,6 +8,7 @@ client secrets and tokens as SHA-256 hex digests, private keys encrypted when a 
 from __future__ import annotations
 
 import json
+import re
 
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -16,6 +17,10 @@ from auth_server.db import db
 from shared.digests import matches_digest
 
 SHA256_HEX = 64
+# What identifiers may look like; anything else is never looked up (a NUL byte or a lone
+# surrogate would be a database error, not a miss).
+CLIENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{1,100}$")
+USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9._@+-]{1,150}$")
 
 
 def split_words(value: str | None) -> list[str]:

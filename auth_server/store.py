@@ -7,14 +7,26 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
-from auth_server.models import AccessToken, Client, RefreshFamily, RefreshToken, User
+from auth_server.models import (
+    CLIENT_ID_PATTERN,
+    USERNAME_PATTERN,
+    AccessToken,
+    Client,
+    RefreshFamily,
+    RefreshToken,
+    User,
+)
 
 
 def find_client(session: Session, client_id: str) -> Client | None:
+    if not CLIENT_ID_PATTERN.match(client_id):
+        return None
     return session.scalar(select(Client).where(Client.client_id == client_id))
 
 
 def find_user(session: Session, username: str) -> User | None:
+    if not USERNAME_PATTERN.match(username):
+        return None
     return session.scalar(select(User).where(User.username == username))
 
 

@@ -17,6 +17,15 @@ from sqlalchemy.engine import Engine, make_url
 
 from shared.settings import ServiceSettings
 
+# Named constraints keep Alembic migrations identical on SQLite and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
 
 def engine_options(url: str, settings: ServiceSettings) -> dict[str, Any]:
     """SQLAlchemy ``create_engine`` keyword arguments for this database URL."""

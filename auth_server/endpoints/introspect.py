@@ -6,8 +6,6 @@ client check (a SHA-256 compare) and one indexed lookup joined with its family.
 
 from __future__ import annotations
 
-import time
-
 from authlib.consts import default_json_headers
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
 from flask import Blueprint, current_app
@@ -43,7 +41,7 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
 
     def _payload(self, record: TokenRecord | None) -> dict:
         # RFC 7662 §2.2: unknown, expired, revoked: exactly {"active": false}, nothing more.
-        if record is None or not record.is_active(int(time.time())):
+        if record is None or not record.is_active(self.server.components.now()):
             return dict(INACTIVE)
         audience = record.audience.split()
         payload = {

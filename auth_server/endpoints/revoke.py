@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from authlib.consts import default_json_headers
 from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
 from flask import Blueprint, current_app
@@ -37,7 +35,7 @@ class RevocationEndpoint(_RevocationEndpoint):
         if record.client_pk != client.id:
             # RFC 7009 §2.1: a token issued to another client: refuse, change nothing.
             raise UnauthorizedClientError("The token was issued to another client.")
-        now = int(time.time())
+        now = self.server.components.now()
         if record.kind == "refresh_token":
             # RFC 7009 §2.1: revoking a refresh token also invalidates its access tokens.
             changed = revoke_family(db.session, record.family_id, "revoked_by_client", now)

@@ -1,0 +1,43 @@
+"""Password change for first-party apps: the same trust as the password grant (the client
+authenticates, the user proves the current password), and every token of the user is revoked."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+
+from auth_server.accounts import AccountError, WrongPasswordError
+from auth_server.endpoints.forms import require_form
+from auth_server.errors import InvalidGrantError, InvalidRequestError, UnauthorizedClientError
+from auth_server.grants import CLIENT_AUTH_METHODS
+
+bp = Blueprint("account", __name__)
+
+
+@bp.post("/account/password")
+def change_password():
+    require_form()
+    components = current_app.extensions["tessera"]
+    server = components.server
+    oauth_request = server.create_oauth2_request(None)
+    client = server.authenticate_client(oauth_request, CLIENT_AUTH_METHODS)
+    if not client.check_grant_type("password"):
+        raise UnauthorizedClientError("Only first-party clients (password grant) may do this.")
+    form = oauth_request.form
+    username = form.get("username")
+    current, new = form.get("current_password"), form.get("new_password")
+    if not username or current is None or not new:
+        raise InvalidRequestError(
+            "The username, current_password and new_password parameters are required."
+        )
+    ip = oauth_request.client_ip
+    components.login_throttle.check(username, ip)
+    try:
+        families, access = components.accounts().change_password(username, current, new, ip=ip)
+    except WrongPasswordError as exc:
+        components.login_throttle.failed(username, ip)
+        raise InvalidGrantError(str(exc)) from exc
+    except AccountError as exc:
+        raise InvalidRequestError(str(exc)) from exc
+    response = jsonify(revoked_logins=families, revoked_access_tokens=access)
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,60 @@
+"""Tessera resource server: a notes API that introspects every bearer token it is sent."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from resource_server import models  # noqa: F401 - registers the tables on db.metadata
+from resource_server.api import bp as api_bp
+from resource_server.cli import register_cli
+from resource_server.db import db, init_db
+from resource_server.errors import register_error_handlers
+from resource_server.health import bp as health_bp
+from resource_server.settings import ResourceSettings
+from shared.introspection import IntrospectionClient
+from shared.logging import configure_logging
+from shared.protect import TokenGuard
+
+SETTINGS_KEY = "tessera_settings"
+
+
+def create_app(
+    settings: ResourceSettings | None = None, *, create_tables: bool | None = None
+) -> Flask:
+    """Build the resource server. ``create_tables`` None means: only in demo mode."""
+    settings = settings if settings is not None else ResourceSettings()
+    # First, so a missing secret stops start-up before anything is opened.
+    client_id, client_secret = settings.introspection_credentials()
+
+    configure_logging(settings.log_level, settings.log_format)
+    app = Flask(__name__, static_folder=None)
+    app.extensions[SETTINGS_KEY] = settings
+    # Werkzeug answers 413 for larger bodies as soon as a view reads them.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+
+    init_db(app, settings.resource_database_url, settings)
+    TokenGuard(
+        app,
+        introspection_client=IntrospectionClient(
+            settings.introspection_url,
+            client_id,
+            client_secret,
+            connect_timeout=settings.introspection_connect_timeout,
+            read_timeout=settings.introspection_read_timeout,
+        ),
+        audience=settings.resource_audience,
+        realm=settings.resource_realm,
+        expected_issuer=settings.expected_issuer,
+        retry_after=settings.introspection_retry_after,
+    )
+    register_error_handlers(app, settings.introspection_retry_after)
+    app.register_blueprint(health_bp)
+    app.register_blueprint(api_bp)
+    register_cli(app)
+
+    if create_tables if create_tables is not None else settings.tessera_demo:
+        # Schema management moves to Alembic migrations in a later issue; until then only the
+        # demo and tests create tables here (production runs `flask ... init-db` once).
+        with app.app_context():
+            db.create_all()
+    return app

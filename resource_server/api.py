@@ -1,0 +1,121 @@
+"""The notes API: each caller (the token's `sub`) sees and changes only its own notes."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from flask import Blueprint, Response, abort, current_app, jsonify, request, url_for
+from sqlalchemy import delete, select
+
+from resource_server.db import db
+from resource_server.models import OWNER_SUB_LENGTH, Note
+from shared.bearer import BearerError
+from shared.protect import EXTENSION_KEY, current_token, require_token
+
+MAX_NOTE_LENGTH = 10_000
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+@bp.get("/me")
+@require_token("profile")
+def me() -> Response:
+    token = current_token()
+    return jsonify(
+        sub=token.sub,
+        username=token.username,
+        client_id=token.client_id,
+        scope=" ".join(token.scope),
+        aud=list(token.aud),
+    )
+
+
+@bp.get("/notes")
+@require_token("notes:read")
+def list_notes() -> Response:
+    notes = db.session.scalars(
+        select(Note).where(Note.owner_sub == _owner()).order_by(Note.id)
+    ).all()
+    return jsonify(notes=[note.to_json() for note in notes])
+
+
+@bp.get("/notes/<int:note_id>")
+@require_token("notes:read")
+def get_note(note_id: int) -> Response:
+    return jsonify(_own_note(note_id).to_json())
+
+
+@bp.post("/notes")
+@require_token("notes:write")
+def create_note() -> tuple[Response, int, dict[str, str]]:
+    body = _note_body()
+    note = Note(owner_sub=_owner(), body=body, created_at=int(time.time()))
+    db.session.add(note)
+    db.session.commit()
+    location = url_for("api.get_note", note_id=note.id)
+    return jsonify(note.to_json()), 201, {"Location": location}
+
+
+@bp.delete("/notes/<int:note_id>")
+@require_token("notes:write")
+def delete_note(note_id: int) -> tuple[str, int]:
+    deleted = db.session.execute(
+        delete(Note).where(Note.id == note_id, Note.owner_sub == _owner())
+    ).rowcount
+    db.session.commit()
+    if not deleted:
+        _not_found()
+    return "", 204
+
+
+def _owner() -> str:
+    sub = current_token().sub
+    if not sub or len(sub) > OWNER_SUB_LENGTH:
+        # The authorization server always sets `sub`; without one no note can be attributed.
+        guard = current_app.extensions[EXTENSION_KEY]
+        abort(guard.challenge(BearerError.invalid_token("The access token has no usable subject")))
+    return sub
+
+
+def _own_note(note_id: int) -> Note:
+    note = db.session.scalar(select(Note).where(Note.id == note_id, Note.owner_sub == _owner()))
+    if note is None:
+        _not_found()
+    return note
+
+
+def _not_found() -> None:
+    # The same answer for a missing note and someone else's, so ids reveal nothing.
+    abort(404, description="No such note")
+
+
+def _note_body() -> str:
+    if not request.is_json:
+        abort(415, description="Send the note as application/json")
+    try:
+        payload: Any = json.loads(request.get_data(cache=False))
+    except (ValueError, RecursionError):
+        # RecursionError: deeply nested arrays are valid JSON that json.loads cannot parse.
+        abort(400, description="The request body is not valid JSON")
+    if not isinstance(payload, dict):
+        abort(400, description="The request body must be a JSON object")
+    body = payload.get("body")
+    if not isinstance(body, str):
+        abort(400, description="'body' must be a string")
+    if not 1 <= len(body) <= MAX_NOTE_LENGTH:
+        abort(400, description=f"'body' must have 1 to {MAX_NOTE_LENGTH} characters")
+    # PostgreSQL text cannot hold NUL, and lone surrogates (valid in JSON escapes) are not
+    # UTF-8: reject both here rather than fail in the database.
+    if "\x00" in body or not _encodes_as_utf8(body):
+        abort(400, description="'body' has characters that cannot be stored")
+    return body
+
+
+def _encodes_as_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -1,0 +1,29 @@
+"""Resource-server tables. Times are integer epoch seconds, as on the authorization server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import BigInteger, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from resource_server.db import db
+
+OWNER_SUB_LENGTH = 255
+
+
+class Note(db.Model):
+    __tablename__ = "notes"
+    # SQLite would otherwise reuse the id of a deleted last row, and an old Location would
+    # then name someone's new note.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The token's `sub`: a user's subject, or the client_id of a client-credentials token.
+    owner_sub: Mapped[str] = mapped_column(String(OWNER_SUB_LENGTH), index=True)
+    body: Mapped[str] = mapped_column(Text)
+    # BigInteger: a 32-bit column would overflow in 2038.
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "body": self.body, "created_at": self.created_at}

@@ -1,0 +1,107 @@
+"""Every resource-server setting, its default and its meaning (read from the environment)."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from shared.bearer import check_realm
+from shared.settings import DEFAULT_INSTANCE_DIR, ConfigurationError, ServiceSettings
+
+# Only ever used in demo mode; the demo seeding of the authorization server registers them.
+DEMO_CLIENT_ID = "notes-api"
+DEMO_CLIENT_SECRET = "notes-api-secret"
+
+
+class ResourceSettings(ServiceSettings):
+    resource_database_url: str = Field(
+        f"sqlite:///{DEFAULT_INSTANCE_DIR / 'resource.sqlite3'}",
+        description="SQLAlchemy URL of the resource server's own database (never the "
+        "authorization server's), e.g. `postgresql+psycopg://user@host/db`.",
+    )
+    resource_audience: str = Field(
+        "urn:tessera:notes",
+        min_length=1,
+        description="This API's audience: a token whose `aud` does not include it gets 403.",
+    )
+    resource_realm: str = Field(
+        "tessera", description="The realm of the RFC 6750 `WWW-Authenticate: Bearer` challenge."
+    )
+    auth_server_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="Base URL of the authorization server, without a trailing slash.",
+    )
+    resource_introspection_url: str | None = Field(
+        None,
+        description="RFC 7662 introspection endpoint. "
+        "Unset: AUTH_SERVER_URL + `/oauth/introspect`.",
+    )
+    resource_expected_issuer: str | None = Field(
+        None,
+        description="The `iss` every accepted token must have. Unset: AUTH_SERVER_URL.",
+    )
+    resource_client_id: str | None = Field(
+        None,
+        description="Client id the resource server authenticates with at the introspection "
+        "endpoint. Required unless TESSERA_DEMO is set (then `notes-api`).",
+    )
+    resource_client_secret: str | None = Field(
+        None,
+        description="Client secret for RESOURCE_CLIENT_ID. Required unless TESSERA_DEMO is set "
+        "(then the demo secret).",
+    )
+    introspection_connect_timeout: float = Field(
+        1.0, gt=0, description="Seconds to wait for a connection to the introspection endpoint."
+    )
+    introspection_read_timeout: float = Field(
+        2.0, gt=0, description="Seconds to wait for the introspection endpoint to answer."
+    )
+    introspection_retry_after: int = Field(
+        5,
+        ge=1,
+        description="Seconds in `Retry-After` on a 503 when the authorization server or the "
+        "database cannot answer.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ResourceSettings:
+        if self.auth_server_url.endswith("/"):
+            raise ValueError("AUTH_SERVER_URL must not end with '/'")
+        try:
+            check_realm(self.resource_realm)
+        except ValueError as exc:
+            raise ValueError(f"RESOURCE_REALM: {exc}") from None
+        return self
+
+    @property
+    def introspection_url(self) -> str:
+        return self.resource_introspection_url or f"{self.auth_server_url}/oauth/introspect"
+
+    @property
+    def expected_issuer(self) -> str:
+        return self.resource_expected_issuer or self.auth_server_url
+
+    def introspection_credentials(self) -> tuple[str, str]:
+        """(client_id, client_secret) for introspection; ConfigurationError if they are missing.
+
+        Demo mode fills in the demo client. Anywhere else a missing value stops start-up: a
+        literal fallback would either fail every request or, worse, match a demo client that
+        was left registered in production.
+        """
+        client_id = self.resource_client_id or (DEMO_CLIENT_ID if self.tessera_demo else None)
+        secret = self.resource_client_secret or (DEMO_CLIENT_SECRET if self.tessera_demo else None)
+        missing = [
+            name
+            for name, value in (
+                ("RESOURCE_CLIENT_ID", client_id),
+                ("RESOURCE_CLIENT_SECRET", secret),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigurationError(
+                f"{' and '.join(missing)} must be set: the resource server authenticates with "
+                "them at the introspection endpoint (TESSERA_DEMO=1 fills in demo values for "
+                "local demos only)"
+            )
+        assert client_id is not None and secret is not None
+        return client_id, secret

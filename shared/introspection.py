@@ -1,0 +1,329 @@
+"""RFC 7662 token introspection client for resource servers.
+
+One instance holds one pooled ``requests.Session`` and is shared by every request (and thread)
+of a process, so keep-alive connections to the authorization server are reused. Anything
+other than a well-formed answer from the authorization server raises ``IntrospectionUnavailable``
+so the caller can answer 503: an outage must never look like a valid or an invalid token.
+Token values are never logged, only a fingerprint.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.cookiejar import DefaultCookiePolicy
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.cookies import RequestsCookieJar
+from urllib3.exceptions import ReadTimeoutError
+
+log = logging.getLogger("tessera.introspection")
+
+# Outcomes passed to ``on_call``: a small fixed set, so they can be metric labels.
+ACTIVE = "active"
+INACTIVE = "inactive"
+TIMEOUT = "timeout"
+CONNECTION_ERROR = "connection_error"
+SERVER_ERROR = "server_error"
+CREDENTIALS_REJECTED = "credentials_rejected"
+BAD_RESPONSE = "bad_response"
+
+OnCall = Callable[[float, str], None]
+
+
+class IntrospectionError(Exception):
+    """Base class of every error the introspection client raises."""
+
+
+class IntrospectionUnavailable(IntrospectionError):
+    """The authorization server gave no usable answer; the caller should answer 503."""
+
+    def __init__(self, message: str, *, outcome: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.duration: float | None = None
+
+
+class IntrospectionCredentialsRejected(IntrospectionUnavailable):
+    """The authorization server refused our own client credentials (HTTP 401/403)."""
+
+
+def fingerprint(token: str) -> str:
+    """First 8 hex chars of the token's SHA-256: enough to correlate logs, useless to replay."""
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:8]
+
+
+@dataclass(frozen=True, slots=True)
+class IntrospectionResult:
+    """The parts of an RFC 7662 §2.2 response a resource server decides on."""
+
+    active: bool
+    scope: tuple[str, ...] = ()
+    client_id: str | None = None
+    username: str | None = None
+    sub: str | None = None
+    aud: tuple[str, ...] = ()
+    iss: str | None = None
+    exp: int | None = None
+    iat: int | None = None
+    jti: str | None = None
+    token_use: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    duration: float = field(default=0.0, compare=False)
+
+    @classmethod
+    def from_response(cls, data: Any, duration: float = 0.0) -> IntrospectionResult:
+        """Build from a decoded JSON body; ValueError if it is not a valid RFC 7662 answer."""
+        if not isinstance(data, dict) or not isinstance(data.get("active"), bool):
+            raise ValueError("the response has no boolean 'active' member")
+        raw = MappingProxyType(data)
+        if not data["active"]:
+            # RFC 7662 §2.2: for an inactive token nothing else may be relied upon.
+            return cls(active=False, raw=raw, duration=duration)
+        return cls(
+            active=True,
+            scope=tuple(_string(data, "scope").split()) if data.get("scope") else (),
+            client_id=_optional_string(data, "client_id"),
+            username=_optional_string(data, "username"),
+            sub=_optional_string(data, "sub"),
+            aud=_audiences(data.get("aud")),
+            iss=_optional_string(data, "iss"),
+            exp=_optional_time(data, "exp"),
+            iat=_optional_time(data, "iat"),
+            jti=_optional_string(data, "jti"),
+            token_use=_optional_string(data, "token_use"),
+            raw=raw,
+            duration=duration,
+        )
+
+
+def _string(data: Mapping[str, Any], name: str) -> str:
+    value = data[name]
+    if not isinstance(value, str):
+        raise ValueError(f"'{name}' is not a string")
+    return value
+
+
+def _optional_string(data: Mapping[str, Any], name: str) -> str | None:
+    return None if data.get(name) is None else _string(data, name)
+
+
+def _optional_time(data: Mapping[str, Any], name: str) -> int | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    # A malformed expiry must fail closed (503), not be skipped as if it were absent.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"'{name}' is not a number")
+    return int(value)
+
+
+def _audiences(value: Any) -> tuple[str, ...]:
+    # RFC 7519 §4.1.3 (used by RFC 7662 §2.2): one string or an array of strings.
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise ValueError("'aud' is neither a string nor an array of strings")
+
+
+class IntrospectionClient:
+    """Calls the authorization server's introspection endpoint with HTTP Basic client auth."""
+
+    def __init__(
+        self,
+        introspection_url: str,
+        client_id: str,
+        client_secret: str,
+        connect_timeout: float = 1.0,
+        read_timeout: float = 2.0,
+        pool_size: int = 10,
+        *,
+        on_call: OnCall | None = None,
+        verify: bool | str = True,
+    ) -> None:
+        if not client_id or not client_secret:
+            raise ValueError("client_id and client_secret are required")
+        self.introspection_url = introspection_url
+        self.client_id = client_id
+        self.timeout = (connect_timeout, read_timeout)
+        self.on_call = on_call
+        self._verify = verify
+        # RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic encoding, so a ':' in
+        # either cannot shift the split. Computed once: the header never changes.
+        userpass = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
+        self._headers = {
+            "Authorization": "Basic " + base64.b64encode(userpass.encode()).decode("ascii"),
+            "Accept": "application/json",
+            "User-Agent": "tessera-introspection/1",
+        }
+        self._session = _make_session(pool_size)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> IntrospectionClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def introspect(self, token: str, request_id: str | None = None) -> IntrospectionResult:
+        """Ask the authorization server about ``token``; raise IntrospectionUnavailable if it
+        cannot tell."""
+        started = time.monotonic()
+        try:
+            data = self._fetch(token, request_id)
+            duration = time.monotonic() - started
+            try:
+                result = IntrospectionResult.from_response(data, duration)
+            except ValueError as exc:
+                log.error(
+                    "introspection response is not RFC 7662: %s (token %s, request %s)",
+                    exc,
+                    fingerprint(token),
+                    request_id,
+                )
+                raise IntrospectionUnavailable(str(exc), outcome=BAD_RESPONSE) from exc
+        except IntrospectionUnavailable as exc:
+            exc.duration = time.monotonic() - started
+            self._notify(exc.duration, exc.outcome)
+            raise
+        self._notify(duration, ACTIVE if result.active else INACTIVE)
+        return result
+
+    def _fetch(self, token: str, request_id: str | None) -> Any:
+        headers = self._headers
+        if request_id is not None:
+            headers = {**headers, "X-Request-ID": request_id}
+        form = {"token": token, "token_type_hint": "access_token"}
+        response = self._post(form, headers, token, request_id)
+        status = response.status_code
+        if status == 200:
+            try:
+                return json.loads(response.content)
+            except ValueError as exc:
+                log.error(
+                    "introspection endpoint answered 200 with a body that is not JSON "
+                    "(token %s, request %s)",
+                    fingerprint(token),
+                    request_id,
+                )
+                raise IntrospectionUnavailable("non-JSON response", outcome=BAD_RESPONSE) from exc
+        if status in (401, 403):
+            # Our own client credentials are wrong or lack the introspection right: every
+            # request will fail until an operator fixes the configuration, so say so loudly.
+            log.error(
+                "the authorization server rejected this resource server's client credentials "
+                "(HTTP %s from %s as client_id %r): check RESOURCE_CLIENT_ID and "
+                "RESOURCE_CLIENT_SECRET and that the client may introspect (request %s)",
+                status,
+                self.introspection_url,
+                self.client_id,
+                request_id,
+            )
+            raise IntrospectionCredentialsRejected(
+                f"credentials rejected (HTTP {status})", outcome=CREDENTIALS_REJECTED
+            )
+        if status == 429 or status >= 500:
+            log.warning(
+                "introspection endpoint unavailable: HTTP %s (token %s, request %s)",
+                status,
+                fingerprint(token),
+                request_id,
+            )
+            raise IntrospectionUnavailable(f"HTTP {status}", outcome=SERVER_ERROR)
+        # Redirects (not followed: they would carry our credentials elsewhere), 404, 400...:
+        # a misconfigured URL or a broken server, which no retry by the client will fix.
+        log.error(
+            "introspection endpoint %s answered unexpected HTTP %s (request %s)",
+            self.introspection_url,
+            status,
+            request_id,
+        )
+        raise IntrospectionUnavailable(f"unexpected HTTP {status}", outcome=BAD_RESPONSE)
+
+    def _post(
+        self, form: dict[str, str], headers: dict[str, str], token: str, request_id: str | None
+    ) -> requests.Response:
+        for attempt in (1, 2):
+            try:
+                return self._session.post(
+                    self.introspection_url,
+                    data=form,
+                    headers=headers,
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                    verify=self._verify,
+                )
+            except requests.Timeout as exc:
+                # Connect or read timeout: the server is slow or unreachable, and a retry would
+                # double the time a client waits for its 503. Not retried.
+                raise self._unavailable(TIMEOUT, exc, token, request_id) from exc
+            except requests.ConnectionError as exc:
+                if _is_read_timeout(exc):
+                    raise self._unavailable(TIMEOUT, exc, token, request_id) from exc
+                if attempt == 2:
+                    raise self._unavailable(CONNECTION_ERROR, exc, token, request_id) from exc
+                # Most often a pooled keep-alive connection the authorization server closed
+                # (it restarted). Introspection is read-only, so one immediate retry on a fresh
+                # connection is safe.
+                log.info(
+                    "introspection connection failed, retrying once: %s (request %s)",
+                    type(exc).__name__,
+                    request_id,
+                )
+            except requests.RequestException as exc:
+                raise self._unavailable(CONNECTION_ERROR, exc, token, request_id) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _unavailable(
+        self, outcome: str, exc: Exception, token: str, request_id: str | None
+    ) -> IntrospectionUnavailable:
+        # The exception text names the URL only, never the form body, so it is safe to log.
+        log.warning(
+            "introspection endpoint unreachable (%s): %s (token %s, request %s)",
+            outcome,
+            exc,
+            fingerprint(token),
+            request_id,
+        )
+        return IntrospectionUnavailable(f"{outcome}: {type(exc).__name__}", outcome=outcome)
+
+    def _notify(self, duration: float, outcome: str) -> None:
+        if self.on_call is None:
+            return
+        try:
+            self.on_call(duration, outcome)
+        except Exception:
+            # A broken metrics hook must not turn a good answer into an error.
+            log.exception("introspection on_call hook failed")
+
+
+def _make_session(pool_size: int) -> requests.Session:
+    session = requests.Session()
+    # No proxies, .netrc or CA bundle from the environment: what the service talks to is set
+    # explicitly, and skipping the per-request environment lookup keeps the hot path short.
+    session.trust_env = False
+    # No cookies either: state from one user's request must never ride along on another's.
+    session.cookies = RequestsCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _is_read_timeout(exc: requests.ConnectionError) -> bool:
+    # requests reports a read timeout while reading the body as a ConnectionError.
+    return any(isinstance(arg, ReadTimeoutError) for arg in exc.args)
