@@ -65,9 +65,9 @@ class LiveServer:
     authorization server's issuer is its own URL.
     """
 
-    def __init__(self, app=None) -> None:
+    def __init__(self, app=None, port: int = 0) -> None:
         self.app = app
-        self._server = make_server("127.0.0.1", 0, self._dispatch, threaded=True)
+        self._server = make_server("127.0.0.1", port, self._dispatch, threaded=True)
         self.port = self._server.server_port
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(
@@ -86,6 +86,11 @@ class LiveServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+        # Close the app's pool now: PostgreSQL would otherwise collect idle connections.
+        extensions = getattr(self.app, "extensions", {})
+        if "sqlalchemy" in extensions:
+            with self.app.app_context():
+                extensions["sqlalchemy"].engine.dispose()
 
 
 @pytest.fixture
@@ -93,8 +98,8 @@ def serve() -> Iterator[Callable[..., LiveServer]]:
     """serve(app=None) -> LiveServer; every server started is stopped after the test."""
     servers: list[LiveServer] = []
 
-    def start(app=None) -> LiveServer:
-        server = LiveServer(app)
+    def start(app=None, port: int = 0) -> LiveServer:
+        server = LiveServer(app, port)
         servers.append(server)
         return server
 

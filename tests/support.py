@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 
 import requests
 
+import resource_server
 from auth_server import create_app
 from auth_server.clients import register_client
 from auth_server.db import db
 from auth_server.settings import AuthSettings
+from resource_server.settings import ResourceSettings
 
 # Argon2id at its cheapest: the tests exercise the logic, bench/ measures the real cost.
 FAST_PASSWORDS = dict(
@@ -33,6 +35,7 @@ class AuthServer:
     url: str
     app: object
     settings: AuthSettings
+    server: object = None  # the LiveServer, for tests that stop and restart it
     http: requests.Session = field(default_factory=requests.Session)
 
     def token(self, client=DEMO_APP, **form) -> requests.Response:
@@ -120,4 +123,39 @@ def start_auth_server(serve, database_url: str, **overrides) -> AuthServer:
     app = create_app(settings, create_tables=True)
     seed(app)
     server.mount(app)
-    return AuthServer(url=server.url, app=app, settings=settings)
+    return AuthServer(url=server.url, app=app, settings=settings, server=server)
+
+
+@dataclass
+class ResourceServer:
+    url: str
+    app: object
+    settings: ResourceSettings
+    http: requests.Session = field(default_factory=requests.Session)
+
+    def get(self, path: str, token: str | None = None, **kwargs) -> requests.Response:
+        return self.call("GET", path, token, **kwargs)
+
+    def call(self, method: str, path: str, token: str | None = None, **kwargs):
+        headers = kwargs.pop("headers", {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return self.http.request(method, self.url + path, headers=headers, timeout=10, **kwargs)
+
+
+def start_resource_server(
+    serve, database_url: str, auth: AuthServer, credentials=NOTES_API, **overrides
+) -> ResourceServer:
+    """A resource server that introspects at `auth` over real HTTP."""
+    values = dict(
+        resource_database_url=database_url,
+        auth_server_url=auth.url,
+        resource_client_id=credentials[0],
+        resource_client_secret=credentials[1],
+        log_level="ERROR",
+    )
+    values.update(overrides)
+    settings = ResourceSettings(**values)
+    app = resource_server.create_app(settings, create_tables=True)
+    server = serve(app)
+    return ResourceServer(url=server.url, app=app, settings=settings)

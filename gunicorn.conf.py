@@ -1,0 +1,33 @@
+"""gunicorn settings for both services (`gunicorn -c gunicorn.conf.py auth_server.wsgi:app`).
+
+Read from the environment so compose, `make run` and the tests start the same way:
+GUNICORN_WORKERS (default 2), GUNICORN_THREADS (default 4), GUNICORN_TIMEOUT (30 s),
+GUNICORN_GRACEFUL_TIMEOUT (20 s), GUNICORN_KEEPALIVE (5 s), GUNICORN_BIND.
+"""
+
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+# Threads: a worker waiting on the database or on introspection still serves other requests.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+# SIGTERM lets requests in flight finish for this long before workers are killed.
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+# Refuse absurd request lines and headers before any Python code sees them.
+limit_request_line = 8190
+limit_request_field_size = 16384
+limit_request_fields = 100
+
+accesslog = "-"
+# %(U)s is the path without the query string, and no request header is logged: tokens and
+# credentials never reach the access log.
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+
+# gunicorn 27's control socket has one default path per user; two services on one host would
+# fight over it, and nothing here uses it.
+control_socket_disable = True

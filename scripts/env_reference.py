@@ -1,0 +1,36 @@
+"""Print the environment-variable reference of both services as Markdown tables.
+
+`python scripts/env_reference.py` regenerates the README's "Settings" section; a test fails
+when the README and the settings modules disagree.
+"""
+
+from __future__ import annotations
+
+from auth_server.settings import AuthSettings
+from resource_server.settings import ResourceSettings
+from shared.settings import PROJECT_ROOT, ServiceSettings
+
+
+def table(settings: type[ServiceSettings], skip: set[str] = frozenset()) -> str:
+    lines = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for name, default, description in settings.env_reference():
+        if name in skip:
+            continue
+        default = default.replace(str(PROJECT_ROOT), "<checkout>")
+        lines.append(f"| `{name}` | `{default}` | {description} |")
+    return "\n".join(lines)
+
+
+def markdown() -> str:
+    common = {name for name, _, _ in ServiceSettings.env_reference()}
+    return "\n\n".join(
+        [
+            "Both services:\n\n" + table(ServiceSettings),
+            "Authorization server:\n\n" + table(AuthSettings, common),
+            "Resource server:\n\n" + table(ResourceSettings, common),
+        ]
+    )
+
+
+if __name__ == "__main__":
+    print(markdown())

@@ -1,0 +1,33 @@
+"""The project's own promises: README commands, CI entry point, settings reference."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from shared.settings import PROJECT_ROOT
+
+README = (PROJECT_ROOT / "README.md").read_text()
+
+
+def test_readme_starts_with_exactly_the_two_setup_commands():
+    first_block = re.search(r"```sh\n(.*?)```", README, re.S).group(1)
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines() if line.strip()]
+    assert commands == ["make run", "make test"]
+
+
+def test_ci_runs_the_readme_test_command():
+    assert "make test" in (PROJECT_ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_settings_table_matches_the_settings_modules():
+    """Regenerate with: python scripts/env_reference.py"""
+    generated = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "scripts" / "env_reference.py")],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    section = re.search(
+        r"<!-- env-reference:start -->\n(.*?)\n<!-- env-reference:end -->", README, re.S
+    ).group(1)
+    assert section == generated
