@@ -3,6 +3,7 @@ served over HTTP on a free loopback port."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import requests
@@ -117,10 +118,23 @@ def seed(app) -> None:
             )
 
 
-def start_auth_server(serve, database_url: str, **overrides) -> AuthServer:
+class FakeClock:
+    """A clock tests move by hand, so expiry needs no sleeping."""
+
+    def __init__(self, start: float | None = None):
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def start_auth_server(serve, database_url: str, clock=None, **overrides) -> AuthServer:
     server = serve()
     settings = auth_settings(database_url, server.url, **overrides)
-    app = create_app(settings, create_tables=True)
+    app = create_app(settings, create_tables=True, **({"clock": clock} if clock else {}))
     seed(app)
     server.mount(app)
     return AuthServer(url=server.url, app=app, settings=settings, server=server)

@@ -25,7 +25,9 @@ def test_readme_settings_table_matches_the_settings_modules():
     """Regenerate with: python scripts/env_reference.py"""
     generated = subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "scripts" / "env_reference.py")],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     section = re.search(
         r"<!-- env-reference:start -->\n(.*?)\n<!-- env-reference:end -->", README, re.S

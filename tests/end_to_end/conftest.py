@@ -18,6 +18,9 @@ def notes_api(serve, make_database_url, auth):
 def reports_api(serve, make_database_url, auth):
     """A second resource server identity (audience urn:tessera:reports)."""
     return start_resource_server(
-        serve, make_database_url("reports"), auth, credentials=REPORTS_API,
+        serve,
+        make_database_url("reports"),
+        auth,
+        credentials=REPORTS_API,
         resource_audience=REPORTS,
     )
