@@ -1,6 +1,16 @@
 import pytest
 
-from tests.support import REPORTS, REPORTS_API, start_auth_server, start_resource_server
+from auth_server import create_app
+from tests.processes import GunicornService, free_port, settings_env
+from tests.support import (
+    REPORTS,
+    REPORTS_API,
+    AuthServer,
+    auth_settings,
+    seed,
+    start_auth_server,
+    start_resource_server,
+)
 
 
 @pytest.fixture
@@ -24,3 +34,24 @@ def reports_api(serve, make_database_url, auth):
         credentials=REPORTS_API,
         resource_audience=REPORTS,
     )
+
+
+@pytest.fixture
+def gunicorn_auth(make_database_url, tmp_path):
+    """Factory: a seeded authorization server under gunicorn (several workers), as deployed."""
+    started = []
+
+    def start(workers: int = 3, **overrides) -> AuthServer:
+        port = free_port()
+        settings = auth_settings(
+            make_database_url("auth"), f"http://127.0.0.1:{port}", **overrides
+        )
+        seed(create_app(settings, create_tables=True))
+        service = GunicornService("auth_server", settings_env(settings), workers=workers,
+                                  port=port).start()
+        started.append(service)
+        return AuthServer(url=service.url, app=None, settings=settings, server=service)
+
+    yield start
+    for service in started:
+        service.stop()

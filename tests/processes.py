@@ -1,0 +1,101 @@
+"""Services as real processes, started the way production starts them: gunicorn with the
+repository's gunicorn.conf.py, settings in the environment."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from shared.settings import PROJECT_ROOT, ServiceSettings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def settings_env(settings: ServiceSettings) -> dict[str, str]:
+    """The environment that reproduces `settings` in another process."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        env[name.upper()] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+    return env
+
+
+class GunicornService:
+    """`gunicorn -c gunicorn.conf.py <module>.wsgi:app` on a free loopback port."""
+
+    def __init__(
+        self,
+        module: str,
+        env: dict[str, str],
+        *,
+        workers: int = 2,
+        threads: int = 4,
+        port: int | None = None,
+    ):
+        self.module = module
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "RESOURCE_"))},
+            **env,
+            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
+            "GUNICORN_WORKERS": str(workers),
+            "GUNICORN_THREADS": str(threads),
+            "GUNICORN_GRACEFUL_TIMEOUT": "5",
+        }
+        self._log = tempfile.NamedTemporaryFile(prefix=f"{module}-", suffix=".log", delete=False)
+        self.log_path = Path(self._log.name)
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30) -> GunicornService:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(PROJECT_ROOT / "gunicorn.conf.py"),
+             f"{self.module}.wsgi:app"],
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: kill() takes the workers too
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.module} exited at start:\n{self.logs()}")
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass  # not listening yet, or the workers are still booting
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.module} did not answer within {timeout} s:\n{self.logs()}")
+
+    def kill(self) -> None:
+        """SIGKILL the master and every worker: a crash, not a shutdown."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def logs(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
