@@ -26,6 +26,8 @@ from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from shared.settings import ConfigurationError
+
 __all__ = [
     "InvalidClientError",
     "InvalidGrantError",
@@ -125,7 +127,15 @@ def _database_error(exc: DBAPIError) -> Response:
     raise exc
 
 
+def _misconfigured(exc: ConfigurationError) -> Response:
+    # e.g. AUTH_KEY_ENCRYPTION_KEY cannot decrypt the signing keys: the operator must act;
+    # the client can only retry later. /readyz reports the same condition.
+    log.error("configuration error: %s", exc)
+    return error_response(TemporarilyUnavailableError("The service is temporarily unavailable."))
+
+
 def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(ConfigurationError, _misconfigured)
     app.register_error_handler(OAuth2Error, error_response)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(PoolTimeoutError, _database_unavailable)

@@ -22,9 +22,10 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from joserfc import jwk
 from joserfc.errors import SecurityWarning
 from sqlalchemy import delete, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from auth_server import audit
 from auth_server.models import SigningKey
 from shared.settings import ConfigurationError
 
@@ -154,10 +155,22 @@ class RotationResult:
 
 
 def rotate_signing_keys(
-    session: Session, alg: str, cipher: KeyCipher, now: int, retire_for: int
+    session: Session,
+    alg: str,
+    cipher: KeyCipher,
+    now: int,
+    retire_for: int,
+    expected_active: str | None = None,
+    actor: str = "operator",
 ) -> RotationResult | None:
     """Promote next -> active, active -> retired, create a new next; None if another process
-    rotated concurrently (the conditional UPDATE lost)."""
+    rotated concurrently (the conditional UPDATE lost).
+
+    `expected_active`: rotate only if that kid is still the active key. A worker that found
+    the active key due for automatic rotation passes it, so a worker whose read predates
+    another's rotation does not retire the key that was activated a moment ago.
+    The `signing_key_rotated` audit event is written in the rotation's own transaction.
+    """
     ensure_signing_keys(session, alg, cipher, now)
     active = session.scalar(
         select(SigningKey).where(SigningKey.alg == alg, SigningKey.state == "active")
@@ -166,6 +179,10 @@ def rotate_signing_keys(
         select(SigningKey).where(SigningKey.alg == alg, SigningKey.state == "next")
     )
     if active is None or upcoming is None:
+        session.rollback()
+        return None
+    if expected_active is not None and active.kid != expected_active:
+        session.rollback()
         return None
     retired = session.execute(
         update(SigningKey)
@@ -188,9 +205,32 @@ def rotate_signing_keys(
     new_next = generate_signing_key(alg, "next", cipher, now)
     session.add(new_next)
     purge_retired_keys(session, now)
+    audit.record(
+        session,
+        "signing_key_rotated",
+        actor=actor,
+        at=now,
+        alg=alg,
+        retired=active.kid,
+        active=upcoming.kid,
+        next=new_next.kid,
+    )
     session.commit()
     log.info("rotated %s signing keys: %s retired, %s active", alg, active.kid, upcoming.kid)
     return RotationResult(active.kid, upcoming.kid, new_next.kid)
+
+
+def retire_other_algorithms(session: Session, alg: str, now: int, retire_for: int) -> None:
+    """After SIGNING_ALG changed: the old algorithm's active key retires like a rotated one
+    (published until its tokens expire) and its unused next key goes."""
+    session.execute(
+        update(SigningKey)
+        .where(SigningKey.alg != alg, SigningKey.state == "active")
+        .values(state="retired", retired_at=now, remove_after=now + retire_for)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(delete(SigningKey).where(SigningKey.alg != alg, SigningKey.state == "next"))
+    session.commit()
 
 
 def purge_retired_keys(session: Session, now: int) -> int:
@@ -251,7 +291,14 @@ class KeyRing:
         with self._lock:
             loaded = self._loaded
             if loaded is None or self._clock() - loaded.loaded_at >= self._cache_seconds:
-                loaded = self._loaded = self._load()
+                try:
+                    loaded = self._loaded = self._load()
+                except SQLAlchemyError:
+                    if loaded is None:
+                        raise
+                    # A database blip must not stop signing with a key we already hold; the
+                    # next request tries the database again.
+                    log.warning("could not re-read signing keys; using the cached ones")
         return loaded
 
     def _load(self) -> LoadedKeys:
@@ -261,10 +308,19 @@ class KeyRing:
             active = next((k for k in rows if k.state == "active" and k.alg == self.alg), None)
             if active is None:
                 ensure_signing_keys(session, self.alg, self._cipher, now)
+                retire_other_algorithms(session, self.alg, now, self._retire_for)
                 rows = self._published(session, now)
                 active = next(k for k in rows if k.state == "active" and k.alg == self.alg)
             elif self._rotation_due(active, now):
-                rotate_signing_keys(session, self.alg, self._cipher, now, self._retire_for)
+                rotate_signing_keys(
+                    session,
+                    self.alg,
+                    self._cipher,
+                    now,
+                    self._retire_for,
+                    expected_active=active.kid,
+                    actor="system",
+                )
                 rows = self._published(session, now)
                 active = next(k for k in rows if k.state == "active" and k.alg == self.alg)
             private = jwk.import_key(

@@ -9,22 +9,20 @@ Token values are never logged, only a fingerprint.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.cookiejar import DefaultCookiePolicy
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import quote
 
 import requests
-from requests.adapters import HTTPAdapter
-from requests.cookies import RequestsCookieJar
 from urllib3.exceptions import ReadTimeoutError
+
+from shared.basic_auth import basic_credentials_header
+from shared.digests import fingerprint
+from shared.http import service_session
 
 log = logging.getLogger("tessera.introspection")
 
@@ -55,11 +53,6 @@ class IntrospectionUnavailable(IntrospectionError):
 
 class IntrospectionCredentialsRejected(IntrospectionUnavailable):
     """The authorization server refused our own client credentials (HTTP 401/403)."""
-
-
-def fingerprint(token: str) -> str:
-    """First 8 hex chars of the token's SHA-256: enough to correlate logs, useless to replay."""
-    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:8]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,13 +155,12 @@ class IntrospectionClient:
         self._verify = verify
         # RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic encoding, so a ':' in
         # either cannot shift the split. Computed once: the header never changes.
-        userpass = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
         self._headers = {
-            "Authorization": "Basic " + base64.b64encode(userpass.encode()).decode("ascii"),
+            "Authorization": basic_credentials_header(client_id, client_secret),
             "Accept": "application/json",
             "User-Agent": "tessera-introspection/1",
         }
-        self._session = _make_session(pool_size)
+        self._session = service_session(pool_size)
 
     def close(self) -> None:
         self._session.close()
@@ -309,19 +301,6 @@ class IntrospectionClient:
         except Exception:
             # A broken metrics hook must not turn a good answer into an error.
             log.exception("introspection on_call hook failed")
-
-
-def _make_session(pool_size: int) -> requests.Session:
-    session = requests.Session()
-    # No proxies, .netrc or CA bundle from the environment: what the service talks to is set
-    # explicitly, and skipping the per-request environment lookup keeps the hot path short.
-    session.trust_env = False
-    # No cookies either: state from one user's request must never ride along on another's.
-    session.cookies = RequestsCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
 
 
 def _is_read_timeout(exc: requests.ConnectionError) -> bool:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from auth_server.db import db
+from shared.settings import ConfigurationError
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger("tessera.auth")
@@ -30,4 +31,12 @@ def readyz():
         response.status_code = 503
         response.headers["Retry-After"] = "5"
         return response
-    return jsonify(status="ok", database="ok")
+    try:
+        current_app.extensions["tessera"].keyring.signing_key()
+    except (ConfigurationError, SQLAlchemyError) as exc:
+        log.error("readiness check failed: signing keys unusable: %s", exc)
+        response = jsonify(status="unavailable", database="ok", signing_keys="unusable")
+        response.status_code = 503
+        response.headers["Retry-After"] = "5"
+        return response
+    return jsonify(status="ok", database="ok", signing_keys="ok")

@@ -1,35 +1,8 @@
-"""Fixtures for the protection-library tests: the same stand-in introspection endpoint."""
+"""The protection-library tests use the same stand-in introspection endpoint as the
+resource-server tests (see tests/resource_server/fake_as.py for why a stand-in)."""
 
-from __future__ import annotations
-
-from collections.abc import Iterator
-
-import pytest
-
-from tests.conftest import LiveServer
-from tests.resource_server.fake_as import (
-    FakeAuthorizationServer,
-    fake_as_on,
-    shared_fake_as_server,
+from tests.resource_server.conftest import (  # noqa: F401 - fixtures, used by name
+    fake_as,
+    fake_as_server,
+    stoppable_fake_as,
 )
-
-
-@pytest.fixture(scope="session")
-def fake_as_server() -> Iterator[LiveServer]:
-    with shared_fake_as_server() as server:
-        yield server
-
-
-@pytest.fixture
-def fake_as(fake_as_server) -> Iterator[FakeAuthorizationServer]:
-    fake = fake_as_on(fake_as_server)
-    yield fake
-    fake.release.set()  # let any handler still sleeping finish now
-
-
-@pytest.fixture
-def stoppable_fake_as(serve) -> Iterator[FakeAuthorizationServer]:
-    """A stand-in on a server of its own, for tests that stop it (connection refused)."""
-    fake = fake_as_on(serve(), own_server=True)
-    yield fake
-    fake.release.set()

@@ -1,0 +1,322 @@
+"""shared.jwt_validation: local validation of our RFC 9068 access tokens against a real
+authorization server's JWKS, and the forgeries it must reject."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+
+import pytest
+from joserfc import jwk, jwt
+
+from shared.jwt_validation import InvalidToken, JWKSUnavailable, JWKSValidator
+from tests.support import DEMO_APP, NOTES, REPORTS, start_auth_server
+
+# The authorization server signs with EdDSA on purpose; auth_server/keys.py silences joserfc's
+# deprecation warning process-wide, but pytest resets warning filters around every test.
+pytestmark = pytest.mark.filterwarnings("ignore:EdDSA is deprecated")
+
+JWKS_PATH = "/.well-known/jwks.json"
+
+
+class CountingMiddleware:
+    """Wraps an app's wsgi_app: counts JWKS requests, and can make the JWKS answer 503."""
+
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+        self.jwks_requests = 0
+        self.jwks_down = False
+        self._lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == JWKS_PATH:
+            with self._lock:
+                self.jwks_requests += 1
+            if self.jwks_down:
+                start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+                return [b"down"]
+        return self.wsgi_app(environ, start_response)
+
+
+@pytest.fixture
+def auth(serve, make_database_url):
+    """A seeded authorization server whose JWKS requests are counted."""
+    server = start_auth_server(serve, make_database_url("auth"))
+    server.jwks_counter = CountingMiddleware(server.app.wsgi_app)
+    server.app.wsgi_app = server.jwks_counter
+    return server
+
+
+def validator_for(auth, audience=NOTES, **options) -> JWKSValidator:
+    return JWKSValidator(auth.settings.auth_issuer, auth.url + JWKS_PATH, audience, **options)
+
+
+def b64(data: bytes | dict) -> str:
+    if isinstance(data, dict):
+        data = json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def segments(token: str) -> tuple[dict, dict]:
+    header, payload, _ = token.split(".")
+    pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
+    return (
+        json.loads(base64.urlsafe_b64decode(pad(header))),
+        json.loads(base64.urlsafe_b64decode(pad(payload))),
+    )
+
+
+def sign(key, alg: str, header: dict, claims: dict) -> str:
+    return jwt.encode({"alg": alg, **header}, claims, key, algorithms=[alg], default_type=None)
+
+
+def hs256(secret: bytes, header: dict, claims: dict) -> str:
+    signing_input = f"{b64(header)}.{b64(claims)}"
+    mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(mac)}"
+
+
+def active_key(auth):
+    """(kid, alg, private key) the authorization server signs with right now."""
+    return auth.app.extensions["tessera"].keyring.signing_key()
+
+
+def public_jwks(auth) -> list[dict]:
+    return auth.http.get(auth.url + JWKS_PATH, timeout=5).json()["keys"]
+
+
+def test_a_token_from_the_authorization_server_validates(auth):
+    """A real login token validates locally and yields its RFC 9068 claims."""
+    token = auth.login()["access_token"]
+    with validator_for(auth) as validator:
+        claims = validator.validate(token)
+    assert claims["iss"] == auth.settings.auth_issuer
+    assert claims["aud"] == NOTES
+    assert claims["client_id"] == DEMO_APP[0]
+    assert {"sub", "jti", "iat", "exp", "scope"} <= set(claims)
+
+
+@pytest.mark.parametrize("alg,kty", [("ES256", "EC"), ("RS256", "RSA"), ("EdDSA", "OKP")])
+def test_every_signing_algorithm_validates(serve, make_database_url, alg, kty):
+    """ES256, RS256 and EdDSA tokens all validate, and their JWK carries the matching kty."""
+    auth = start_auth_server(serve, make_database_url("auth"), signing_alg=alg)
+    token = auth.login()["access_token"]
+    header, _ = segments(token)
+    assert header["alg"] == alg and header["typ"] == "at+jwt"
+    jwk_entry = next(k for k in public_jwks(auth) if k["kid"] == header["kid"])
+    assert jwk_entry["kty"] == kty and jwk_entry["alg"] == alg
+    with validator_for(auth) as validator:
+        assert validator.validate(token)["iss"] == auth.settings.auth_issuer
+
+
+def test_forged_and_malformed_tokens_are_rejected(auth):
+    """alg none, HS256 keyed with the public key, tampering, foreign keys, wrong typ/iss/aud,
+    expiry, missing kid or claims: each one raises InvalidToken with a quote-free message."""
+    real = auth.login()["access_token"]
+    header, claims = segments(real)
+    kid, alg, private = active_key(auth)
+    assert header["kid"] == kid
+    public = next(k for k in public_jwks(auth) if k["kid"] == kid)
+    public_pem = jwk.import_key(public).as_pem(private=False)
+    now = int(time.time())
+    foreign = jwk.generate_key("EC", "P-256", private=True)
+    ed_key = jwk.generate_key("OKP", "Ed25519", private=True)
+
+    def ours(header_changes=None, drop_header=(), drop_claims=(), **claim_changes):
+        h = {"typ": "at+jwt", "kid": kid, **(header_changes or {})}
+        c = {**claims, **claim_changes}
+        for name in drop_header:
+            h.pop(name)
+        for name in drop_claims:
+            c.pop(name)
+        return sign(private, alg, h, c)
+
+    h64, p64, s64 = real.split(".")
+    hs256_header = {**header, "alg": "HS256"}
+    unsupported, mismatch, bad_signature = "unsupported signing algorithm", "match", "signature"
+    not_at, wrong_iss, wrong_aud = "typ must be at", "another issuer", "not meant for"
+    # name -> (the reason the description must give, the forged token)
+    forgeries = {
+        "alg none, unsigned": (unsupported, f"{b64({**header, 'alg': 'none'})}.{p64}."),
+        "alg none, signature kept": (unsupported, f"{b64({**header, 'alg': 'none'})}.{p64}.{s64}"),
+        "HS256 keyed with the PEM": (unsupported, hs256(public_pem, hs256_header, claims)),
+        "HS256 keyed with the JWK JSON": (
+            unsupported,
+            hs256(json.dumps(public).encode(), hs256_header, claims),
+        ),
+        "HS256 keyed with the compact JWK JSON": (
+            unsupported,
+            hs256(
+                json.dumps(public, separators=(",", ":"), sort_keys=True).encode(),
+                hs256_header,
+                claims,
+            ),
+        ),
+        "tampered payload": (
+            bad_signature,
+            f"{h64}.{b64({**claims, 'scope': claims['scope'] + ' admin'})}.{s64}",
+        ),
+        "tampered header": (bad_signature, f"{b64({**header, 'x': 1})}.{p64}.{s64}"),
+        "signature stripped": (bad_signature, f"{h64}.{p64}."),
+        "unknown key, unknown kid": (
+            "unknown key",
+            sign(foreign, "ES256", {"typ": "at+jwt", "kid": "nope"}, claims),
+        ),
+        "foreign key reusing a real kid": (
+            bad_signature,
+            sign(foreign, "ES256", {"typ": "at+jwt", "kid": kid}, claims),
+        ),
+        "header alg other than the JWK alg": (
+            mismatch,
+            sign(ed_key, "EdDSA", {"typ": "at+jwt", "kid": kid}, claims),
+        ),
+        "typ JWT": (not_at, ours({"typ": "JWT"})),
+        "typ missing": (not_at, ours(drop_header=("typ",))),
+        "typ of an ID token": (not_at, ours({"typ": "id_token+jwt"})),
+        "kid missing": ("no key id", ours(drop_header=("kid",))),
+        "crit header": ("critical", ours({"crit": ["kid"]})),
+        "wrong iss": (wrong_iss, ours(iss="https://evil.example")),
+        "iss with a trailing slash": (wrong_iss, ours(iss=auth.settings.auth_issuer + "/")),
+        "iss missing": (wrong_iss, ours(drop_claims=("iss",))),
+        "wrong aud": (wrong_aud, ours(aud=REPORTS)),
+        "wrong aud list": (wrong_aud, ours(aud=[REPORTS, "urn:other"])),
+        "aud missing": (wrong_aud, ours(drop_claims=("aud",))),
+        "expired": ("expired", ours(iat=now - 400, exp=now - 100)),
+        "issued in the future": ("in the future", ours(iat=now + 120, exp=now + 400)),
+        "not valid yet": ("not valid yet", ours(nbf=now + 120)),
+        "exp missing": ("expiry", ours(drop_claims=("exp",))),
+        "exp not a number": ("expiry", ours(exp=str(now + 100))),
+        "exp infinite": ("expiry", ours(exp=float("inf"))),
+        "iat missing": ("issue time", ours(drop_claims=("iat",))),
+        "sub missing": ("no sub", ours(drop_claims=("sub",))),
+        "client_id missing": ("no client_id", ours(drop_claims=("client_id",))),
+        "jti missing": ("no jti", ours(drop_claims=("jti",))),
+        "two parts": ("not a signed JWT", f"{h64}.{p64}"),
+        "four parts": ("not a signed JWT", f"{real}.x"),
+        "header not JSON": ("header is malformed", f"{b64(b'not json')}.{p64}.{s64}"),
+        "header with a stray character": (
+            "header is malformed",
+            f"{h64[:4]}!{h64[4:]}.{p64}.{s64}",
+        ),
+        "header a JSON array": ("header is malformed", f"{b64(b'[1]')}.{p64}.{s64}"),
+        "empty": ("not a signed JWT", ""),
+    }
+    with validator_for(auth) as validator:
+        assert validator.validate(real)  # the keys are fine: every failure below is the forgery's
+        wrong = {}
+        for name, (reason, forged) in forgeries.items():
+            try:
+                validator.validate(forged)
+                wrong[name] = "accepted"
+            except InvalidToken as exc:
+                description = str(exc)
+                if reason not in description or '"' in description or "\\" in description:
+                    wrong[name] = description
+        assert wrong == {}
+        # The same key with the other spellings RFC 9068 §4 allows is accepted.
+        for typ in ("application/at+jwt", "AT+JWT"):
+            assert validator.validate(ours({"typ": typ}))["jti"] == claims["jti"]
+        assert validator.validate(ours(aud=[REPORTS, NOTES]))
+
+
+def test_real_tokens_fail_for_another_issuer_audience_or_after_expiry(auth):
+    """A genuine token is rejected by a validator for another issuer or audience, and once
+    exp plus the leeway has passed."""
+    token = auth.login()["access_token"]
+    _, claims = segments(token)
+    with pytest.raises(InvalidToken, match="another issuer"):
+        JWKSValidator("https://other.example", auth.url + JWKS_PATH, NOTES).validate(token)
+    with pytest.raises(InvalidToken, match="not meant for this resource"):
+        validator_for(auth, audience=REPORTS).validate(token)
+    exp = claims["exp"]
+    assert validator_for(auth, leeway=30, clock=lambda: exp + 29).validate(token)
+    with pytest.raises(InvalidToken, match="expired"):
+        validator_for(auth, leeway=30, clock=lambda: exp + 30).validate(token)
+
+
+def test_unknown_kids_refetch_the_jwks_at_most_once_per_interval(auth):
+    """Garbage kids (even from many threads at once) cause one JWKS re-fetch per
+    min_refetch_interval, and never one per token."""
+    now = [time.time()]
+    validator = validator_for(auth, min_refetch_interval=10, clock=lambda: now[0])
+    validator.validate(auth.login()["access_token"])
+    assert auth.jwks_counter.jwks_requests == 1
+    now[0] += 10  # the interval counts from the last fetch, whatever caused it
+    foreign = jwk.generate_key("EC", "P-256", private=True)
+    _, claims = segments(auth.login()["access_token"])
+    garbage = [
+        sign(foreign, "ES256", {"typ": "at+jwt", "kid": f"garbage-{i}"}, claims) for i in range(50)
+    ]
+
+    def attack(tokens):
+        for token in tokens:
+            with pytest.raises(InvalidToken, match="unknown key"):
+                validator.validate(token)
+
+    threads = [threading.Thread(target=attack, args=(garbage,)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert auth.jwks_counter.jwks_requests == 2  # 400 unknown-kid tokens, one re-fetch
+    now[0] += 9.9
+    attack(garbage[:5])
+    assert auth.jwks_counter.jwks_requests == 2
+    now[0] += 0.2
+    attack(garbage[:5])
+    assert auth.jwks_counter.jwks_requests == 3
+    # Known kids keep validating from the cache meanwhile.
+    validator.validate(auth.login()["access_token"])
+    assert auth.jwks_counter.jwks_requests == 3
+
+
+def test_a_freshly_rotated_key_is_picked_up_on_its_first_token(auth):
+    """After two rotations the active key was unknown to the cached JWKS; its first token
+    triggers one re-fetch and validates."""
+    validator = validator_for(auth, min_refetch_interval=0)
+    validator.validate(auth.login()["access_token"])
+    runner = auth.app.test_cli_runner()
+    for _ in range(2):
+        assert runner.invoke(args=["keys", "rotate"]).exit_code == 0
+    auth.app.extensions["tessera"].keyring.invalidate()  # skip the AS's own key cache
+    token = auth.login()["access_token"]
+    assert segments(token)[0]["kid"] not in validator._keyset.keys
+    before = auth.jwks_counter.jwks_requests
+    assert validator.validate(token)
+    assert auth.jwks_counter.jwks_requests == before + 1
+
+
+def test_jwks_outage_is_jwks_unavailable_not_invalid_token(auth, serve):
+    """No JWKS at all is JWKSUnavailable (a 503 for the caller); a cached key set keeps serving
+    its kids through an outage; a refused connection is JWKSUnavailable too."""
+    token = auth.login()["access_token"]
+    auth.jwks_counter.jwks_down = True
+    now = [time.time()]
+    validator = validator_for(auth, clock=lambda: now[0], jwks_cache_seconds=60)
+    with pytest.raises(JWKSUnavailable):
+        validator.validate(token)
+    # Within min_refetch_interval the failure is answered from memory, not by asking again.
+    with pytest.raises(JWKSUnavailable):
+        validator.validate(token)
+    assert auth.jwks_counter.jwks_requests == 1
+    auth.jwks_counter.jwks_down = False
+    now[0] += 10
+    assert validator.validate(token)
+    auth.jwks_counter.jwks_down = True
+    now[0] += 61  # the cache is stale and the refresh fails: the stale set still serves
+    assert validator.validate(token)
+    with pytest.raises(JWKSUnavailable):  # an unknown kid cannot be judged during an outage
+        foreign = jwk.generate_key("EC", "P-256", private=True)
+        now[0] += 10
+        validator.validate(
+            sign(foreign, "ES256", {"typ": "at+jwt", "kid": "new"}, segments(token)[1])
+        )
+    closed = serve()
+    url = closed.url
+    closed.stop()
+    with pytest.raises(JWKSUnavailable):
+        JWKSValidator(auth.settings.auth_issuer, url + JWKS_PATH, NOTES).validate(token)
