@@ -8,15 +8,14 @@ from __future__ import annotations
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 
-from auth_server import audit
 from auth_server.accounts import AccountError
 from auth_server.clients import SUPPORTED_GRANT_TYPES, ClientRegistrationError, register_client
 from auth_server.db import db
 from auth_server.keys import ensure_signing_keys, rotate_signing_keys
 from auth_server.maintenance import purge_expired
-from auth_server.models import Client, SigningKey
+from auth_server.models import Client, SigningKey, User
 from auth_server.store import find_client, find_user
 
 users = AppGroup("users", help="Create, disable and cut off users.")
@@ -174,20 +173,15 @@ def rotate_keys() -> None:
     settings = components.settings
     now = components.now()
     result = rotate_signing_keys(
-        db.session, settings.signing_alg, components.cipher, now, settings.key_retirement_seconds
+        db.session,
+        settings.signing_alg,
+        components.cipher,
+        now,
+        settings.key_retirement_seconds,
+        actor="operator",
     )
     if result is None:
         raise click.ClickException("another process rotated the keys at the same time; retry")
-    audit.record(
-        db.session,
-        "signing_key_rotated",
-        actor="operator",
-        at=now,
-        retired=result.retired_kid,
-        active=result.active_kid,
-        next=result.next_kid,
-    )
-    db.session.commit()
     click.echo(
         f"active: {result.active_kid}\nnext:   {result.next_kid}\nretired: {result.retired_kid}"
     )
@@ -207,12 +201,18 @@ def purge(batch_size: int) -> None:
 
 @demo.command("setup")
 def demo_setup() -> None:
-    """Create tables, signing keys and the demo user and clients (idempotent)."""
+    """Seed signing keys and the demo user and clients (idempotent).
+
+    The schema comes first, from `flask --app auth_server db upgrade`; this only adds rows.
+    """
     components = _components()
     settings = components.settings
     if not settings.tessera_demo:
         raise click.ClickException("demo setup runs only with TESSERA_DEMO=1 (make run sets it)")
-    db.create_all()
+    if not inspect(db.engine).has_table(User.__tablename__):
+        raise click.ClickException(
+            "the database has no tables: run `flask --app auth_server db upgrade` first"
+        )
     ensure_signing_keys(db.session, settings.signing_alg, components.cipher, components.now())
     if find_user(db.session, DEMO_USER[0]) is None:
         components.accounts().create_user(*DEMO_USER)

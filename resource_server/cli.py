@@ -1,17 +1,16 @@
-"""`flask --app resource_server init-db`: create the tables until migrations exist."""
+"""Resource-server commands. The schema is Alembic's (resource_server/migrations):
+`flask --app resource_server db upgrade` creates or updates it."""
 
 from __future__ import annotations
 
 import click
+import flask_migrate
 from flask import Flask
-
-from resource_server.db import db
 
 
 def register_cli(app: Flask) -> None:
     @app.cli.command("init-db")
     def init_db_command() -> None:
-        """Create the resource server's tables if they do not exist."""
-        # Stopgap: Alembic migrations (a later issue) will replace create_all.
-        db.create_all()
-        click.echo("resource server tables created")
+        """Deprecated alias of `flask --app resource_server db upgrade`."""
+        click.echo("init-db is deprecated: running `flask --app resource_server db upgrade`")
+        flask_migrate.upgrade()

@@ -61,18 +61,19 @@ def test_empty_client_secret_counts_as_missing(monkeypatch, database_url):
 
 
 def test_demo_mode_fills_in_demo_client_credentials(database_url, dispose):
-    """TESSERA_DEMO supplies notes-api / notes-api-secret and creates the tables."""
+    """TESSERA_DEMO supplies notes-api / notes-api-secret; the schema is still the migrations'
+    (make run runs `db upgrade` first), so no table is created here."""
     settings = ResourceSettings(tessera_demo=True, resource_database_url=database_url)
     assert settings.introspection_credentials() == ("notes-api", "notes-api-secret")
     app = create_app(settings)
     dispose(app)
     assert app.extensions[EXTENSION_KEY].introspection_client.client_id == "notes-api"
     with app.app_context():
-        assert inspect(db.engine).has_table("notes")
+        assert not inspect(db.engine).has_table("notes")
 
 
 def test_tables_are_not_created_outside_demo_unless_asked(database_url, dispose):
-    """create_tables=None outside demo mode leaves the schema alone (migrations will own it)."""
+    """Without create_tables=True the schema is left alone (the migrations own it)."""
     settings = ResourceSettings(
         resource_database_url=database_url, resource_client_id="rs", resource_client_secret="s"
     )

@@ -1,0 +1,57 @@
+# One image for both Tessera services (and their migrations).
+#
+#   docker build -t tessera .
+#   docker run -e SERVICE=auth_server     ... tessera    # the default
+#   docker run -e SERVICE=resource_server ... tessera
+#   docker run ... tessera flask --app auth_server db upgrade
+#
+# Settings come from the environment (README "Settings"); docker-compose.yml runs the stack.
+
+ARG PYTHON_IMAGE=python:3.11-slim
+
+# --- builder: compilers available, builds the virtualenv -----------------------------------
+FROM ${PYTHON_IMAGE} AS builder
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential \
+    && rm -rf /var/lib/apt/lists/*
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH
+RUN python -m venv /opt/venv
+
+WORKDIR /src
+# Dependencies first, from pyproject.toml alone: a code change does not reinstall them.
+COPY pyproject.toml README.md ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+    && pip install -r requirements.txt
+# Then the project itself, as a regular (non-editable) install: the packages, their
+# migrations (package data) and nothing else land in /opt/venv.
+COPY auth_server ./auth_server
+COPY resource_server ./resource_server
+COPY shared ./shared
+RUN pip install --no-deps . && pip check
+
+# --- runtime: no compilers, no source tree, not root ---------------------------------------
+FROM ${PYTHON_IMAGE}
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PATH=/opt/venv/bin:$PATH \
+    SERVICE=auth_server \
+    GUNICORN_BIND=0.0.0.0:8000
+
+RUN groupadd --system --gid 10001 tessera \
+    && useradd --system --uid 10001 --gid tessera --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin tessera
+
+COPY --from=builder /opt/venv /opt/venv
+WORKDIR /app
+COPY gunicorn.conf.py ./
+
+USER tessera:tessera
+EXPOSE 8000
+# SERVICE picks the app: auth_server or resource_server. exec: gunicorn is PID 1 and gets
+# the SIGTERM of `docker stop` (graceful shutdown, GUNICORN_GRACEFUL_TIMEOUT).
+CMD ["sh", "-c", "exec gunicorn -c /app/gunicorn.conf.py \"${SERVICE}.wsgi:app\""]

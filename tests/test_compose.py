@@ -1,0 +1,231 @@
+"""The container deployment, checked without Docker: docker-compose.yml, its env files, the
+nginx configuration and the Dockerfile (tests/end_to_end/test_stack.py runs what they run)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from auth_server.settings import AuthSettings
+from resource_server.settings import ResourceSettings
+from shared.settings import PROJECT_ROOT
+from tests.compose import (
+    DOCKERFILE,
+    env_files,
+    load_compose,
+    read_env_file,
+    service_command,
+    service_environment,
+)
+
+COMPOSE = load_compose()
+SERVICES = COMPOSE["services"]
+AUTH_NAMES = {name.upper() for name in AuthSettings.model_fields}
+RESOURCE_NAMES = {name.upper() for name in ResourceSettings.model_fields}
+KNOWN = {
+    "auth-server": AUTH_NAMES,
+    "resource-server": RESOURCE_NAMES,
+    # migrate runs `flask --app auth_server ...` and `flask --app resource_server ...`
+    "migrate": AUTH_NAMES | RESOURCE_NAMES,
+}
+# Read by the image or gunicorn, not by the settings modules: the Dockerfile's SERVICE, and
+# gunicorn.conf.py's variables.
+INFRA = re.compile(r"^(SERVICE|PROMETHEUS_MULTIPROC_DIR|GUNICORN_[A-Z_]+)$")
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|ENCRYPTION_KEY|TOKEN")
+
+
+def test_the_stack_has_its_services():
+    assert set(SERVICES) == {
+        "postgres",
+        "redis",
+        "migrate",
+        "auth-server",
+        "resource-server",
+        "proxy",
+    }
+    assert SERVICES["postgres"]["image"].startswith("postgres:16")
+    assert "postgres-data" in COMPOSE["volumes"]
+    assert any(v.startswith("postgres-data:") for v in SERVICES["postgres"]["volumes"])
+
+
+@pytest.mark.parametrize("name", ["postgres", "redis", "auth-server", "resource-server"])
+def test_long_running_services_have_healthchecks(name):
+    test = SERVICES[name]["healthcheck"]["test"]
+    assert test and test[0] in ("CMD", "CMD-SHELL")
+
+
+@pytest.mark.parametrize("name", ["auth-server", "resource-server"])
+def test_service_healthchecks_ask_readyz_with_python(name):
+    """No curl in python:3.11-slim: the check is Python's urllib, against the database-aware
+    /readyz on the port the image binds."""
+    command = " ".join(SERVICES[name]["healthcheck"]["test"])
+    assert "python" in command and "urllib" in command
+    assert "http://127.0.0.1:8000/readyz" in command
+
+
+def _depends(name: str) -> dict[str, str]:
+    return {dep: spec["condition"] for dep, spec in SERVICES[name]["depends_on"].items()}
+
+
+def test_start_order_waits_for_health_and_for_the_migrations():
+    assert _depends("migrate") == {"postgres": "service_healthy"}
+    assert _depends("auth-server") == {
+        "migrate": "service_completed_successfully",
+        "postgres": "service_healthy",
+        "redis": "service_healthy",
+    }
+    assert _depends("resource-server")["migrate"] == "service_completed_successfully"
+    assert _depends("resource-server")["postgres"] == "service_healthy"
+    assert set(_depends("proxy").values()) == {"service_healthy"}
+    assert set(_depends("proxy")) == {"auth-server", "resource-server"}
+
+
+def test_only_the_proxy_publishes_ports():
+    """resource-server scales (--scale resource-server=3): no host port, no container_name."""
+    published = {name for name, service in SERVICES.items() if service.get("ports")}
+    assert published == {"proxy"}
+    assert "container_name" not in SERVICES["resource-server"]
+    ports = [port.split(":")[-2:] for port in SERVICES["proxy"]["ports"]]
+    assert ports == [["8000", "8000"], ["8001", "8001"]]
+
+
+def test_migrate_upgrades_both_databases_then_seeds_only_in_demo_mode():
+    script = service_command(COMPOSE, "migrate")[-1]
+    lines = [line.strip() for line in script.splitlines() if line.strip()]
+    upgrade_auth = lines.index("flask --app auth_server db upgrade")
+    upgrade_rs = lines.index("flask --app resource_server db upgrade")
+    demo = next(i for i, line in enumerate(lines) if "demo setup" in line)
+    assert lines[0] == "set -e"
+    assert upgrade_auth < demo and upgrade_rs < demo
+    assert "TESSERA_DEMO" in lines[demo - 1]
+    assert SERVICES["migrate"]["restart"] == "no"
+
+
+@pytest.mark.parametrize("name", ["auth-server", "resource-server", "migrate"])
+def test_every_variable_a_service_gets_is_one_it_reads(name):
+    """A misspelt or stale name would be silently ignored by the settings (extra="ignore")."""
+    env = service_environment(COMPOSE, name)
+    unknown = {var for var in env if var not in KNOWN[name] and not INFRA.match(var)}
+    assert unknown == set()
+
+
+def test_each_service_gets_only_its_own_database_url():
+    assert "RESOURCE_DATABASE_URL" not in service_environment(COMPOSE, "auth-server")
+    assert "AUTH_DATABASE_URL" not in service_environment(COMPOSE, "resource-server")
+
+
+def test_services_are_wired_to_each_other_and_to_the_public_issuer():
+    auth = service_environment(COMPOSE, "auth-server")
+    resource = service_environment(COMPOSE, "resource-server")
+    assert auth["AUTH_ISSUER"] == "http://localhost:8000"
+    assert resource["RESOURCE_EXPECTED_ISSUER"] == auth["AUTH_ISSUER"]
+    assert resource["AUTH_SERVER_URL"] == "http://auth-server:8000"
+    assert auth["RATELIMIT_STORAGE_URI"].startswith("redis://redis:6379")
+    assert "@postgres:5432/tessera_auth" in auth["AUTH_DATABASE_URL"]
+    assert "@postgres:5432/tessera_notes" in resource["RESOURCE_DATABASE_URL"]
+    assert resource["RESOURCE_CLIENT_ID"] and resource["RESOURCE_CLIENT_SECRET"]
+    assert auth["AUTH_KEY_ENCRYPTION_KEY"]
+    # One proxy in front: the client IP (per-IP login throttling) is the one it saw.
+    assert auth["TRUSTED_PROXIES"] == resource["TRUSTED_PROXIES"] == "1"
+    # The settings themselves accept these values.
+    AuthSettings(**{k.lower(): v for k, v in auth.items() if k in AUTH_NAMES})
+    ResourceSettings(**{k.lower(): v for k, v in resource.items() if k in RESOURCE_NAMES})
+
+
+def _env_file_entries():
+    paths = {path for service in SERVICES.values() for path in env_files(service)}
+    return [(path, *entry) for path in sorted(paths) for entry in read_env_file(path)]
+
+
+def test_every_secret_in_the_env_files_is_marked_demo_only():
+    checked = 0
+    for path, name, value, comments in _env_file_entries():
+        is_secret = SECRET_NAME.search(name) or re.search(r"://[^/@:]+:[^/@]+@", value)
+        if is_secret:
+            checked += 1
+            assert any("DEMO ONLY" in line for line in comments), f"{path.name}: {name}"
+    assert checked >= 6  # 2 database URLs, key, client secret, 3 postgres passwords
+
+
+def test_database_passwords_agree_between_postgres_and_the_services():
+    postgres = {name: value for _, name, value, _ in _env_file_entries()}
+    auth = service_environment(COMPOSE, "auth-server")["AUTH_DATABASE_URL"]
+    notes = service_environment(COMPOSE, "resource-server")["RESOURCE_DATABASE_URL"]
+    assert f":{postgres['TESSERA_AUTH_DB_PASSWORD']}@" in auth
+    assert f":{postgres['TESSERA_NOTES_DB_PASSWORD']}@" in notes
+
+
+def test_postgres_init_script_creates_both_databases():
+    (mount,) = [v for v in SERVICES["postgres"]["volumes"] if "docker-entrypoint-initdb.d" in v]
+    init_dir = PROJECT_ROOT / mount.split(":")[0]
+    script = "".join(p.read_text() for p in sorted(init_dir.iterdir()))
+    for database in ("tessera_auth", "tessera_notes"):
+        assert f"CREATE DATABASE {database} OWNER {database}" in script
+
+
+def test_proxy_finds_scaled_replicas_through_docker_dns():
+    mount = SERVICES["proxy"]["volumes"][0].split(":")
+    conf = (PROJECT_ROOT / mount[0]).read_text()
+    assert mount[1] == "/etc/nginx/nginx.conf"
+    assert re.search(r"resolver 127\.0\.0\.11 valid=\d+s", conf)
+    # A variable in proxy_pass: resolved per request, not once at start-up.
+    assert "set $auth_server http://auth-server:8000;" in conf
+    assert "set $resource_server http://resource-server:8000;" in conf
+    assert "proxy_pass $auth_server;" in conf and "proxy_pass $resource_server;" in conf
+    assert "proxy_set_header X-Forwarded-For" in conf
+    assert "proxy_set_header X-Request-ID" in conf
+    assert re.search(r"listen 8000;.*listen 8001;", conf, re.S)
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed here")
+def test_nginx_accepts_the_proxy_configuration(tmp_path):
+    conf = (PROJECT_ROOT / "deploy" / "nginx.conf").read_text()
+    # The image has an `nginx` user; a local nginx may not.
+    (tmp_path / "nginx.conf").write_text(conf.replace("user nginx;", ""))
+    result = subprocess.run(
+        ["nginx", "-t", "-c", str(tmp_path / "nginx.conf"), "-g", f"pid {tmp_path}/nginx.pid;"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def _final_stage(dockerfile: str) -> str:
+    return re.split(r"(?im)^FROM\s", dockerfile)[-1]
+
+
+def test_dockerfile_builds_apart_and_runs_slim_and_unprivileged():
+    dockerfile = DOCKERFILE.read_text()
+    assert len(re.findall(r"(?im)^FROM\s", dockerfile)) >= 2
+    assert re.search(r"(?im)^FROM\s.*\sAS\s+builder", dockerfile)
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in dockerfile
+    final = _final_stage(dockerfile)
+    assert final.startswith("${PYTHON_IMAGE}")
+    users = re.findall(r"(?im)^USER\s+(\S+)", final)
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert not re.search(r"gcc|build-essential|apt-get install", final)
+    assert "COPY --from=builder /opt/venv /opt/venv" in final
+    assert "PYTHONUNBUFFERED=1" in final
+    cmd = re.search(r"(?im)^CMD\s+(.*)$", final).group(1)
+    assert "gunicorn -c /app/gunicorn.conf.py" in cmd and "${SERVICE}.wsgi:app" in cmd
+
+
+def test_dockerignore_keeps_local_state_out_of_the_image():
+    lines = (PROJECT_ROOT / ".dockerignore").read_text().splitlines()
+    rules = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    # An allow-list: everything is ignored, then only what the Dockerfile copies comes back.
+    assert rules[0] == "*"
+    allowed = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
+    assert allowed == {
+        "pyproject.toml",
+        "README.md",
+        "gunicorn.conf.py",
+        "auth_server",
+        "resource_server",
+        "shared",
+    }
+    copied = re.findall(r"(?m)^COPY\s+(?!--from)(.+)\s+\S+$", DOCKERFILE.read_text())
+    assert {src for line in copied for src in line.split()} <= allowed
