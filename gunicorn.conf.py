@@ -6,6 +6,7 @@ GUNICORN_GRACEFUL_TIMEOUT (20 s), GUNICORN_KEEPALIVE (5 s), GUNICORN_BIND.
 """
 
 import os
+import tempfile
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
@@ -31,3 +32,23 @@ loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 # gunicorn 27's control socket has one default path per user; two services on one host would
 # fight over it, and nothing here uses it.
 control_socket_disable = True
+
+# prometheus-client multiprocess mode: every worker writes its samples under this directory
+# and /metrics aggregates them. One directory per service instance, emptied at start (stale
+# files from a previous run would be counted again).
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tessera-metrics-")
+
+
+def on_starting(server):
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.remove(os.path.join(directory, name))
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

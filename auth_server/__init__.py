@@ -6,34 +6,43 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from flask import Flask
+from flask_migrate import Migrate
 from sqlalchemy.orm import sessionmaker
 
+from auth_server import audit
 from auth_server.components import AuthComponents
 from auth_server.db import db
 from auth_server.keys import KeyCipher, KeyRing
+from auth_server.metrics import AuthMetrics
 from auth_server.passwords import Passwords
 from auth_server.settings import AuthSettings
 from auth_server.throttle import LoginThrottle
 from auth_server.tokens import TokenPolicy
+from shared import request_id
 from shared.database import configure_engine, engine_options
 from shared.logging import configure_logging
+from shared.proxy import trust_proxies
 
 log = logging.getLogger("tessera.auth")
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def create_app(
     settings: AuthSettings | None = None,
     *,
-    create_tables: bool | None = None,
+    create_tables: bool = False,
     clock: Callable[[], float] = time.time,
 ) -> Flask:
     """Build an authorization server. `settings` default to the environment; `clock` is for
     tests that need time to pass without sleeping.
 
-    Tables are created here only in demo mode (or when a test asks); production databases are
-    migrated with `flask --app auth_server db upgrade`.
+    Tables are created here only when a test asks (`create_tables=True`): every database, the
+    demo's included, is migrated with `flask --app auth_server db upgrade`
+    (auth_server/migrations).
     """
     settings = settings or AuthSettings()
     configure_logging(settings.log_level, settings.log_format)
@@ -48,8 +57,10 @@ def create_app(
     with app.app_context():
         engine = db.engine
         configure_engine(engine, settings)
-        if settings.tessera_demo if create_tables is None else create_tables:
+        if create_tables:
             db.create_all()
+    # `flask --app auth_server db ...`; batch mode so SQLite can ALTER by copying the table.
+    Migrate(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
 
     demo_generates_key = settings.tessera_demo and not settings.auth_key_encryption_key
     if demo_generates_key and KeyCipher.create_key_file(settings.auth_key_encryption_key_file):
@@ -94,6 +105,7 @@ def create_app(
             refresh_reuse_grace=settings.refresh_reuse_grace,
         ),
         clock=clock,
+        metrics=AuthMetrics(),
     )
     from auth_server.server import TesseraAuthorizationServer
 
@@ -106,5 +118,10 @@ def create_app(
     for blueprint in (token.bp, introspect.bp, revoke.bp, metadata.bp, health.bp, account.bp):
         app.register_blueprint(blueprint)
     errors.register_error_handlers(app)
+    request_id.init_app(app)
+    trust_proxies(app, settings.trusted_proxies)
+    components.metrics.init_app(app)
+    audit.subscribe(engine, components.metrics.on_audit_event)
+    components.login_throttle.on_throttled = components.metrics.count_login_throttled
     cli.register(app)
     return app

@@ -1,23 +1,35 @@
 """Audit trail: one row per security event, written in the same transaction as the change it
-describes, and mirrored to the log. Details name tokens by `jti` or fingerprint, never by value."""
+describes. Details name tokens by `jti` or fingerprint, never by value.
+
+Once that transaction commits (and only then: a rolled-back change did not happen), the event
+is mirrored to the `tessera.audit` log and handed to the listeners subscribed for the database
+engine, which is how metrics count tokens issued, reuse detected and revocations.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from weakref import WeakKeyDictionary
 
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from auth_server.models import AuditEvent
 
 log = logging.getLogger("tessera.audit")
 
+Listener = Callable[[str, dict], None]
+_listeners: WeakKeyDictionary[Engine, list[Listener]] = WeakKeyDictionary()
+_PENDING = "tessera_audit_pending"
+
 # The events an operator can rely on finding (README "Operate it" lists them).
 EVENTS = frozenset(
     {
         "login_succeeded",
         "login_failed",
-        "login_throttled",
         "token_issued",
         "token_refreshed",
         "refresh_token_reuse_detected",
@@ -56,7 +68,26 @@ def record(
             detail=json.dumps(detail, sort_keys=True),
         )
     )
-    log.info(
-        event,
-        extra={"audit": {"event": event, "actor": actor, "client_id": client_id, **detail}},
-    )
+    fields = {"actor": actor, "client_id": client_id, "user_id": user_id, "ip": ip, **detail}
+    session.info.setdefault(_PENDING, []).append((session.get_bind(), event, fields))
+
+
+def subscribe(engine: Engine, listener: Listener) -> None:
+    """Call `listener(event, fields)` for every audit event committed through `engine`."""
+    _listeners.setdefault(engine, []).append(listener)
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _publish(session: Session) -> None:
+    for engine, event, fields in session.info.pop(_PENDING, ()):
+        log.info(event, extra={"audit": {"event": event, **fields}})
+        for listener in _listeners.get(engine, ()):
+            try:
+                listener(event, fields)
+            except Exception:  # noqa: BLE001 - a metrics bug must not fail a committed request
+                log.exception("audit listener failed")
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _discard(session: Session) -> None:
+    session.info.pop(_PENDING, None)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from auth_server.accounts import Accounts
 from auth_server.db import db
 from auth_server.keys import KeyCipher, KeyRing
+from auth_server.metrics import AuthMetrics
 from auth_server.passwords import Passwords
 from auth_server.settings import AuthSettings
 from auth_server.throttle import LoginThrottle
@@ -27,6 +28,7 @@ class AuthComponents:
     passwords: Passwords
     login_throttle: LoginThrottle
     token_policy: TokenPolicy
+    metrics: AuthMetrics
     server: TesseraAuthorizationServer | None = None
     # Every expiry decision reads this clock; tests pass one they can move forward.
     clock: Callable[[], float] = field(default=time.time)

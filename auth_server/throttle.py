@@ -23,7 +23,8 @@ log = logging.getLogger("tessera.auth.throttle")
 
 
 class LoginThrottle:
-    def __init__(self, storage_uri: str, per_username: str, per_ip: str):
+    def __init__(self, storage_uri: str, per_username: str, per_ip: str, on_throttled=None):
+        self.on_throttled = on_throttled
         self._limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
         self._per_username = parse(per_username)
         self._per_ip = parse(per_ip)
@@ -39,6 +40,13 @@ class LoginThrottle:
             for item, *key in self._keys(username, ip):
                 if not self._limiter.test(item, *key):
                     reset_at, _ = self._limiter.get_window_stats(item, *key)
+                    # A log line, not an audit row: a refused attempt must stay cheap.
+                    log.warning(
+                        "login throttled",
+                        extra={"limit": key[0], "user": fingerprint(username.casefold()), "ip": ip},
+                    )
+                    if self.on_throttled is not None:
+                        self.on_throttled(key[0])
                     raise TooManyRequestsError(
                         "Too many failed logins; try again later.",
                         retry_after=math.ceil(reset_at - time.time()),

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Flask
+from flask_migrate import Migrate
 
 from resource_server import models  # noqa: F401 - registers the tables on db.metadata
 from resource_server.api import bp as api_bp
@@ -10,18 +13,21 @@ from resource_server.cli import register_cli
 from resource_server.db import db, init_db
 from resource_server.errors import register_error_handlers
 from resource_server.health import bp as health_bp
+from resource_server.metrics import ResourceMetrics
 from resource_server.settings import ResourceSettings
 from shared.introspection import IntrospectionClient
 from shared.logging import configure_logging
 from shared.protect import TokenGuard
+from shared.proxy import trust_proxies
 
 SETTINGS_KEY = "tessera_settings"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
-def create_app(
-    settings: ResourceSettings | None = None, *, create_tables: bool | None = None
-) -> Flask:
-    """Build the resource server. ``create_tables`` None means: only in demo mode."""
+def create_app(settings: ResourceSettings | None = None, *, create_tables: bool = False) -> Flask:
+    """Build the resource server. Tables are created here only when a test asks
+    (``create_tables=True``): every database, the demo's included, is migrated with
+    `flask --app resource_server db upgrade` (resource_server/migrations)."""
     settings = settings if settings is not None else ResourceSettings()
     # First, so a missing secret stops start-up before anything is opened.
     client_id, client_secret = settings.introspection_credentials()
@@ -33,6 +39,11 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
 
     init_db(app, settings.resource_database_url, settings)
+    # `flask --app resource_server db ...`; batch mode so SQLite can ALTER by copying the table.
+    Migrate(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
+    metrics = ResourceMetrics()
+    metrics.init_app(app)
+    trust_proxies(app, settings.trusted_proxies)
     TokenGuard(
         app,
         introspection_client=IntrospectionClient(
@@ -41,6 +52,7 @@ def create_app(
             client_secret,
             connect_timeout=settings.introspection_connect_timeout,
             read_timeout=settings.introspection_read_timeout,
+            on_call=metrics.on_introspection,
         ),
         audience=settings.resource_audience,
         realm=settings.resource_realm,
@@ -52,9 +64,7 @@ def create_app(
     app.register_blueprint(api_bp)
     register_cli(app)
 
-    if create_tables if create_tables is not None else settings.tessera_demo:
-        # Schema management moves to Alembic migrations in a later issue; until then only the
-        # demo and tests create tables here (production runs `flask ... init-db` once).
+    if create_tables:
         with app.app_context():
             db.create_all()
     return app

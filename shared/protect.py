@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import Flask, Response, current_app, g, request
 
+from shared import request_id
 from shared.bearer import (
     NO_STORE,
     BearerError,
@@ -36,11 +35,8 @@ from shared.bearer import (
 from shared.introspection import IntrospectionClient, IntrospectionResult, IntrospectionUnavailable
 
 EXTENSION_KEY = "tessera_token_guard"
-REQUEST_ID_HEADER = "X-Request-ID"
 ACCESS_TOKEN_USE = "access_token"
 
-# What we accept from a caller: short and safe to put in logs and a header as is.
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,8 +68,7 @@ class TokenGuard:
 
     def init_app(self, app: Flask) -> None:
         app.extensions[EXTENSION_KEY] = self
-        app.before_request(_before_request)
-        app.after_request(_echo_request_id)
+        request_id.init_app(app)
 
     def verify(self, scopes: tuple[str, ...]) -> IntrospectionResult:
         """The current request's token if it grants ``scopes`` here; else raise BearerError.
@@ -81,7 +76,9 @@ class TokenGuard:
         IntrospectionUnavailable passes through: the caller answers 503.
         """
         token = token_from_request(request)
-        result = self.introspection_client.introspect(token, request_id=request_id())
+        result = self.introspection_client.introspect(
+            token, request_id=request_id.current_request_id()
+        )
         if not result.active:
             raise BearerError.invalid_token("The access token is not active")
         # A refresh token must never open a resource: it is longer-lived and meant for the AS.
@@ -148,37 +145,8 @@ def current_token() -> IntrospectionResult:
     return token
 
 
-def request_id() -> str:
-    """This request's id: the caller's X-Request-ID when it is safe, else a new uuid4 hex."""
-    value = g.get("request_id")
-    if value is None:
-        value = _assign_request_id()
-    return value
-
-
 def _guard() -> TokenGuard:
     try:
         return current_app.extensions[EXTENSION_KEY]
     except KeyError:
         raise RuntimeError("require_token needs a TokenGuard initialised on this app") from None
-
-
-def _before_request() -> None:
-    # Before every request, not only guarded ones, so error responses carry the id too.
-    # (A before_request hook that returned a value would replace the response.)
-    if "request_id" not in g:
-        _assign_request_id()
-
-
-def _assign_request_id() -> str:
-    incoming = request.headers.get(REQUEST_ID_HEADER)
-    value = incoming if incoming and _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
-    g.request_id = value
-    return value
-
-
-def _echo_request_id(response: Response) -> Response:
-    value = g.get("request_id")
-    if value is not None:
-        response.headers[REQUEST_ID_HEADER] = value
-    return response

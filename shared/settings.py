@@ -48,6 +48,14 @@ class ServiceSettings(BaseSettings):
     sqlite_busy_timeout_ms: int = Field(
         15000, ge=0, description="How long a SQLite writer waits for the lock held by another."
     )
+    trusted_proxies: int = Field(
+        0,
+        ge=0,
+        le=5,
+        description="Reverse proxies in front of the service whose X-Forwarded-For and "
+        "X-Forwarded-Proto are trusted (1 behind the compose proxy). The client IP feeds login "
+        "throttling and the audit log, so never set it higher than the real number of hops.",
+    )
     max_request_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest request body accepted; larger ones get 413."
     )

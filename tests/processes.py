@@ -16,6 +16,9 @@ import requests
 
 from shared.settings import PROJECT_ROOT, ServiceSettings
 
+# Logs and metric files of every service a test run starts; removed when the run ends.
+_WORKDIR = tempfile.TemporaryDirectory(prefix="tessera-tests-")
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -50,20 +53,33 @@ class GunicornService:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "RESOURCE_"))},
+            # idle keep-alive connections would hold a graceful stop for the whole timeout
+            "GUNICORN_GRACEFUL_TIMEOUT": "2",
             **env,
             "GUNICORN_BIND": f"127.0.0.1:{self.port}",
             "GUNICORN_WORKERS": str(workers),
             "GUNICORN_THREADS": str(threads),
-            "GUNICORN_GRACEFUL_TIMEOUT": "5",
         }
-        self._log = tempfile.NamedTemporaryFile(prefix=f"{module}-", suffix=".log", delete=False)
+        self.env.setdefault(
+            "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="metrics-", dir=_WORKDIR.name)
+        )
+        # kept open for the life of the service: gunicorn writes into it
+        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            prefix=f"{module}-", suffix=".log", delete=False, dir=_WORKDIR.name
+        )
         self.log_path = Path(self._log.name)
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30) -> GunicornService:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(PROJECT_ROOT / "gunicorn.conf.py"),
-             f"{self.module}.wsgi:app"],
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                str(PROJECT_ROOT / "gunicorn.conf.py"),
+                f"{self.module}.wsgi:app",
+            ],
             cwd=PROJECT_ROOT,
             env=self.env,
             stdout=self._log,

@@ -40,9 +40,12 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
         return 200, self._payload(record), default_json_headers
 
     def _payload(self, record: TokenRecord | None) -> dict:
+        components = self.server.components
         # RFC 7662 §2.2: unknown, expired, revoked: exactly {"active": false}, nothing more.
-        if record is None or not record.is_active(self.server.components.now()):
+        if record is None or not record.is_active(components.now()):
+            components.metrics.introspections.labels("inactive").inc()
             return dict(INACTIVE)
+        components.metrics.introspections.labels("active").inc()
         audience = record.audience.split()
         payload = {
             "active": True,
@@ -50,7 +53,7 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
             "client_id": record.client_id,
             "sub": record.subject,
             "aud": audience[0] if len(audience) == 1 else audience,
-            "iss": self.server.components.settings.auth_issuer,
+            "iss": components.settings.auth_issuer,
             "exp": record.expires_at,
             "iat": record.issued_at,
             "token_use": record.kind,

@@ -43,12 +43,11 @@ def gunicorn_auth(make_database_url, tmp_path):
 
     def start(workers: int = 3, **overrides) -> AuthServer:
         port = free_port()
-        settings = auth_settings(
-            make_database_url("auth"), f"http://127.0.0.1:{port}", **overrides
-        )
+        settings = auth_settings(make_database_url("auth"), f"http://127.0.0.1:{port}", **overrides)
         seed(create_app(settings, create_tables=True))
-        service = GunicornService("auth_server", settings_env(settings), workers=workers,
-                                  port=port).start()
+        service = GunicornService(
+            "auth_server", settings_env(settings), workers=workers, port=port
+        ).start()
         started.append(service)
         return AuthServer(url=service.url, app=None, settings=settings, server=service)
 

@@ -1,0 +1,52 @@
+"""What the authorization server counts, beyond requests: derived from committed audit events
+(so a rolled-back token is never counted) and from introspection answers."""
+
+from __future__ import annotations
+
+from shared.metrics import Metrics
+
+# audit event -> the grant that produced the tokens
+_ISSUED = {"token_issued": None, "token_refreshed": "refresh_token"}
+
+
+class AuthMetrics(Metrics):
+    def __init__(self) -> None:
+        super().__init__("auth_server")
+        self.tokens_issued = self.counter(
+            "tokens_issued_total", "Access tokens issued, by grant type.", ["grant_type"]
+        )
+        self.introspections = self.counter(
+            "introspections_total", "Introspection answers, by result.", ["result"]
+        )
+        self.revocations = self.counter(
+            "revocations_total",
+            "Revocations: one token, a login (family), or every token of a user.",
+            ["kind", "reason"],
+        )
+        self.reuse_detected = self.counter(
+            "refresh_reuse_detected_total", "Replayed refresh tokens (family revoked).", []
+        )
+        self.login_throttled = self.counter(
+            "login_throttled_total", "Logins refused with 429, by limit.", ["limit"]
+        )
+        self.audit_events = self.counter(
+            "audit_events_total", "Committed audit events, by event.", ["event"]
+        )
+
+    def count_login_throttled(self, limit: str) -> None:
+        self.login_throttled.labels(limit).inc()
+
+    def on_audit_event(self, event: str, fields: dict) -> None:
+        self.audit_events.labels(event).inc()
+        if event in _ISSUED:
+            self.tokens_issued.labels(_ISSUED[event] or fields.get("grant_type", "unknown")).inc()
+        elif event == "refresh_token_reuse_detected":
+            self.reuse_detected.inc()
+            self.revocations.labels("family", "refresh_reuse").inc()
+        elif event == "token_revoked":
+            kind = "family" if fields.get("token_use") == "refresh_token" else "access_token"
+            self.revocations.labels(kind, "client_request").inc()
+        elif event == "user_tokens_revoked":
+            self.revocations.labels("user", fields.get("reason", "unknown")).inc()
+        elif event == "password_changed":
+            self.revocations.labels("user", "password_changed").inc()

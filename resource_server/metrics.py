@@ -1,0 +1,26 @@
+"""What the resource server counts beyond requests: its calls to the introspection endpoint."""
+
+from __future__ import annotations
+
+from shared.introspection import ACTIVE, INACTIVE
+from shared.metrics import Metrics
+
+
+class ResourceMetrics(Metrics):
+    def __init__(self) -> None:
+        super().__init__("resource_server")
+        self.introspection_calls = self.histogram(
+            "introspection_call_duration_seconds",
+            "Time the authorization server took to answer introspection, by outcome.",
+            ["outcome"],
+        )
+        self.introspection_failures = self.counter(
+            "introspection_call_failures_total",
+            "Introspection calls that got no usable answer (the request got 503), by outcome.",
+            ["outcome"],
+        )
+
+    def on_introspection(self, duration: float, outcome: str) -> None:
+        self.introspection_calls.labels(outcome).observe(duration)
+        if outcome not in (ACTIVE, INACTIVE):
+            self.introspection_failures.labels(outcome).inc()

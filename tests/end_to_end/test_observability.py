@@ -1,0 +1,124 @@
+"""Metrics, structured logs and request ids, with both services under gunicorn as deployed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+import resource_server
+from resource_server.settings import ResourceSettings
+from tests.processes import GunicornService, settings_env
+from tests.support import NOTES_API
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def stack(gunicorn_auth, make_database_url):
+    auth = gunicorn_auth(workers=2, log_level="INFO", log_format="json")
+    settings = ResourceSettings(
+        resource_database_url=make_database_url("notes"),
+        auth_server_url=auth.url,
+        resource_client_id=NOTES_API[0],
+        resource_client_secret=NOTES_API[1],
+        log_level="INFO",
+        log_format="json",
+    )
+    resource_server.create_app(settings, create_tables=True)
+    notes = GunicornService("resource_server", settings_env(settings), workers=2).start()
+    yield auth, notes
+    notes.stop()
+
+
+def _samples(url: str) -> dict[str, float]:
+    response = requests.get(f"{url}/metrics", timeout=5)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    samples = {}
+    for line in response.text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_metrics_count_across_workers(stack):
+    auth, notes = stack
+    tokens = [auth.login()["access_token"] for _ in range(4)]
+    for token in tokens:
+        for _ in range(3):
+            assert (
+                requests.get(
+                    f"{notes.url}/api/me", headers={"Authorization": f"Bearer {token}"}, timeout=5
+                ).status_code
+                == 200
+            )
+    requests.get(f"{notes.url}/api/me", headers={"Authorization": "Bearer nope"}, timeout=5)
+    auth.refresh(auth.login()["refresh_token"])
+    auth_samples = _samples(auth.url)
+    assert auth_samples['tessera_tokens_issued_total{grant_type="password"}'] == 5
+    assert auth_samples['tessera_tokens_issued_total{grant_type="refresh_token"}'] == 1
+    assert auth_samples['tessera_introspections_total{result="active"}'] == 12
+    assert auth_samples['tessera_introspections_total{result="inactive"}'] == 1
+    assert (
+        auth_samples[
+            'tessera_http_requests_total{endpoint="/oauth/introspect",method="POST",status="200"}'
+        ]
+        == 13
+    )
+    notes_samples = _samples(notes.url)
+    assert (
+        notes_samples['tessera_http_requests_total{endpoint="/api/me",method="GET",status="200"}']
+        == 12
+    )
+    assert (
+        notes_samples['tessera_introspection_call_duration_seconds_count{outcome="active"}'] == 12
+    )
+
+
+def test_request_id_follows_a_request_from_the_resource_server_to_the_authorization_server(stack):
+    auth, notes = stack
+    token = auth.login()["access_token"]
+    response = requests.get(
+        f"{notes.url}/api/me",
+        timeout=5,
+        headers={"Authorization": f"Bearer {token}", "X-Request-ID": "trace-me-42"},
+    )
+    assert response.headers["X-Request-ID"] == "trace-me-42"
+    auth_log = auth.server.logs()
+    introspect_lines = [
+        line
+        for line in auth_log.splitlines()
+        if "/oauth/introspect" in line and "trace-me-42" in line
+    ]
+    assert introspect_lines, auth_log[-2000:]
+
+
+def test_logs_are_json_and_never_contain_tokens_or_secrets(stack):
+    auth, notes = stack
+    tokens = auth.login()
+    refreshed = auth.refresh(tokens["refresh_token"]).json()
+    bearer = {"Authorization": f"Bearer {refreshed['access_token']}"}
+    requests.get(f"{notes.url}/api/me?access_token=leak", headers=bearer, timeout=5)
+    auth.refresh(tokens["refresh_token"])  # reuse: the family is revoked, and audited
+    auth.revoke(refreshed["access_token"])
+    auth.token(grant_type="password", username="alice", password="wrong-password-x")
+    logs = auth.server.logs() + notes.logs()
+    for secret in (
+        tokens["access_token"],
+        tokens["refresh_token"],
+        refreshed["access_token"],
+        refreshed["refresh_token"],
+        "wonderland",
+        "wrong-password-x",
+        "demo-app-secret",
+        NOTES_API[1],
+        "leak",
+    ):
+        assert secret not in logs
+    app_lines = [line for line in logs.splitlines() if line.startswith("{")]
+    events = [json.loads(line) for line in app_lines]
+    assert any(e.get("audit", {}).get("event") == "refresh_token_reuse_detected" for e in events)
+    assert any(e.get("audit", {}).get("event") == "login_failed" for e in events)
