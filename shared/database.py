@@ -53,6 +53,13 @@ def engine_options(url: str, settings: ServiceSettings) -> dict[str, Any]:
             "connect_timeout": max(1, int(settings.db_pool_timeout)),
             # keep any options given in the URL (tests pass search_path there)
             "options": f"{existing} {statement_timeout}" if existing else statement_timeout,
+            # A database host that vanishes without a reset (network partition, dead VM) is
+            # noticed in seconds, not after the kernel's default of two hours.
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 30_000,
         }
     return options
 
@@ -73,3 +80,11 @@ def configure_engine(engine: Engine, settings: ServiceSettings) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
+    @event.listens_for(engine, "reset")
+    def _sqlite_on_reset(dbapi_connection, _record, _state):  # pragma: no cover - via engine
+        # After a failed COMMIT SQLAlchemy skips its rollback-on-return (PostgreSQL has already
+        # ended the transaction), but SQLite may keep it open: the write lock would stall every
+        # other writer, and the next user of this connection would commit the failed rows.
+        if dbapi_connection.in_transaction:
+            dbapi_connection.rollback()
