@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, aliased
 
 from auth_server.models import (
@@ -17,11 +17,15 @@ from auth_server.models import (
     User,
 )
 
+# Statements on the hot path are built once: SQLAlchemy then reuses their compiled form, and
+# building a joined select costs more than running it on an indexed column.
+_CLIENT_BY_ID = select(Client).where(Client.client_id == bindparam("client_id"))
+
 
 def find_client(session: Session, client_id: str) -> Client | None:
     if not CLIENT_ID_PATTERN.match(client_id):
         return None
-    return session.scalar(select(Client).where(Client.client_id == client_id))
+    return session.scalar(_CLIENT_BY_ID, {"client_id": client_id})
 
 
 def find_user(session: Session, username: str) -> User | None:
@@ -55,30 +59,32 @@ class TokenRecord:
 
 _FamilyOfAccess = aliased(RefreshFamily)
 
+_ACCESS_TOKEN_BY_HASH = (
+    select(
+        AccessToken.jti,
+        AccessToken.client_id,
+        AccessToken.user_id,
+        AccessToken.scope,
+        AccessToken.audience,
+        AccessToken.issued_at,
+        AccessToken.expires_at,
+        AccessToken.revoked_at,
+        AccessToken.family_id,
+        Client.client_id.label("client_name"),
+        User.username,
+        User.subject,
+        _FamilyOfAccess.revoked_at.label("family_revoked_at"),
+    )
+    .join(Client, Client.id == AccessToken.client_id)
+    .outerjoin(User, User.id == AccessToken.user_id)
+    .outerjoin(_FamilyOfAccess, _FamilyOfAccess.id == AccessToken.family_id)
+    .where(AccessToken.token_hash == bindparam("token_hash"))
+)
+
 
 def find_access_token(session: Session, token_hash: str) -> TokenRecord | None:
     # One indexed lookup with its joins: this runs on every protected request.
-    row = session.execute(
-        select(
-            AccessToken.jti,
-            AccessToken.client_id,
-            AccessToken.user_id,
-            AccessToken.scope,
-            AccessToken.audience,
-            AccessToken.issued_at,
-            AccessToken.expires_at,
-            AccessToken.revoked_at,
-            AccessToken.family_id,
-            Client.client_id.label("client_name"),
-            User.username,
-            User.subject,
-            _FamilyOfAccess.revoked_at.label("family_revoked_at"),
-        )
-        .join(Client, Client.id == AccessToken.client_id)
-        .outerjoin(User, User.id == AccessToken.user_id)
-        .outerjoin(_FamilyOfAccess, _FamilyOfAccess.id == AccessToken.family_id)
-        .where(AccessToken.token_hash == token_hash)
-    ).one_or_none()
+    row = session.execute(_ACCESS_TOKEN_BY_HASH, {"token_hash": token_hash}).one_or_none()
     if row is None:
         return None
     return TokenRecord(
@@ -98,28 +104,31 @@ def find_access_token(session: Session, token_hash: str) -> TokenRecord | None:
     )
 
 
+_REFRESH_TOKEN_BY_HASH = (
+    select(
+        RefreshToken.issued_at,
+        RefreshToken.expires_at,
+        RefreshToken.consumed_at,
+        RefreshFamily.id.label("family_id"),
+        RefreshFamily.client_id,
+        RefreshFamily.user_id,
+        RefreshFamily.scope,
+        RefreshFamily.audience,
+        RefreshFamily.expires_at.label("family_expires_at"),
+        RefreshFamily.revoked_at,
+        Client.client_id.label("client_name"),
+        User.username,
+        User.subject,
+    )
+    .join(RefreshFamily, RefreshFamily.id == RefreshToken.family_id)
+    .join(Client, Client.id == RefreshFamily.client_id)
+    .join(User, User.id == RefreshFamily.user_id)
+    .where(RefreshToken.token_hash == bindparam("token_hash"))
+)
+
+
 def find_refresh_token(session: Session, token_hash: str) -> TokenRecord | None:
-    row = session.execute(
-        select(
-            RefreshToken.issued_at,
-            RefreshToken.expires_at,
-            RefreshToken.consumed_at,
-            RefreshFamily.id.label("family_id"),
-            RefreshFamily.client_id,
-            RefreshFamily.user_id,
-            RefreshFamily.scope,
-            RefreshFamily.audience,
-            RefreshFamily.expires_at.label("family_expires_at"),
-            RefreshFamily.revoked_at,
-            Client.client_id.label("client_name"),
-            User.username,
-            User.subject,
-        )
-        .join(RefreshFamily, RefreshFamily.id == RefreshToken.family_id)
-        .join(Client, Client.id == RefreshFamily.client_id)
-        .join(User, User.id == RefreshFamily.user_id)
-        .where(RefreshToken.token_hash == token_hash)
-    ).one_or_none()
+    row = session.execute(_REFRESH_TOKEN_BY_HASH, {"token_hash": token_hash}).one_or_none()
     if row is None:
         return None
     return TokenRecord(
