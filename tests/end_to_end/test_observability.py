@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import requests
@@ -87,13 +88,17 @@ def test_request_id_follows_a_request_from_the_resource_server_to_the_authorizat
         headers={"Authorization": f"Bearer {token}", "X-Request-ID": "trace-me-42"},
     )
     assert response.headers["X-Request-ID"] == "trace-me-42"
-    auth_log = auth.server.logs()
-    introspect_lines = [
-        line
-        for line in auth_log.splitlines()
-        if "/oauth/introspect" in line and "trace-me-42" in line
-    ]
-    assert introspect_lines, auth_log[-2000:]
+    # gunicorn writes the access line after the response went out: give it a moment
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        auth_log = auth.server.logs()
+        if any(
+            "/oauth/introspect" in line and "trace-me-42" in line for line in auth_log.splitlines()
+        ):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("no introspection line with the request id in the AS log:\n" + auth_log[-2000:])
 
 
 def test_logs_are_json_and_never_contain_tokens_or_secrets(stack):
