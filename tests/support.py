@@ -157,10 +157,10 @@ class ResourceServer:
         return self.http.request(method, self.url + path, headers=headers, timeout=10, **kwargs)
 
 
-def start_resource_server(
-    serve, database_url: str, auth: AuthServer, credentials=NOTES_API, **overrides
-) -> ResourceServer:
-    """A resource server that introspects at `auth` over real HTTP."""
+def resource_settings(
+    database_url: str, auth: AuthServer, credentials=NOTES_API, **overrides
+) -> ResourceSettings:
+    """Settings of a resource server that introspects at `auth` with `credentials`."""
     values = dict(
         resource_database_url=database_url,
         auth_server_url=auth.url,
@@ -169,7 +169,14 @@ def start_resource_server(
         log_level="ERROR",
     )
     values.update(overrides)
-    settings = ResourceSettings(**values)
+    return ResourceSettings(**values)
+
+
+def start_resource_server(
+    serve, database_url: str, auth: AuthServer, credentials=NOTES_API, **overrides
+) -> ResourceServer:
+    """A resource server that introspects at `auth` over real HTTP."""
+    settings = resource_settings(database_url, auth, credentials, **overrides)
     app = resource_server.create_app(settings, create_tables=True)
     server = serve(app)
     return ResourceServer(url=server.url, app=app, settings=settings)

@@ -11,11 +11,10 @@ from sqlalchemy.engine import make_url
 
 import resource_server
 from auth_server import create_app
-from resource_server.settings import ResourceSettings
 from tests.conftest import TEST_DATABASE_URL
 from tests.faults.tcp_proxy import TcpProxy
 from tests.processes import GunicornService, free_port, settings_env
-from tests.support import NOTES_API, AuthServer, auth_settings, seed
+from tests.support import AuthServer, auth_settings, resource_settings, seed
 
 POSTGRES_ONLY = pytest.mark.skipif(
     not TEST_DATABASE_URL,
@@ -126,15 +125,7 @@ def start_resource(gunicorn_services) -> Callable[..., tuple[str, GunicornServic
         workers: int = 2,
         **overrides,
     ):
-        values = dict(
-            resource_database_url=database_url,
-            auth_server_url=auth.url,
-            resource_client_id=NOTES_API[0],
-            resource_client_secret=NOTES_API[1],
-            log_level="ERROR",
-        )
-        values.update(overrides)
-        settings = ResourceSettings(**values)
+        settings = resource_settings(database_url, auth, **overrides)
         creating = resource_server.create_app(
             settings.model_copy(update={"resource_database_url": create_url or database_url}),
             create_tables=True,
