@@ -13,6 +13,7 @@ from flask_migrate import Migrate
 from sqlalchemy.orm import sessionmaker
 
 from auth_server import audit
+from auth_server.clients import ClientDirectory
 from auth_server.components import AuthComponents
 from auth_server.db import db
 from auth_server.keys import KeyCipher, KeyRing
@@ -106,6 +107,7 @@ def create_app(
         ),
         clock=clock,
         metrics=AuthMetrics(),
+        clients=ClientDirectory(settings.client_cache_seconds),
     )
     from auth_server.server import TesseraAuthorizationServer
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from auth_server.accounts import Accounts
+from auth_server.clients import ClientDirectory
 from auth_server.db import db
 from auth_server.keys import KeyCipher, KeyRing
 from auth_server.metrics import AuthMetrics
@@ -29,6 +30,7 @@ class AuthComponents:
     login_throttle: LoginThrottle
     token_policy: TokenPolicy
     metrics: AuthMetrics
+    clients: ClientDirectory
     server: TesseraAuthorizationServer | None = None
     # Every expiry decision reads this clock; tests pass one they can move forward.
     clock: Callable[[], float] = field(default=time.time)

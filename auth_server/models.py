@@ -14,7 +14,6 @@ from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, 
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from auth_server.db import db
-from shared.digests import matches_digest
 
 SHA256_HEX = 64
 # What identifiers may look like; anything else is never looked up (a NUL byte or a lone
@@ -56,18 +55,6 @@ class Client(db.Model):
     can_introspect: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[int] = mapped_column(BigInteger)
-
-    # -- what Authlib's client authentication and grants ask of a client (ClientMixin) --
-
-    def check_client_secret(self, client_secret: str) -> bool:
-        return not self.disabled and matches_digest(client_secret, self.secret_hash)
-
-    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        # Every client is confidential: it holds a secret (RFC 6749 §2.1).
-        return method in ("client_secret_basic", "client_secret_post")
-
-    def check_grant_type(self, grant_type: str) -> bool:
-        return grant_type in self.grant_type_list
 
     @property
     def grant_type_list(self) -> list[str]:

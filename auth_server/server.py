@@ -11,7 +11,6 @@ from auth_server.endpoints.introspect import IntrospectionEndpoint
 from auth_server.endpoints.revoke import RevocationEndpoint
 from auth_server.errors import InvalidClientError, InvalidRequestError
 from auth_server.grants import ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant
-from auth_server.store import find_client
 from shared.basic_auth import parse_basic_credentials
 
 
@@ -36,10 +35,8 @@ class TesseraAuthorizationServer(AuthorizationServer):
         self.register_client_auth_method("client_secret_basic", _authenticate_basic)
         self.register_client_auth_method("client_secret_post", _authenticate_post)
 
-    @staticmethod
-    def _find_client(client_id: str):
-        client = find_client(db.session, client_id)
-        return None if client is None or client.disabled else client
+    def _find_client(self, client_id: str):
+        return self.components.clients.find(db.session, client_id)
 
     def authenticate_client(self, request, methods, endpoint="token"):
         if request.headers.get("Authorization") and "client_secret" in request.form:

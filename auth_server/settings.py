@@ -54,6 +54,13 @@ class AuthSettings(ServiceSettings):
         description="File holding the Fernet key when AUTH_KEY_ENCRYPTION_KEY is unset; demo "
         "set-up generates it. If neither exists, keys are stored unencrypted (with a warning).",
     )
+    client_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How long each worker reuses a client's registration (secret hash, grants, "
+        "scopes) before reading it again: saves a query on every introspection. A disabled "
+        "client or changed scopes take effect within this time. 0: read every time.",
+    )
     password_min_length: int = Field(10, ge=8, description="Minimum length of a new password.")
     password_hash_time_cost: int = Field(3, ge=1, description="Argon2id iterations.")
     password_hash_memory_kib: int = Field(65536, ge=8, description="Argon2id memory in KiB.")

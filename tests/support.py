@@ -75,6 +75,8 @@ def auth_settings(database_url: str, issuer: str, **overrides) -> AuthSettings:
         auth_key_encryption_key=None,
         auth_key_encryption_key_file="/nonexistent/tessera-test.key",
         log_level="ERROR",
+        # tests change clients in the database and expect it to count at once
+        client_cache_seconds=0,
         **FAST_PASSWORDS,
     )
     values.update(overrides)

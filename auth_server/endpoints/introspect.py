@@ -69,6 +69,10 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
 @bp.post("/oauth/introspect")
 def introspect():
     require_form()
+    if db.engine.dialect.name == "postgresql":
+        # Two reads and nothing to write: autocommit saves the BEGIN and ROLLBACK round trips
+        # (a quarter of the time of an introspection). The pool resets it on return.
+        db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     return current_app.extensions["tessera"].server.create_endpoint_response(
         IntrospectionEndpoint.ENDPOINT_NAME
     )

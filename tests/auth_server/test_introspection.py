@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 
 import pytest
 import requests
 
-from tests.support import DEMO_APP, NOTES, NOTES_API, start_auth_server
+from tests.support import DEMO_APP, NOTES, NOTES_API, FakeClock, start_auth_server
 
 
 def _b64(data: dict) -> str:
@@ -79,10 +78,12 @@ def test_forged_tokens_are_inactive(auth):
 
 
 def test_expired_token_is_inactive(serve, make_database_url):
-    auth = start_auth_server(serve, make_database_url("auth"), access_token_ttl=1)
+    clock = FakeClock()
+    auth = start_auth_server(serve, make_database_url("auth"), clock=clock, access_token_ttl=60)
     token = auth.login()["access_token"]
+    clock.advance(59)
     assert auth.is_active(token)
-    time.sleep(2.1)
+    clock.advance(1)  # RFC 7519 §4.1.4: on or after exp, not valid
     assert auth.introspect(token).json() == {"active": False}
 
 

@@ -10,11 +10,17 @@ from __future__ import annotations
 import base64
 import json
 import re
-import time
 
 import pytest
 
-from tests.support import BOB, NOTES_API, SERVICE_APP, start_auth_server, start_resource_server
+from tests.support import (
+    BOB,
+    NOTES_API,
+    SERVICE_APP,
+    FakeClock,
+    start_auth_server,
+    start_resource_server,
+)
 
 BARE_CHALLENGE = 'Bearer realm="tessera"'
 
@@ -75,11 +81,12 @@ def test_forged_jwt_is_refused(auth, notes_api):
 
 
 def test_expired_token_is_refused(serve, make_database_url):
-    auth = start_auth_server(serve, make_database_url("auth"), access_token_ttl=1)
+    clock = FakeClock()
+    auth = start_auth_server(serve, make_database_url("auth"), clock=clock, access_token_ttl=60)
     notes_api = start_resource_server(serve, make_database_url("notes"), auth)
     token = auth.login()["access_token"]
     assert notes_api.get("/api/me", token).status_code == 200
-    time.sleep(2.1)
+    clock.advance(60)
     response = notes_api.get("/api/me", token)
     assert response.status_code == 401
     assert _challenge(response)["error"] == "invalid_token"
