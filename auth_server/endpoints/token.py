@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app
+from flask import Blueprint, current_app, request
 
 from auth_server.endpoints.forms import require_form
+from auth_server.errors import InvalidRequestError
 
 bp = Blueprint("token", __name__)
 
@@ -13,4 +14,7 @@ bp = Blueprint("token", __name__)
 def token():
     # RFC 8707 §2: `resource` may be given several times; nothing else may.
     require_form(repeatable=frozenset({"resource"}))
+    if not request.form.get("grant_type"):
+        # RFC 6749 §5.2: a missing required parameter is invalid_request, not an unknown grant.
+        raise InvalidRequestError("The grant_type parameter is required.")
     return current_app.extensions["tessera"].server.create_token_response()

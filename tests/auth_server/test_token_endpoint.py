@@ -131,6 +131,15 @@ def test_client_credentials_in_the_query_string_are_ignored(auth):
     _assert_oauth_error(response, 401, "invalid_client")
 
 
+@pytest.mark.parametrize("form", [{}, {"grant_type": ""}], ids=["missing", "empty"])
+def test_missing_grant_type_is_invalid_request(auth, form):
+    """RFC 6749 §5.2: a missing required parameter is invalid_request."""
+    response = requests.post(
+        f"{auth.url}/oauth/token", data={"scope": "profile", **form}, auth=DEMO_APP, timeout=5
+    )
+    _assert_oauth_error(response, 400, "invalid_request")
+
+
 def test_unsupported_grant_type(auth):
     response = auth.token(grant_type="urn:ietf:params:oauth:grant-type:device_code")
     _assert_oauth_error(response, 400, "unsupported_grant_type")
