@@ -55,7 +55,10 @@ def resolve_audience(resources: Sequence[str], allowed: Sequence[str]) -> list[s
         return list(allowed)
     for resource in resources:
         # RFC 8707 §2: an absolute URI, without a fragment.
-        parts = urlsplit(resource)
+        try:
+            parts = urlsplit(resource)
+        except ValueError:  # e.g. "http://[::1": a malformed IPv6 host
+            raise InvalidTargetError("The resource parameter must be an absolute URI.") from None
         if not parts.scheme or parts.fragment or "#" in resource:
             raise InvalidTargetError("The resource parameter must be an absolute URI.")
         if resource not in allowed:

@@ -210,6 +210,12 @@ def test_relative_resource_is_invalid_target(auth):
     _assert_oauth_error(response, 400, "invalid_target")
 
 
+def test_unparsable_resource_is_invalid_target_not_500(auth):
+    """urlsplit raises on a malformed IPv6 host: still the client's error."""
+    response = auth.token(grant_type="client_credentials", resource="http://[::1")
+    _assert_oauth_error(response, 400, "invalid_target")
+
+
 def test_repeated_parameter_is_invalid_request(auth):
     """RFC 6749 §3.2: request parameters MUST NOT be included more than once."""
     response = auth.token(grant_type="client_credentials", scope=["notes:read", "profile"])
