@@ -4,6 +4,7 @@ answers RFC 7662 introspection and RFC 7009 revocation, publishes RFC 8414 metad
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from auth_server import audit
 from auth_server.clients import ClientDirectory
 from auth_server.components import AuthComponents
 from auth_server.db import db
-from auth_server.keys import KeyCipher, KeyRing
+from auth_server.keys import KeyCipher, KeyRing, create_secret_file
 from auth_server.metrics import AuthMetrics
 from auth_server.passwords import Passwords
 from auth_server.settings import AuthSettings
@@ -26,10 +27,12 @@ from shared import request_id
 from shared.database import configure_engine, engine_options
 from shared.logging import configure_logging
 from shared.proxy import trust_proxies
+from shared.settings import ConfigurationError
 
 log = logging.getLogger("tessera.auth")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SESSION_SECRET_MIN_LENGTH = 32
 
 
 def create_app(
@@ -53,6 +56,13 @@ def create_app(
         SQLALCHEMY_DATABASE_URI=settings.auth_database_url,
         SQLALCHEMY_ENGINE_OPTIONS=engine_options(settings.auth_database_url, settings),
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        # The session is one cookie: the CSRF token of the login form (endpoints/authorize.py).
+        SECRET_KEY=_session_secret(settings),
+        SESSION_COOKIE_NAME="tessera_login",
+        SESSION_COOKIE_PATH="/oauth/authorize",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.auth_issuer.startswith("https://"),
     )
     db.init_app(app)
     with app.app_context():
@@ -104,6 +114,7 @@ def create_app(
             refresh_token_idle_ttl=settings.refresh_token_idle_ttl,
             refresh_token_max_ttl=settings.refresh_token_max_ttl,
             refresh_reuse_grace=settings.refresh_reuse_grace,
+            authorization_code_ttl=settings.authorization_code_ttl,
         ),
         clock=clock,
         metrics=AuthMetrics(),
@@ -115,9 +126,25 @@ def create_app(
     app.extensions["tessera"] = components
 
     from auth_server import cli, errors
-    from auth_server.endpoints import account, health, introspect, metadata, revoke, token
+    from auth_server.endpoints import (
+        account,
+        authorize,
+        health,
+        introspect,
+        metadata,
+        revoke,
+        token,
+    )
 
-    for blueprint in (token.bp, introspect.bp, revoke.bp, metadata.bp, health.bp, account.bp):
+    for blueprint in (
+        authorize.bp,
+        token.bp,
+        introspect.bp,
+        revoke.bp,
+        metadata.bp,
+        health.bp,
+        account.bp,
+    ):
         app.register_blueprint(blueprint)
     errors.register_error_handlers(app)
     request_id.init_app(app)
@@ -127,3 +154,28 @@ def create_app(
     components.login_throttle.on_throttled = components.metrics.count_login_throttled
     cli.register(app)
     return app
+
+
+def _session_secret(settings: AuthSettings) -> str:
+    """AUTH_SESSION_SECRET, else the content of AUTH_SESSION_SECRET_FILE, which demo mode
+    generates (as it does the key-encryption key). Anything else stops start-up."""
+    secret = settings.auth_session_secret
+    path = Path(settings.auth_session_secret_file)
+    if not secret:
+        if settings.tessera_demo and create_secret_file(
+            str(path), secrets.token_urlsafe(32).encode()
+        ):
+            log.warning("demo mode: generated a session secret in %s", path)
+        if path.is_file():
+            secret = path.read_text().strip()
+    if not secret:
+        raise ConfigurationError(
+            "AUTH_SESSION_SECRET must be set: it signs the login page's cookie. Make one with "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))' and give every "
+            "worker and replica the same (TESSERA_DEMO=1 generates one for local demos only)"
+        )
+    if len(secret) < SESSION_SECRET_MIN_LENGTH:
+        raise ConfigurationError(
+            f"AUTH_SESSION_SECRET must be at least {SESSION_SECRET_MIN_LENGTH} characters"
+        )
+    return secret

@@ -33,6 +33,7 @@ EVENTS = frozenset(
         "token_issued",
         "token_refreshed",
         "refresh_token_reuse_detected",
+        "authorization_code_reuse_detected",
         "token_revoked",
         "user_tokens_revoked",
         "password_changed",

@@ -36,6 +36,15 @@ DEMO_CLIENTS = [
         audiences=["urn:tessera:notes"],
     ),
     dict(
+        client_id="demo-spa",
+        name="Demo browser app",
+        client_type="public",
+        grant_types=["authorization_code", "refresh_token"],
+        scopes=DEMO_SCOPES,
+        audiences=["urn:tessera:notes"],
+        redirect_uris=["http://127.0.0.1:8002/callback"],
+    ),
+    dict(
         client_id="notes-api",
         secret="notes-api-secret",
         name="Notes resource server",
@@ -120,14 +129,30 @@ def disable_user(username: str) -> None:
 @click.option("--name", default="")
 @click.option(
     "--grant-types",
-    default="client_credentials",
-    help=f"Space/comma separated, among: {', '.join(SUPPORTED_GRANT_TYPES)}.",
+    default=None,
+    help=f"Space/comma separated, among: {', '.join(SUPPORTED_GRANT_TYPES)}. Default: "
+    "client_credentials, or authorization_code refresh_token with --public.",
 )
 @click.option("--scopes", default="", help="Scopes the client may ask for.")
 @click.option("--audiences", default="", help="Resource identifiers (RFC 8707) it may target.")
+@click.option(
+    "--redirect-uris",
+    default="",
+    help="Space separated, for authorization_code: exact https URIs (http only on loopback).",
+)
+@click.option(
+    "--public",
+    is_flag=True,
+    help="A public client (browser app): no secret; authorization_code (PKCE) and refresh_token.",
+)
 @click.option("--can-introspect", is_flag=True, help="A resource server: may call introspection.")
-def create_client(client_id, name, grant_types, scopes, audiences, can_introspect) -> None:
-    """Register a client; its generated secret is shown once, and only its hash is stored."""
+def create_client(
+    client_id, name, grant_types, scopes, audiences, redirect_uris, public, can_introspect
+) -> None:
+    """Register a client; a confidential client's generated secret is shown once, and only its
+    hash is stored. A public client gets none."""
+    if grant_types is None:
+        grant_types = "authorization_code refresh_token" if public else "client_credentials"
     try:
         client, secret = register_client(
             db.session,
@@ -136,11 +161,16 @@ def create_client(client_id, name, grant_types, scopes, audiences, can_introspec
             grant_types=_words(grant_types),
             scopes=_words(scopes),
             audiences=_words(audiences),
+            redirect_uris=redirect_uris.split(),
+            client_type="public" if public else "confidential",
             can_introspect=can_introspect,
         )
     except ClientRegistrationError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"client_id:     {client.client_id}")
+    if secret is None:
+        click.echo("public client: no secret (token endpoint auth method `none`, PKCE required)")
+        return
     click.echo(f"client_secret: {secret}")
     click.echo("The secret is shown only now; store it in the client's secret store.")
 
@@ -154,8 +184,9 @@ def list_clients() -> None:
             f for f, on in (("introspect", c.can_introspect), ("disabled", c.disabled)) if on
         )
         click.echo(
-            f"{c.client_id}\tgrants={c.grant_types or '-'}\tscopes={c.scopes or '-'}"
-            f"\taudiences={c.audiences or '-'}\t{flags}"
+            f"{c.client_id}\t{c.client_type}\tgrants={c.grant_types or '-'}"
+            f"\tscopes={c.scopes or '-'}\taudiences={c.audiences or '-'}"
+            f"\tredirect_uris={c.redirect_uris or '-'}\t{flags}"
         )
 
 
@@ -221,7 +252,7 @@ def demo_setup() -> None:
             register_client(db.session, **spec)
     click.echo(
         "demo data: user alice/wonderland; clients demo-app/demo-app-secret, "
-        "notes-api/notes-api-secret"
+        "demo-spa (public), notes-api/notes-api-secret"
     )
 
 

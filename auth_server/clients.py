@@ -6,6 +6,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
@@ -14,11 +15,48 @@ from auth_server.models import CLIENT_ID_PATTERN, Client
 from auth_server.store import find_client
 from shared.digests import matches_digest, sha256_hex
 
-SUPPORTED_GRANT_TYPES = ("password", "client_credentials", "refresh_token")
+SUPPORTED_GRANT_TYPES = ("password", "client_credentials", "refresh_token", "authorization_code")
+# RFC 6749 §2.1 client types. A public client cannot keep a secret (a browser app): it may only
+# use the authorization code grant (with PKCE, as every client must) and refresh its tokens.
+CLIENT_TYPES = ("confidential", "public")
+PUBLIC_GRANT_TYPES = ("authorization_code", "refresh_token")
+CONFIDENTIAL_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+MAX_REDIRECT_URI_LENGTH = 2000
 
 
 class ClientRegistrationError(ValueError):
     pass
+
+
+def validate_redirect_uri(uri: str) -> None:
+    """A redirect URI a client may register (RFC 6749 §3.1.2, RFC 9700 §2.1 and §4.1.3).
+
+    Absolute https, or http on a loopback host (RFC 8252 §7.3, local development); no
+    fragment, no user info, no wildcard. Requests must then name it character for character.
+    """
+    if not uri or len(uri) > MAX_REDIRECT_URI_LENGTH:
+        raise ClientRegistrationError("A redirect URI is 1-2000 characters.")
+    if any(c <= " " or c > "~" for c in uri):
+        raise ClientRegistrationError(f"Redirect URI {uri!r}: only printable ASCII, no spaces.")
+    if "*" in uri:
+        raise ClientRegistrationError(
+            f"Redirect URI {uri!r}: no wildcards; URIs are matched exactly."
+        )
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise ClientRegistrationError(f"Redirect URI {uri!r} is not a valid URI.") from exc
+    if "#" in uri:
+        raise ClientRegistrationError(f"Redirect URI {uri!r}: no fragment (RFC 6749 §3.1.2).")
+    if not parts.hostname or "@" in parts.netloc:
+        raise ClientRegistrationError(f"Redirect URI {uri!r}: needs a host and no user info.")
+    loopback = parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
+    if parts.scheme != "https" and not loopback:
+        raise ClientRegistrationError(
+            f"Redirect URI {uri!r}: https, or http only on a loopback host (127.0.0.1, [::1])."
+        )
 
 
 @dataclass(frozen=True)
@@ -33,6 +71,9 @@ class ClientRecord:
     scope_list: tuple[str, ...]
     audience_list: tuple[str, ...]
     can_introspect: bool
+    name: str = ""
+    client_type: str = "confidential"
+    redirect_uri_list: tuple[str, ...] = ()
 
     @classmethod
     def from_model(cls, client: Client) -> ClientRecord:
@@ -44,19 +85,37 @@ class ClientRecord:
             scope_list=tuple(client.scope_list),
             audience_list=tuple(client.audience_list),
             can_introspect=client.can_introspect,
+            name=client.name,
+            client_type=client.client_type,
+            redirect_uri_list=tuple(client.redirect_uri_list),
         )
+
+    @property
+    def is_public(self) -> bool:
+        return self.client_type == "public"
 
     # -- what Authlib's client authentication and grants ask of a client (ClientMixin) --
 
     def check_client_secret(self, client_secret: str) -> bool:
-        return matches_digest(client_secret, self.secret_hash)
+        # A public client has no secret (an empty digest): nothing matches it.
+        return bool(self.secret_hash) and matches_digest(client_secret, self.secret_hash)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        # Every client is confidential: it holds a secret (RFC 6749 §2.1).
-        return method in ("client_secret_basic", "client_secret_post")
+        # RFC 6749 §2.1/§3.2.1: a confidential client authenticates with its secret; a public
+        # client only identifies itself (`none`).
+        if self.is_public:
+            return method == "none"
+        return method in CONFIDENTIAL_AUTH_METHODS
 
     def check_grant_type(self, grant_type: str) -> bool:
         return grant_type in self.grant_type_list
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        # RFC 9700 §4.1.3: exact string comparison with a registered URI.
+        return redirect_uri in self.redirect_uri_list
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code" and self.check_grant_type("authorization_code")
 
 
 class ClientDirectory:
@@ -101,9 +160,12 @@ def register_client(
     can_introspect: bool = False,
     name: str = "",
     secret: str | None = None,
+    client_type: str = "confidential",
+    redirect_uris: Sequence[str] = (),
     now: int | None = None,
-) -> tuple[Client, str]:
-    """Store a new client; returns it and its secret, which is never stored nor shown again.
+) -> tuple[Client, str | None]:
+    """Store a new client; returns it and its secret, which is never stored nor shown again
+    (None for a public client, which has none).
 
     `secret` is for demo data and tests only: real clients get 256 random bits.
     """
@@ -112,22 +174,50 @@ def register_client(
     unknown = set(grant_types) - set(SUPPORTED_GRANT_TYPES)
     if unknown:
         raise ClientRegistrationError(f"Unsupported grant types: {', '.join(sorted(unknown))}")
+    if client_type not in CLIENT_TYPES:
+        raise ClientRegistrationError(f"A client is one of: {', '.join(CLIENT_TYPES)}.")
+    if client_type == "public":
+        if not set(grant_types) <= set(PUBLIC_GRANT_TYPES):
+            raise ClientRegistrationError(
+                f"A public client may only use the grant types {' and '.join(PUBLIC_GRANT_TYPES)}."
+            )
+        if can_introspect or secret is not None:
+            raise ClientRegistrationError("A public client has no secret and cannot introspect.")
+    for uri in redirect_uris:
+        validate_redirect_uri(uri)
+    if "authorization_code" in grant_types and not redirect_uris:
+        raise ClientRegistrationError("The authorization_code grant needs redirect URIs.")
+    if redirect_uris and "authorization_code" not in grant_types:
+        raise ClientRegistrationError("Redirect URIs are for the authorization_code grant only.")
     if find_client(session, client_id) is not None:
         raise ClientRegistrationError(f"The client {client_id!r} already exists.")
-    secret = secret or secrets.token_urlsafe(32)
+    if client_type == "public":
+        secret_hash = ""
+    else:
+        secret = secret or secrets.token_urlsafe(32)
+        secret_hash = sha256_hex(secret)
     now = int(time.time()) if now is None else now
     client = Client(
         client_id=client_id,
         name=name,
-        secret_hash=sha256_hex(secret),
+        client_type=client_type,
+        secret_hash=secret_hash,
         grant_types=" ".join(dict.fromkeys(grant_types)),
         scopes=" ".join(dict.fromkeys(scopes)),
         audiences=" ".join(dict.fromkeys(audiences)),
+        redirect_uris=" ".join(dict.fromkeys(redirect_uris)),
         can_introspect=can_introspect,
         disabled=False,
         created_at=now,
     )
     session.add(client)
-    audit.record(session, "client_created", actor="operator", at=now, client_id=client_id)
+    audit.record(
+        session,
+        "client_created",
+        actor="operator",
+        at=now,
+        client_id=client_id,
+        client_type=client_type,
+    )
     session.commit()
     return client, secret

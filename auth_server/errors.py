@@ -19,6 +19,7 @@ from authlib.oauth2.rfc6749.errors import (
     InvalidScopeError,
     UnauthorizedClientError,
     UnsupportedGrantTypeError,
+    UnsupportedResponseTypeError,
     UnsupportedTokenTypeError,
 )
 from flask import Flask, Response, json
@@ -34,11 +35,13 @@ __all__ = [
     "InvalidRequestError",
     "InvalidScopeError",
     "InvalidTargetError",
+    "LoginRequiredError",
     "OAuth2Error",
     "TemporarilyUnavailableError",
     "TooManyRequestsError",
     "UnauthorizedClientError",
     "UnsupportedGrantTypeError",
+    "UnsupportedResponseTypeError",
     "UnsupportedTokenTypeError",
     "error_response",
     "register_error_handlers",
@@ -54,6 +57,23 @@ class InvalidTargetError(OAuth2Error):
     """RFC 8707 §2: the requested resource is invalid, unknown, or not allowed for this client."""
 
     error = "invalid_target"
+
+
+class LoginRequiredError(OAuth2Error):
+    """OpenID Connect Core §3.1.2.6, used by OAuth servers too: `prompt=none` was asked, and
+    the user would have to log in (here, always: there is no single sign-on session)."""
+
+    error = "login_required"
+
+
+class AuthorizationPageError(Exception):
+    """An authorization request whose client_id or redirect_uri cannot be trusted: the user
+    gets an error page and is never redirected (RFC 6749 §4.1.2.1)."""
+
+    def __init__(self, description: str, status_code: int = 400):
+        super().__init__(description)
+        self.description = description
+        self.status_code = status_code
 
 
 class TemporarilyUnavailableError(OAuth2Error):

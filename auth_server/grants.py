@@ -1,21 +1,38 @@
-"""Token-endpoint grants on top of Authlib's: password, client_credentials, refresh_token.
+"""Grants on top of Authlib's: password, client_credentials, refresh_token, authorization_code.
 
 Authlib parses the request, authenticates the client and dispatches on grant_type; these
 subclasses replace what Authlib 1.9 gets wrong for us: bad user credentials are `invalid_grant`
 (RFC 6749 §5.2), not `invalid_request`; scope and RFC 8707 `resource` narrow the client's
-allowances; and refresh rotation is atomic with reuse detection (see tokens.py).
+allowances; refresh rotation is atomic with reuse detection (see tokens.py); and the
+authorization code grant requires PKCE with S256 from every client (Authlib's CodeChallenge
+accepts `plain` and codes without a challenge), consumes each code atomically and revokes the
+tokens of a code used twice.
 """
 
 from __future__ import annotations
 
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
 from authlib.oauth2.rfc6749 import grants
 
-from auth_server.errors import InvalidGrantError, InvalidRequestError, UnauthorizedClientError
-from auth_server.models import Client
+from auth_server import pkce
+from auth_server.errors import (
+    AuthorizationPageError,
+    InvalidGrantError,
+    InvalidRequestError,
+    OAuth2Error,
+    UnauthorizedClientError,
+    UnsupportedResponseTypeError,
+)
+from auth_server.models import Client, User
 from auth_server.policy import allowed_scopes, resolve_audience, resolve_scope
 from auth_server.tokens import RequestContext
 
+# Confidential clients: their secret, in the Authorization header or the form.
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+# Where public clients (client_id alone, RFC 6749 §2.3) are accepted too: the code exchange,
+# refreshing, and revoking their own tokens.
+PUBLIC_CLIENT_AUTH_METHODS = [*CLIENT_AUTH_METHODS, "none"]
 
 
 class _TesseraGrant:
@@ -94,7 +111,11 @@ class ClientCredentialsGrant(_TesseraGrant, grants.ClientCredentialsGrant):
 
 
 class RefreshTokenGrant(_TesseraGrant, grants.RefreshTokenGrant):
-    """RFC 6749 §6 with rotation on every use and family revocation on reuse."""
+    """RFC 6749 §6 with rotation on every use and family revocation on reuse. Public clients
+    refresh too: rotation with reuse detection is what protects their tokens (RFC 9700
+    §4.14.2)."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = PUBLIC_CLIENT_AUTH_METHODS
 
     def validate_token_request(self):
         self._authenticated_client()
@@ -108,6 +129,172 @@ class RefreshTokenGrant(_TesseraGrant, grants.RefreshTokenGrant):
             self.request.client,
             self.refresh_token,
             self.request.payload.scope,
+            self._resources(),
+            self._context(),
+        )
+        return 200, token, self.TOKEN_RESPONSE_HEADER
+
+
+# Authorization request parameters that may appear once at most (RFC 6749 §3.1); `resource`
+# may repeat (RFC 8707 §2).
+_SINGLE_PARAMETERS = (
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+    "prompt",
+)
+MAX_AUTHORIZATION_REQUEST = 8192
+
+
+class AuthorizationCodeGrant(_TesseraGrant, grants.AuthorizationCodeGrant):
+    """RFC 6749 §4.1 with PKCE (RFC 7636), S256 only and required of every client (RFC 9700
+    §2.1.1), and the issuer in every authorization response (RFC 9207).
+
+    The authorization endpoint (endpoints/authorize.py) calls validate_authorization_request
+    on the query parameters, logs the user in, then create_authorization_response. The token
+    endpoint dispatches here on grant_type=authorization_code.
+    """
+
+    TOKEN_ENDPOINT_AUTH_METHODS = PUBLIC_CLIENT_AUTH_METHODS
+    # Set by validate_authorization_request.
+    state: str | None = None
+    code_challenge: str | None = None
+    requested_scope: str | None = None
+    audience: list[str] | None = None
+
+    # -- authorization endpoint ------------------------------------------------------------
+
+    def validate_authorization_request(self) -> str:
+        """Check the request; return the redirect_uri.
+
+        Until the client and its redirect_uri are known good, errors are AuthorizationPageError
+        (shown to the user, never redirected: RFC 6749 §4.1.2.1). After that, they are OAuth2
+        errors carrying the redirect_uri and the state, to send back to the client.
+        """
+        request = self.request
+        params = request.payload.datalist
+        if len(request.uri) > MAX_AUTHORIZATION_REQUEST:
+            raise AuthorizationPageError("The authorization request is too long.")
+        client_id = self._page_parameter(params, "client_id")
+        if not client_id:
+            raise AuthorizationPageError("The request does not name a client (client_id).")
+        client = self.server.query_client(client_id)
+        if client is None:
+            raise AuthorizationPageError("The client of this request is unknown.")
+        redirect_uri = self._page_parameter(params, "redirect_uri")
+        if not redirect_uri:
+            # Required even with one registered URI, so the token request can repeat it.
+            raise AuthorizationPageError("The request has no redirect_uri.")
+        if not client.check_redirect_uri(redirect_uri):
+            raise AuthorizationPageError("The redirect_uri is not registered for this client.")
+        # The state comes back exactly as sent, so it must be unambiguous.
+        self.state = self._page_parameter(params, "state")
+        request.client = client
+        self.redirect_uri = redirect_uri
+        try:
+            self._validate_for_client(client, params)
+        except OAuth2Error as error:
+            error.redirect_uri = redirect_uri
+            raise
+        return redirect_uri
+
+    def _page_parameter(self, params, name: str) -> str | None:
+        values = params.get(name, [])
+        if len(values) > 1:
+            raise AuthorizationPageError(f"The parameter {name} is repeated.")
+        return values[0] if values else None
+
+    def _validate_for_client(self, client, params) -> None:
+        for name in _SINGLE_PARAMETERS:
+            if len(params.get(name, [])) > 1:
+                raise InvalidRequestError(f"The parameter {name} is repeated.")
+        payload = self.request.payload.data
+        response_type = payload.get("response_type")
+        if not response_type:
+            raise InvalidRequestError("The response_type parameter is required.")
+        if response_type != "code":
+            # Not Authlib's default description: it would echo the request's value.
+            raise UnsupportedResponseTypeError(
+                response_type, description="Only response_type=code is supported."
+            )
+        if not client.check_response_type(response_type):
+            raise UnauthorizedClientError(
+                "The client is not allowed the grant type authorization_code."
+            )
+        challenge = payload.get("code_challenge")
+        if not challenge:
+            raise InvalidRequestError("PKCE is required: send code_challenge (S256).")
+        if payload.get("code_challenge_method") != "S256":
+            # RFC 7636 §4.3: absent means plain, and plain is refused (RFC 9700 §2.1.1).
+            raise InvalidRequestError("The code_challenge_method must be S256.")
+        if not pkce.is_s256_challenge(challenge):
+            raise InvalidRequestError("The code_challenge is not a S256 challenge.")
+        self.code_challenge = challenge
+        self.requested_scope = payload.get("scope")
+        # The client's limits now; the user's are known only after the login.
+        resolve_scope(self.requested_scope, client.scope_list)
+        self.audience = resolve_audience(params.get("resource", []), client.audience_list)
+        self.prompt = (payload.get("prompt") or "").split()
+
+    def create_authorization_response(self, redirect_uri: str, grant_user: User):
+        """Issue a code for the logged-in user; (status, body, headers) redirecting to the
+        client with code, state and iss (RFC 6749 §4.1.2, RFC 9207). 303: the browser follows
+        it with a GET, never re-posting the password (RFC 9700 §4.12)."""
+        client = self.request.client
+        user = grant_user
+        user_scopes = user.allowed_scopes.split() if user.allowed_scopes is not None else None
+        try:
+            scope = resolve_scope(
+                self.requested_scope, allowed_scopes(client.scope_list, user_scopes)
+            )
+        except OAuth2Error as error:
+            error.redirect_uri = redirect_uri
+            raise
+        code = self.components.tokens().issue_authorization_code(
+            client, user, redirect_uri, scope, self.audience, self.code_challenge
+        )
+        return 303, "", [("Location", self.response_uri({"code": code}))]
+
+    def response_uri(self, params: dict) -> str:
+        """The redirect_uri with the response parameters, the state and the issuer added to its
+        query (RFC 6749 §3.1.2: a query it has is kept)."""
+        params = dict(params)
+        if self.state is not None:
+            params["state"] = self.state
+        params["iss"] = self.components.settings.auth_issuer
+        parts = urlsplit(self.redirect_uri)
+        query = "&".join(q for q in (parts.query, urlencode(params)) if q)
+        return urlunsplit(parts._replace(query=query))
+
+    def error_response_uri(self, error: OAuth2Error) -> str:
+        params = {"error": error.error}
+        if error.description:
+            params["error_description"] = error.description
+        return self.response_uri(params)
+
+    # -- token endpoint ----------------------------------------------------------------------
+
+    def validate_token_request(self):
+        self._authenticated_client()
+        form = self.request.form
+        code, redirect_uri = form.get("code"), form.get("redirect_uri")
+        if not code:
+            raise InvalidRequestError("The code parameter is required.")
+        if not redirect_uri:
+            raise InvalidRequestError("The redirect_uri parameter is required.")
+        self.code = code
+        self.token_redirect_uri = redirect_uri
+
+    def create_token_response(self):
+        token = self.components.tokens().redeem_authorization_code(
+            self.request.client,
+            self.code,
+            self.token_redirect_uri,
+            self.request.form.get("code_verifier"),
             self._resources(),
             self._context(),
         )

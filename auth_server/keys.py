@@ -39,6 +39,26 @@ KEY_TYPES = {"ES256": ("EC", "P-256"), "RS256": ("RSA", 2048), "EdDSA": ("OKP", 
 PUBLISHED_STATES = ("next", "active", "retired")
 
 
+def create_secret_file(path: str, content: bytes) -> bool:
+    """Write `content` to `path` (mode 0600) unless a file is there; True if this call wrote it.
+
+    Linking a finished temporary file makes the creation atomic: of several processes
+    starting at once, exactly one secret wins and nobody reads a half-written file.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(content)
+    temporary.chmod(0o600)
+    try:
+        os.link(temporary, target)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 class KeyCipher:
     """Encrypts private keys at rest with Fernet; several keys allow re-keying (first encrypts)."""
 
@@ -70,23 +90,8 @@ class KeyCipher:
 
     @staticmethod
     def create_key_file(path: str) -> bool:
-        """Write a new Fernet key to `path` unless one is there; True if this call wrote it.
-
-        Linking a finished temporary file makes the creation atomic: of several processes
-        starting at once, exactly one key wins and nobody reads a half-written file.
-        """
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        temporary.write_bytes(Fernet.generate_key())
-        temporary.chmod(0o600)
-        try:
-            os.link(temporary, target)
-            return True
-        except FileExistsError:
-            return False
-        finally:
-            temporary.unlink(missing_ok=True)
+        """Write a new Fernet key to `path` unless one is there; True if this call wrote it."""
+        return create_secret_file(path, Fernet.generate_key())
 
     def seal(self, pem: bytes) -> tuple[str, bool]:
         if self._fernet is None:

@@ -6,7 +6,13 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from auth_server.keys import purge_retired_keys
-from auth_server.models import AccessToken, AuditEvent, RefreshFamily, RefreshToken
+from auth_server.models import (
+    AccessToken,
+    AuditEvent,
+    AuthorizationCode,
+    RefreshFamily,
+    RefreshToken,
+)
 
 
 def _delete_in_batches(session: Session, model, key, condition, batch_size: int) -> int:
@@ -26,9 +32,9 @@ def purge_expired(
     session: Session, now: int, audit_retention_seconds: int, batch_size: int = 1000
 ) -> dict[str, int]:
     """Rows past expiry: access tokens, families past their absolute lifetime (with their
-    refresh tokens), never-used refresh tokens past their idle expiry, old audit events and
-    retired keys. Consumed refresh tokens of live families stay: they are what reuse detection
-    recognises."""
+    refresh tokens and authorization codes), never-used refresh tokens and authorization codes
+    past their expiry, old audit events and retired keys. Consumed refresh tokens and codes of
+    live families stay: they are what reuse detection recognises."""
     counts = {}
     counts["access_tokens"] = _delete_in_batches(
         session, AccessToken, AccessToken.jti, AccessToken.expires_at <= now, batch_size
@@ -40,6 +46,14 @@ def purge_expired(
         RefreshToken.id,
         RefreshToken.family_id.in_(dead_families)
         | ((RefreshToken.expires_at <= now) & RefreshToken.consumed_at.is_(None)),
+        batch_size,
+    )
+    counts["authorization_codes"] = _delete_in_batches(
+        session,
+        AuthorizationCode,
+        AuthorizationCode.id,
+        AuthorizationCode.family_id.in_(dead_families)
+        | ((AuthorizationCode.expires_at <= now) & AuthorizationCode.family_id.is_(None)),
         batch_size,
     )
     # Access tokens of those families expired long ago (their TTL is minutes), so none remain.

@@ -43,6 +43,9 @@ class AuthMetrics(Metrics):
         elif event == "refresh_token_reuse_detected":
             self.reuse_detected.inc()
             self.revocations.labels("family", "refresh_reuse").inc()
+        elif event == "authorization_code_reuse_detected":
+            if fields.get("family_revoked"):
+                self.revocations.labels("family", "authorization_code_reuse").inc()
         elif event == "token_revoked":
             kind = "family" if fields.get("token_use") == "refresh_token" else "access_token"
             self.revocations.labels(kind, "client_request").inc()

@@ -47,10 +47,20 @@ class Client(db.Model):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     client_id: Mapped[str] = mapped_column(String(100), unique=True)
     name: Mapped[str] = mapped_column(String(200), default="")
+    # RFC 6749 §2.1 client type. "confidential": authenticates with its secret
+    # (client_secret_basic or client_secret_post); "public": has no secret (secret_hash is
+    # empty, which no secret matches) and authenticates with its client_id alone (`none`),
+    # which PKCE makes safe for the authorization code grant.
+    client_type: Mapped[str] = mapped_column(
+        String(12), default="confidential", server_default="confidential"
+    )
     secret_hash: Mapped[str] = mapped_column(String(SHA256_HEX))
     grant_types: Mapped[str] = mapped_column(Text, default="")
     scopes: Mapped[str] = mapped_column(Text, default="")
     audiences: Mapped[str] = mapped_column(Text, default="")
+    # Space-separated redirect URIs for the authorization code grant, compared by exact string
+    # match (RFC 9700 §4.1.3): no wildcards, no prefixes.
+    redirect_uris: Mapped[str] = mapped_column(Text, default="", server_default="")
     # Resource servers get this flag: only they may call the introspection endpoint.
     can_introspect: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -67,6 +77,10 @@ class Client(db.Model):
     @property
     def audience_list(self) -> list[str]:
         return split_words(self.audiences)
+
+    @property
+    def redirect_uri_list(self) -> list[str]:
+        return split_words(self.redirect_uris)
 
 
 class RefreshFamily(db.Model):
@@ -123,6 +137,39 @@ class AccessToken(db.Model):
     issued_at: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class AuthorizationCode(db.Model):
+    """An authorization code (RFC 6749 §4.1.2) between the login and its exchange.
+
+    Stored as its SHA-256 digest only; bound to the client, the user, the exact redirect_uri,
+    and the PKCE S256 challenge (RFC 7636). Used once: the exchange consumes it with a
+    conditional UPDATE, and links the login (refresh family) it started, so that a second use
+    can revoke every token issued from it (RFC 6749 §4.1.2).
+    """
+
+    __tablename__ = "authorization_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(SHA256_HEX), unique=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    scope: Mapped[str] = mapped_column(Text)
+    # RFC 8707 resources the tokens will be for, space-separated.
+    audience: Mapped[str] = mapped_column(Text)
+    # BASE64URL(SHA256(code_verifier)): S256 is the only method accepted.
+    code_challenge: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    consumed_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # The login this code started, set in the transaction that consumed it.
+    family_id: Mapped[int | None] = mapped_column(
+        ForeignKey("refresh_families.id"), index=True, default=None
+    )
+
+    client: Mapped[Client] = relationship(lazy="joined")
+    user: Mapped[User] = relationship(lazy="joined")
 
 
 class SigningKey(db.Model):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from auth_server.models import AccessToken, RefreshFamily
+from auth_server.models import AccessToken, AuthorizationCode, RefreshFamily
 
 
 def revoke_family(session: Session, family_id: int, reason: str, now: int) -> bool:
@@ -34,7 +34,9 @@ def revoke_access_token(session: Session, jti: str, now: int) -> bool:
 
 
 def revoke_user_tokens(session: Session, user_id: int, reason: str, now: int) -> tuple[int, int]:
-    """Revoke every refresh family and every unexpired access token of a user.
+    """Revoke every refresh family and every unexpired access token of a user, and expire the
+    authorization codes not yet exchanged (a code issued a second before a password change
+    must not start a login after it).
 
     Returns (families, access tokens) revoked. The caller commits.
     """
@@ -52,6 +54,16 @@ def revoke_user_tokens(session: Session, user_id: int, reason: str, now: int) ->
             AccessToken.expires_at > now,
         )
         .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(AuthorizationCode)
+        .where(
+            AuthorizationCode.user_id == user_id,
+            AuthorizationCode.consumed_at.is_(None),
+            AuthorizationCode.expires_at > now,
+        )
+        .values(expires_at=now)
         .execution_options(synchronize_session=False)
     )
     return families.rowcount or 0, tokens.rowcount or 0

@@ -10,7 +10,12 @@ from auth_server.db import db
 from auth_server.endpoints.introspect import IntrospectionEndpoint
 from auth_server.endpoints.revoke import RevocationEndpoint
 from auth_server.errors import InvalidClientError, InvalidRequestError
-from auth_server.grants import ClientCredentialsGrant, PasswordGrant, RefreshTokenGrant
+from auth_server.grants import (
+    AuthorizationCodeGrant,
+    ClientCredentialsGrant,
+    PasswordGrant,
+    RefreshTokenGrant,
+)
 from shared.basic_auth import parse_basic_credentials
 
 
@@ -22,18 +27,32 @@ class _FormPayload(FlaskOAuth2Payload):
         return self._request.form
 
 
+class _QueryPayload(FlaskOAuth2Payload):
+    # RFC 6749 §4.1.1: the authorization request is the query string, also when the login form
+    # posts back to it (the form carries only the credentials and the CSRF token).
+    @property
+    def data(self):
+        return self._request.args
+
+
 class TesseraAuthorizationServer(AuthorizationServer):
     def __init__(self, components):
         super().__init__()
         self.components = components
         self._query_client = self._find_client
         self._save_token = None  # grants store tokens themselves, inside their transaction
-        for grant in (PasswordGrant, ClientCredentialsGrant, RefreshTokenGrant):
+        for grant in (
+            PasswordGrant,
+            ClientCredentialsGrant,
+            RefreshTokenGrant,
+            AuthorizationCodeGrant,
+        ):
             self.register_grant(grant)
         self.register_endpoint(IntrospectionEndpoint)
         self.register_endpoint(RevocationEndpoint)
         self.register_client_auth_method("client_secret_basic", _authenticate_basic)
         self.register_client_auth_method("client_secret_post", _authenticate_post)
+        self.register_client_auth_method("none", _authenticate_none)
 
     def _find_client(self, client_id: str):
         return self.components.clients.find(db.session, client_id)
@@ -57,6 +76,13 @@ class TesseraAuthorizationServer(AuthorizationServer):
         oauth_request.client_ip = flask_request.remote_addr
         return oauth_request
 
+    def authorization_code_grant(self) -> AuthorizationCodeGrant:
+        """The grant for the authorization request in the current request's query string."""
+        oauth_request = FlaskOAuth2Request(flask_request)
+        oauth_request.payload = _QueryPayload(flask_request)
+        oauth_request.client_ip = flask_request.remote_addr
+        return AuthorizationCodeGrant(oauth_request, self)
+
 
 def _check(query_client, client_id, client_secret):
     if not client_id or client_secret is None:
@@ -78,3 +104,14 @@ def _authenticate_post(query_client, request):
     if request.headers.get("Authorization"):
         return None
     return _check(query_client, request.form.get("client_id"), request.form.get("client_secret"))
+
+
+def _authenticate_none(query_client, request):
+    """RFC 6749 §2.3 / RFC 7591 `none`: a public client names itself with client_id in the form
+    and sends no secret at all. Authlib then accepts it only for clients whose method it is
+    (ClientRecord.check_endpoint_auth_method), so a confidential client cannot skip its secret.
+    """
+    if request.headers.get("Authorization") or "client_secret" in request.form:
+        return None
+    client_id = request.form.get("client_id")
+    return query_client(client_id) if client_id else None

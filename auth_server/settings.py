@@ -72,11 +72,31 @@ class AuthSettings(ServiceSettings):
     )
     login_failures_per_username: str = Field(
         "10 per 5 minutes",
-        description="Failed password-grant logins allowed per username before 429.",
+        description="Failed logins (password grant, login page) allowed per username before 429.",
     )
     login_failures_per_ip: str = Field(
         "100 per 5 minutes",
-        description="Failed password-grant logins allowed per client IP before 429.",
+        description="Failed logins (password grant, login page) allowed per client IP before 429.",
+    )
+    authorization_code_ttl: int = Field(
+        60,
+        ge=1,
+        le=600,
+        description="Lifetime in seconds of an authorization code (RFC 6749 §4.1.2: short; "
+        "10 minutes at most).",
+    )
+    auth_session_secret: str | None = Field(
+        None,
+        description="Secret (at least 32 characters) that signs the browser cookie of the login "
+        "page (its CSRF token); every worker and replica needs the same one. Make one with "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`. Changing it only "
+        "invalidates login forms already open. Required, unless AUTH_SESSION_SECRET_FILE exists "
+        "or TESSERA_DEMO is set.",
+    )
+    auth_session_secret_file: str = Field(
+        str(DEFAULT_INSTANCE_DIR / "session-secret.key"),
+        description="File read for the session secret when AUTH_SESSION_SECRET is unset; demo "
+        "mode generates it.",
     )
     audit_retention_days: int = Field(
         90, ge=1, description="`tokens purge` deletes audit events older than this."

@@ -7,6 +7,9 @@ the family row is locked by a conditional UPDATE, then the presented token is co
 another; only the request whose UPDATE changed a row mints a successor. Any other use of a
 consumed token is reuse and revokes the family, unless it falls inside the configured grace
 window, in which case it gets the *same* successor back.
+
+Authorization codes (RFC 6749 §4.1) follow the same rule: one conditional UPDATE consumes a
+code, the login it starts is linked to it, and any later use of it revokes that login.
 """
 
 from __future__ import annotations
@@ -27,15 +30,24 @@ from joserfc import jwt
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from auth_server import audit
+from auth_server import audit, pkce
 from auth_server.errors import InvalidGrantError
 from auth_server.keys import KeyRing
-from auth_server.models import AccessToken, Client, RefreshFamily, RefreshToken, User
+from auth_server.models import (
+    AccessToken,
+    AuthorizationCode,
+    Client,
+    RefreshFamily,
+    RefreshToken,
+    User,
+)
 from auth_server.policy import allowed_scopes, resolve_audience, resolve_scope
 from auth_server.revocation import revoke_family
 from shared.digests import sha256_hex as hash_token
 
 REFRESH_TOKEN_BYTES = 32  # 256 bits
+# Longer than anything this server issues: never hashed nor looked up.
+MAX_PRESENTED_LENGTH = 512
 
 
 def new_secret() -> str:
@@ -49,6 +61,7 @@ class TokenPolicy:
     refresh_token_idle_ttl: int
     refresh_token_max_ttl: int
     refresh_reuse_grace: int
+    authorization_code_ttl: int = 60
 
 
 @dataclass(frozen=True)
@@ -143,17 +156,7 @@ class TokenService:
         family_id = None
         refresh_value = None
         if "refresh_token" in client.grant_type_list:
-            family = RefreshFamily(
-                user_id=user.id,
-                client_id=client.id,
-                scope=" ".join(scope),
-                audience=" ".join(audience),
-                created_at=now,
-                expires_at=now + self.policy.refresh_token_max_ttl,
-                last_used_at=now,
-            )
-            self.session.add(family)
-            self.session.flush()
+            family = self._start_family(client, user, scope, audience, now)
             family_id = family.id
             refresh_value = self._mint_refresh_token(family, now)
         access, jti = self._mint_access_token(signer, client, user, family_id, scope, audience, now)
@@ -171,6 +174,144 @@ class TokenService:
         )
         self.session.commit()
         return self._response(access, scope, refresh_value)
+
+    # -- authorization code (RFC 6749 §4.1, RFC 7636) -------------------------------------
+
+    def issue_authorization_code(
+        self,
+        client: Client,
+        user: User,
+        redirect_uri: str,
+        scope: Sequence[str],
+        audience: Sequence[str],
+        code_challenge: str,
+    ) -> str:
+        """Store a new code (as its digest) for this login and return it. Commits, with
+        whatever the login added to the session (its audit event)."""
+        now = int(self.clock())
+        code = new_secret()
+        self.session.add(
+            AuthorizationCode(
+                code_hash=hash_token(code),
+                client_id=client.id,
+                user_id=user.id,
+                redirect_uri=redirect_uri,
+                scope=" ".join(scope),
+                audience=" ".join(audience),
+                code_challenge=code_challenge,
+                created_at=now,
+                expires_at=now + self.policy.authorization_code_ttl,
+            )
+        )
+        self.session.commit()
+        return code
+
+    def redeem_authorization_code(
+        self,
+        client: Client,
+        presented: str,
+        redirect_uri: str,
+        code_verifier: str | None,
+        resources: Sequence[str],
+        ctx: RequestContext,
+    ) -> dict:
+        """Exchange a code for an access token and, if the client may refresh, a refresh token.
+
+        Every token issued from it belongs to a new refresh family linked to the code, so a
+        second use of the code can revoke them all (RFC 6749 §4.1.2). A request that does not
+        prove the code (another client, another redirect_uri, a wrong code_verifier) changes
+        nothing: only its rightful holder can consume it.
+        """
+        signer = self.keyring.signing_key()
+        now = int(self.clock())
+        row = self._find_code(presented)
+        if row is None:
+            raise InvalidGrantError("The authorization code is invalid.")
+        if row.client_id != client.id:
+            # RFC 6749 §4.1.3: bound to the client it was issued to.
+            raise InvalidGrantError("The authorization code was issued to another client.")
+        if row.consumed_at is not None:
+            return self._code_reused(row, now, ctx)
+        if row.expires_at <= now:
+            raise InvalidGrantError("The authorization code has expired.")
+        if redirect_uri != row.redirect_uri:
+            # RFC 6749 §4.1.3: identical to the redirect_uri of the authorization request.
+            raise InvalidGrantError("The redirect_uri differs from the authorization request.")
+        if not pkce.verify(code_verifier, row.code_challenge):
+            # RFC 7636 §4.6
+            raise InvalidGrantError("The code_verifier does not match the code_challenge.")
+        user = row.user
+        if user.disabled:
+            raise InvalidGrantError("The user is disabled.")
+        # The code's scope and audience, less anything the client or the user lost since.
+        scope = allowed_scopes(row.scope.split(), client.scope_list, _user_scopes(user))
+        allowed_audience = [a for a in row.audience.split() if a in client.audience_list]
+        audience = resolve_audience(resources, allowed_audience)
+
+        consumed = self.session.execute(
+            update(AuthorizationCode)
+            .where(AuthorizationCode.id == row.id, AuthorizationCode.consumed_at.is_(None))
+            .values(consumed_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if consumed.rowcount != 1:
+            # Lost the race: a concurrent exchange consumed it between our read and our update.
+            self.session.expire_all()
+            return self._code_reused(self._find_code(presented), now, ctx)
+
+        family = self._start_family(client, user, scope, audience, now)
+        self.session.execute(
+            update(AuthorizationCode)
+            .where(AuthorizationCode.id == row.id)
+            .values(family_id=family.id)
+            .execution_options(synchronize_session=False)
+        )
+        refresh_value = None
+        if "refresh_token" in client.grant_type_list:
+            refresh_value = self._mint_refresh_token(family, now)
+        access, jti = self._mint_access_token(signer, client, user, family.id, scope, audience, now)
+        audit.record(
+            self.session,
+            "token_issued",
+            actor=f"user:{user.subject}",
+            at=now,
+            user_id=user.id,
+            client_id=client.client_id,
+            ip=ctx.ip,
+            grant_type="authorization_code",
+            jti=jti,
+            family=family.id,
+        )
+        self.session.commit()
+        return self._response(access, scope, refresh_value)
+
+    def _code_reused(self, row: AuthorizationCode, now: int, ctx: RequestContext) -> dict:
+        revoked = row.family_id is not None and revoke_family(
+            self.session, row.family_id, "authorization_code_reuse", now
+        )
+        audit.record(
+            self.session,
+            "authorization_code_reuse_detected",
+            actor=f"client:{row.client.client_id}",
+            at=now,
+            user_id=row.user_id,
+            client_id=row.client.client_id,
+            ip=ctx.ip,
+            family=row.family_id,
+            family_revoked=revoked,
+            consumed_at=row.consumed_at,
+        )
+        self.session.commit()
+        raise InvalidGrantError(
+            "The authorization code was already used; every token issued from it is now revoked."
+        )
+
+    def _find_code(self, presented: str) -> AuthorizationCode | None:
+        if len(presented) > MAX_PRESENTED_LENGTH:
+            return None
+        return self.session.scalar(
+            select(AuthorizationCode).where(AuthorizationCode.code_hash == hash_token(presented))
+        )
 
     # -- refresh (RFC 6749 §6, RFC 9700 §4.14.2) -------------------------------------------
 
@@ -294,6 +435,27 @@ class TokenService:
         return self.session.scalar(
             select(RefreshToken).where(RefreshToken.token_hash == hash_token(presented))
         )
+
+    def _start_family(
+        self,
+        client: Client,
+        user: User,
+        scope: Sequence[str],
+        audience: Sequence[str],
+        now: int,
+    ) -> RefreshFamily:
+        family = RefreshFamily(
+            user_id=user.id,
+            client_id=client.id,
+            scope=" ".join(scope),
+            audience=" ".join(audience),
+            created_at=now,
+            expires_at=now + self.policy.refresh_token_max_ttl,
+            last_used_at=now,
+        )
+        self.session.add(family)
+        self.session.flush()
+        return family
 
     def _mint_refresh_token(self, family: RefreshFamily, now: int) -> str:
         value = new_secret()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 import tempfile
 import time
@@ -80,6 +81,7 @@ def main() -> None:
         auth_issuer=f"http://127.0.0.1:{auth_port}",
         auth_database_url=auth_url_db,
         auth_key_encryption_key_file=str(workdir / "kek"),
+        auth_session_secret=secrets.token_urlsafe(32),
         log_level="WARNING",
     )
     app = create_auth_app(auth_settings, create_tables=True)

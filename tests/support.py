@@ -3,8 +3,14 @@ served over HTTP on a free loopback port."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
+import secrets
 import time
 from dataclasses import dataclass, field
+from html import unescape
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 
@@ -29,6 +35,14 @@ NOTES_API = ("notes-api", "notes-api-secret")
 REPORTS_API = ("reports-api", "reports-api-secret")
 OTHER_APP = ("other-app", "other-app-secret")
 SERVICE_APP = ("service-app", "service-app-secret")
+# Authorization code clients: a public browser app (no secret) and a confidential web app.
+SPA_APP = "spa-app"
+SPA_REDIRECT = "https://spa.example.com/callback"
+SPA_LOOPBACK_REDIRECT = "http://127.0.0.1:8002/callback?from=spa"
+WEB_APP = ("web-app", "web-app-secret")
+WEB_REDIRECT = "https://web.example.com/oauth/cb"
+# Signs the login page's cookie in every test server (not demo mode: it is required).
+SESSION_SECRET = "test-session-secret-" + "x" * 32
 
 
 @dataclass
@@ -74,6 +88,7 @@ def auth_settings(database_url: str, issuer: str, **overrides) -> AuthSettings:
         auth_database_url=database_url,
         auth_key_encryption_key=None,
         auth_key_encryption_key_file="/nonexistent/tessera-test.key",
+        auth_session_secret=SESSION_SECRET,
         log_level="ERROR",
         # tests change clients in the database and expect it to count at once
         client_cache_seconds=0,
@@ -118,6 +133,86 @@ def seed(app) -> None:
                 audiences=audiences,
                 can_introspect=introspect,
             )
+        register_client(
+            db.session,
+            SPA_APP,
+            client_type="public",
+            grant_types=["authorization_code", "refresh_token"],
+            scopes=["profile", "notes:read", "notes:write"],
+            audiences=[NOTES],
+            redirect_uris=[SPA_REDIRECT, SPA_LOOPBACK_REDIRECT],
+        )
+        register_client(
+            db.session,
+            WEB_APP[0],
+            secret=WEB_APP[1],
+            grant_types=["authorization_code", "refresh_token"],
+            scopes=["profile", "notes:read", "notes:write", "reports:read"],
+            audiences=[NOTES, REPORTS],
+            redirect_uris=[WEB_REDIRECT],
+        )
+
+
+def pkce_pair() -> tuple[str, str]:
+    """(code_verifier, S256 code_challenge), RFC 7636 §4.1-4.2."""
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def query_of(location: str) -> dict[str, str]:
+    """The query parameters of a redirect's Location, one value each."""
+    return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
+
+
+@dataclass
+class Browser:
+    """A user agent at the authorization endpoint: its own cookies, never following the
+    redirect to the client (the test is the client)."""
+
+    auth: AuthServer
+    http: requests.Session = field(default_factory=requests.Session)
+
+    def authorize(self, **params) -> requests.Response:
+        return self.http.get(
+            f"{self.auth.url}/oauth/authorize", params=params, allow_redirects=False, timeout=10
+        )
+
+    def submit(self, page: requests.Response, user=ALICE, **overrides) -> requests.Response:
+        """Fill in and post the login form of `page` as a browser would."""
+        form = {"csrf_token": csrf_token(page.text), "username": user[0], "password": user[1]}
+        form.update(overrides)
+        form = {k: v for k, v in form.items() if v is not None}
+        return self.http.post(
+            self.auth.url + form_action(page.text), data=form, allow_redirects=False, timeout=10
+        )
+
+    def login(self, user=ALICE, **params) -> requests.Response:
+        page = self.authorize(**params)
+        assert page.status_code == 200, page.text
+        return self.submit(page, user)
+
+
+def csrf_token(html: str) -> str:
+    return unescape(re.search(r'name="csrf_token" value="([^"]*)"', html).group(1))
+
+
+def form_action(html: str) -> str:
+    return unescape(re.search(r'<form method="post" action="([^"]*)"', html).group(1))
+
+
+def code_request(client_id=SPA_APP, redirect_uri=SPA_REDIRECT, challenge=None, **params) -> dict:
+    """The parameters of an authorization request with PKCE S256 (RFC 6749 §4.1.1)."""
+    values = dict(
+        response_type="code",
+        client_id=client_id,
+        redirect_uri=redirect_uri,
+        state=secrets.token_urlsafe(16),
+        code_challenge=challenge,
+        code_challenge_method="S256",
+    )
+    values.update(params)
+    return {k: v for k, v in values.items() if v is not None}
 
 
 class FakeClock:

@@ -31,7 +31,7 @@ from auth_server.models import Client, SigningKey, User
 from resource_server.db import db as resource_db
 from resource_server.settings import ResourceSettings
 from shared.settings import PROJECT_ROOT
-from tests.support import FAST_PASSWORDS, auth_settings
+from tests.support import FAST_PASSWORDS, SESSION_SECRET, auth_settings
 
 FLASK = str(Path(sys.executable).with_name("flask"))
 
@@ -42,6 +42,7 @@ class Service:
     url_variable: str
     db: object
     tables: set[str]
+    head: str  # the latest revision
 
     def create_app(self, database_url: str):
         if self.name == "auth_server":
@@ -69,9 +70,13 @@ SERVICES = {
             "access_tokens",
             "signing_keys",
             "audit_events",
+            "authorization_codes",
         },
+        "0002",
     ),
-    "resource_server": Service("resource_server", "RESOURCE_DATABASE_URL", resource_db, {"notes"}),
+    "resource_server": Service(
+        "resource_server", "RESOURCE_DATABASE_URL", resource_db, {"notes"}, "0001"
+    ),
 }
 
 
@@ -96,6 +101,7 @@ def flask_cli(service: Service, database_url: str, *args: str, **env: str) -> st
         **{k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "RESOURCE_"))},
         service.url_variable: database_url,
         "AUTH_KEY_ENCRYPTION_KEY_FILE": "/nonexistent/tessera-test.key",
+        "AUTH_SESSION_SECRET": SESSION_SECRET,
         "RESOURCE_CLIENT_ID": "rs",
         "RESOURCE_CLIENT_SECRET": "rs-secret",
         "LOG_LEVEL": "ERROR",
@@ -140,7 +146,7 @@ def test_upgrade_builds_exactly_the_models_schema(service, make_database_url, ap
     assert tables(app, service.db) == service.tables | {"alembic_version"}
     assert drift(app, service.db) == []
     with app.app_context(), service.db.engine.connect() as connection:
-        assert MigrationContext.configure(connection).get_current_heads() == ("0001",)
+        assert MigrationContext.configure(connection).get_current_heads() == (service.head,)
 
     schema = search_path_schema(url)
     if schema is not None:
@@ -217,15 +223,22 @@ def test_demo_setup_seeds_a_freshly_migrated_database(make_database_url, tmp_pat
     demo = {
         "TESSERA_DEMO": "1",
         "AUTH_KEY_ENCRYPTION_KEY_FILE": str(tmp_path / "kek"),
+        # demo mode generates the session secret when none is given
+        "AUTH_SESSION_SECRET": "",
+        "AUTH_SESSION_SECRET_FILE": str(tmp_path / "session-secret"),
         **{name.upper(): str(value) for name, value in FAST_PASSWORDS.items()},
     }
     flask_cli(service, url, "db", "upgrade")
     for _ in range(2):
         assert "demo data" in flask_cli(service, url, "demo", "setup", **demo)
+    assert len((tmp_path / "session-secret").read_text()) >= 32
     app = service.create_app(url)
     apps.append(app)
     with app.app_context():
-        assert set(auth_db.session.scalars(select(Client.client_id))) == {"demo-app", "notes-api"}
+        clients = {c.client_id: c for c in auth_db.session.scalars(select(Client))}
+        assert set(clients) == {"demo-app", "demo-spa", "notes-api"}
+        assert clients["demo-spa"].client_type == "public"
+        assert clients["demo-spa"].redirect_uris == "http://127.0.0.1:8002/callback"
         assert auth_db.session.scalars(select(User.username)).all() == ["alice"]
         states = auth_db.session.scalars(select(SigningKey.state)).all()
         assert sorted(states) == ["active", "next"]
@@ -242,6 +255,7 @@ def test_demo_setup_on_an_empty_database_asks_for_the_upgrade(make_database_url,
             "AUTH_DATABASE_URL": make_database_url("auth"),
             "TESSERA_DEMO": "1",
             "AUTH_KEY_ENCRYPTION_KEY_FILE": str(tmp_path / "kek"),
+            "AUTH_SESSION_SECRET_FILE": str(tmp_path / "session-secret"),
             "LOG_LEVEL": "ERROR",
         },
         capture_output=True,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from auth_server.grants import CLIENT_AUTH_METHODS
+from auth_server.grants import CLIENT_AUTH_METHODS, PUBLIC_CLIENT_AUTH_METHODS
 
 bp = Blueprint("metadata", __name__)
 
@@ -13,16 +13,26 @@ def build_metadata(issuer: str) -> dict:
     return {
         # RFC 8414 §3.3: `issuer` MUST be identical to the issuer the client asked for.
         "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/oauth/authorize",
         "token_endpoint": f"{issuer}/oauth/token",
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
         "introspection_endpoint": f"{issuer}/oauth/introspect",
         "revocation_endpoint": f"{issuer}/oauth/revoke",
-        "grant_types_supported": ["password", "client_credentials", "refresh_token"],
-        # REQUIRED by RFC 8414 §2; no grant here uses the authorization endpoint.
-        "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
+        "grant_types_supported": [
+            "authorization_code",
+            "password",
+            "client_credentials",
+            "refresh_token",
+        ],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        # RFC 7636 §4.2: S256 only; `plain` is refused (RFC 9700 §2.1.1).
+        "code_challenge_methods_supported": ["S256"],
+        # RFC 9207: every authorization response, errors included, carries `iss`.
+        "authorization_response_iss_parameter_supported": True,
+        "token_endpoint_auth_methods_supported": PUBLIC_CLIENT_AUTH_METHODS,
         "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
-        "revocation_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
+        "revocation_endpoint_auth_methods_supported": PUBLIC_CLIENT_AUTH_METHODS,
     }
 
 

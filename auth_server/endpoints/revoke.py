@@ -10,7 +10,7 @@ from auth_server import audit
 from auth_server.db import db
 from auth_server.endpoints.forms import MAX_TOKEN_LENGTH, require_form, token_parameter
 from auth_server.errors import UnauthorizedClientError
-from auth_server.grants import CLIENT_AUTH_METHODS
+from auth_server.grants import PUBLIC_CLIENT_AUTH_METHODS
 from auth_server.revocation import revoke_access_token, revoke_family
 from auth_server.store import find_token
 from shared.digests import sha256_hex
@@ -19,7 +19,8 @@ bp = Blueprint("revoke", __name__)
 
 
 class RevocationEndpoint(_RevocationEndpoint):
-    CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
+    # Public clients (browser apps) log out too: RFC 7009 §2.1 authenticates them by client_id.
+    CLIENT_AUTH_METHODS = PUBLIC_CLIENT_AUTH_METHODS
 
     def create_endpoint_response(self, request):
         client = self.authenticate_endpoint_client(request)

@@ -1,4 +1,4 @@
-"""RFC 6749 §3.2 token endpoint: password, client_credentials and refresh_token grants."""
+"""RFC 6749 §3.2 token endpoint: authorization_code, password, client_credentials, refresh_token."""
 
 from __future__ import annotations
 

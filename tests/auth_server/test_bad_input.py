@@ -134,6 +134,8 @@ def test_secrets_are_stored_only_as_hashes(auth):
         assert db.session.scalar(
             select(User.password_hash).where(User.username == "alice")
         ).startswith("$argon2id$")
-        assert all(len(h) == 64 for h in db.session.scalars(select(Client.secret_hash)))
+        rows = db.session.execute(select(Client.client_type, Client.secret_hash)).all()
+        assert all(len(h) == 64 for kind, h in rows if kind == "confidential")
+        assert {h for kind, h in rows if kind == "public"} == {""}  # public clients: no secret
         assert db.session.scalar(select(AccessToken.token_hash).limit(1))
         assert db.session.scalar(select(RefreshToken.token_hash).limit(1))

@@ -13,8 +13,18 @@ def test_metadata_issuer_is_exactly_the_configured_issuer(auth):
     for endpoint in ("token", "introspection", "revocation"):
         assert data[f"{endpoint}_endpoint"].startswith(auth.url + "/oauth/")
     assert data["jwks_uri"] == f"{auth.url}/.well-known/jwks.json"
-    assert set(data["grant_types_supported"]) == {"password", "client_credentials", "refresh_token"}
-    assert "response_types_supported" in data  # REQUIRED by RFC 8414 §2
+    assert set(data["grant_types_supported"]) == {
+        "authorization_code",
+        "password",
+        "client_credentials",
+        "refresh_token",
+    }
+    assert data["authorization_endpoint"] == f"{auth.url}/oauth/authorize"
+    assert data["response_types_supported"] == ["code"]  # REQUIRED by RFC 8414 §2
+    assert data["code_challenge_methods_supported"] == ["S256"]  # never plain
+    assert "none" in data["token_endpoint_auth_methods_supported"]
+    assert "none" not in data["introspection_endpoint_auth_methods_supported"]
+    assert data["authorization_response_iss_parameter_supported"] is True  # RFC 9207
 
 
 def test_jwks_publishes_public_keys_only(auth):
