@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
+from authlib.common.security import is_secure_transport
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
+from authlib.oauth2.rfc6749 import OAuth2Request
 from flask import request as flask_request
 
 from auth_server.db import db
@@ -71,17 +75,43 @@ class TesseraAuthorizationServer(AuthorizationServer):
             ) from exc
 
     def create_oauth2_request(self, request):
-        oauth_request = FlaskOAuth2Request(flask_request)
-        oauth_request.payload = _FormPayload(flask_request)
-        oauth_request.client_ip = flask_request.remote_addr
-        return oauth_request
+        return _OAuthRequest(flask_request, self._public_base, _FormPayload)
 
     def authorization_code_grant(self) -> AuthorizationCodeGrant:
         """The grant for the authorization request in the current request's query string."""
-        oauth_request = FlaskOAuth2Request(flask_request)
-        oauth_request.payload = _QueryPayload(flask_request)
-        oauth_request.client_ip = flask_request.remote_addr
-        return AuthorizationCodeGrant(oauth_request, self)
+        return AuthorizationCodeGrant(
+            _OAuthRequest(flask_request, self._public_base, _QueryPayload), self
+        )
+
+    @cached_property
+    def _public_base(self) -> str:
+        issuer = self.components.settings.auth_issuer
+        if is_secure_transport(issuer):
+            return issuer
+        # Only reachable with AUTH_ALLOW_HTTP_ISSUER (settings refuse it otherwise): the
+        # operator chose plain http on a network host, so Authlib's check must not undo that.
+        return "https://" + issuer.split("://", 1)[1]
+
+
+class _OAuthRequest(FlaskOAuth2Request):
+    """Authlib's request, with the URI the client used: the public issuer's, not the hop's.
+
+    Authlib refuses a request whose URI is http on a host that is not loopback. Behind the
+    proxy that terminates TLS, every request arrives as http on an internal name
+    (http://auth-server:8000), so the check runs on the issuer instead, which AuthSettings
+    validates at start-up.
+    """
+
+    def __init__(self, request, public_base: str, payload_class):
+        OAuth2Request.__init__(
+            self,
+            request.method,
+            public_base + request.full_path.rstrip("?"),
+            headers=request.headers,
+        )
+        self._request = request
+        self.payload = payload_class(request)
+        self.client_ip = request.remote_addr
 
 
 def _check(query_client, client_id, client_secret):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from authlib.common.security import is_secure_transport
 from pydantic import Field, model_validator
 
 from shared.settings import DEFAULT_INSTANCE_DIR, ServiceSettings
@@ -14,6 +15,11 @@ class AuthSettings(ServiceSettings):
         "http://127.0.0.1:8000",
         description="The issuer identifier (RFC 8414 `issuer`, JWT `iss`): the public base URL of "
         "the authorization server, without a trailing slash.",
+    )
+    auth_allow_http_issuer: bool = Field(
+        False,
+        description="Development only: accept an http:// issuer on a host that is not "
+        "loopback (e.g. a demo on a LAN). Production terminates TLS in front and uses https.",
     )
     auth_database_url: str = Field(
         f"sqlite:///{DEFAULT_INSTANCE_DIR / 'auth.sqlite3'}",
@@ -114,6 +120,12 @@ class AuthSettings(ServiceSettings):
             raise ValueError(f"SIGNING_ALG must be one of {', '.join(SUPPORTED_SIGNING_ALGS)}")
         if self.auth_issuer.endswith("/"):
             raise ValueError("AUTH_ISSUER must not end with '/'")
+        # RFC 6749 §3.1/§3.2 require TLS for the endpoints; RFC 8414 §2 an https issuer.
+        if not is_secure_transport(self.auth_issuer) and not self.auth_allow_http_issuer:
+            raise ValueError(
+                "AUTH_ISSUER must be https (TLS in front of the server) or http on a loopback "
+                "host; for a development network set AUTH_ALLOW_HTTP_ISSUER=1"
+            )
         if self.refresh_token_idle_ttl > self.refresh_token_max_ttl:
             raise ValueError("REFRESH_TOKEN_IDLE_TTL must not exceed REFRESH_TOKEN_MAX_TTL")
         return self

@@ -46,3 +46,30 @@ def test_unknown_path_is_json_404(auth):
     response = requests.get(f"{auth.url}/nope", timeout=5)
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+def test_requests_reaching_the_server_by_an_internal_http_name_are_served(auth):
+    """Behind the TLS proxy requests arrive as http://auth-server:8000: not insecure_transport."""
+    token = auth.login()["access_token"]
+    response = requests.post(
+        f"{auth.url}/oauth/introspect",
+        data={"token": token},
+        auth=("notes-api", "notes-api-secret"),
+        headers={"Host": "auth-server:8000"},
+        timeout=5,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["active"] is True
+
+
+def test_a_plain_http_issuer_on_a_network_host_needs_the_development_flag():
+    import pytest
+    from pydantic import ValidationError
+
+    from auth_server.settings import AuthSettings
+
+    with pytest.raises(ValidationError, match="AUTH_ALLOW_HTTP_ISSUER"):
+        AuthSettings(auth_issuer="http://auth.example.com")
+    assert AuthSettings(auth_issuer="http://auth.example.com", auth_allow_http_issuer=True)
+    assert AuthSettings(auth_issuer="https://auth.example.com")
+    assert AuthSettings(auth_issuer="http://localhost:8000")
