@@ -195,7 +195,9 @@ def test_database_down_answers_503_in_bounded_time_and_recovers_without_restart(
         time.sleep(1.0)
         notes_proxy.restore()
         restored_at = time.monotonic()
-        time.sleep(1.5)
+        # long enough that requests are still sent a second after the restore even when the
+        # machine is busy with other tests
+        time.sleep(3.0)
     failures = [a for _, a in load.records if isinstance(a, Exception)]
     assert failures == [], failures[:3]
     answers = [a for _, a in load.records]
