@@ -153,11 +153,29 @@ class TokenService:
         """A login: an access token and, if the client may refresh, a new refresh family."""
         signer = self.keyring.signing_key()
         now = int(self.clock())
-        family_id = None
-        refresh_value = None
+        family = None
         if "refresh_token" in client.grant_type_list:
             family = self._start_family(client, user, scope, audience, now)
-            family_id = family.id
+        return self._finish_login(
+            signer, client, user, family, scope, audience, grant_type, now, ctx
+        )
+
+    def _finish_login(
+        self,
+        signer: tuple[str, str, object],
+        client: Client,
+        user: User,
+        family: RefreshFamily | None,
+        scope: Sequence[str],
+        audience: Sequence[str],
+        grant_type: str,
+        now: int,
+        ctx: RequestContext,
+    ) -> dict:
+        """Mint the tokens of a login (a refresh token if the client may refresh), audit, commit."""
+        family_id = family.id if family is not None else None
+        refresh_value = None
+        if family is not None and "refresh_token" in client.grant_type_list:
             refresh_value = self._mint_refresh_token(family, now)
         access, jti = self._mint_access_token(signer, client, user, family_id, scope, audience, now)
         audit.record(
@@ -241,20 +259,10 @@ class TokenService:
             # RFC 7636 §4.6
             raise InvalidGrantError("The code_verifier does not match the code_challenge.")
         user = row.user
-        if user.disabled:
-            raise InvalidGrantError("The user is disabled.")
-        # The code's scope and audience, less anything the client or the user lost since.
-        scope = allowed_scopes(row.scope.split(), client.scope_list, _user_scopes(user))
-        allowed_audience = [a for a in row.audience.split() if a in client.audience_list]
+        scope, allowed_audience = _still_allowed(client, user, row.scope, row.audience)
         audience = resolve_audience(resources, allowed_audience)
 
-        consumed = self.session.execute(
-            update(AuthorizationCode)
-            .where(AuthorizationCode.id == row.id, AuthorizationCode.consumed_at.is_(None))
-            .values(consumed_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if consumed.rowcount != 1:
+        if not self._consume(AuthorizationCode, row.id, now):
             # Lost the race: a concurrent exchange consumed it between our read and our update.
             self.session.expire_all()
             return self._code_reused(self._find_code(presented), now, ctx)
@@ -266,24 +274,9 @@ class TokenService:
             .values(family_id=family.id)
             .execution_options(synchronize_session=False)
         )
-        refresh_value = None
-        if "refresh_token" in client.grant_type_list:
-            refresh_value = self._mint_refresh_token(family, now)
-        access, jti = self._mint_access_token(signer, client, user, family.id, scope, audience, now)
-        audit.record(
-            self.session,
-            "token_issued",
-            actor=f"user:{user.subject}",
-            at=now,
-            user_id=user.id,
-            client_id=client.client_id,
-            ip=ctx.ip,
-            grant_type="authorization_code",
-            jti=jti,
-            family=family.id,
+        return self._finish_login(
+            signer, client, user, family, scope, audience, "authorization_code", now, ctx
         )
-        self.session.commit()
-        return self._response(access, scope, refresh_value)
 
     def _code_reused(self, row: AuthorizationCode, now: int, ctx: RequestContext) -> dict:
         revoked = row.family_id is not None and revoke_family(
@@ -339,15 +332,10 @@ class TokenService:
         if row.expires_at <= now or family.expires_at <= now:
             raise InvalidGrantError("The refresh token has expired; log in again.")
         user = family.user
-        if user.disabled:
-            raise InvalidGrantError("The user is disabled.")
-
         # RFC 6749 §6: the new access token may be narrower; the refresh token keeps the family's
-        # scope. Clients or users whose allowances shrank since login get the smaller set.
-        family_scope = family.scope.split()
-        allowed = allowed_scopes(family_scope, client.scope_list, _user_scopes(user))
+        # scope.
+        allowed, allowed_audience = _still_allowed(client, user, family.scope, family.audience)
         scope = resolve_scope(requested_scope, allowed)
-        allowed_audience = [a for a in family.audience.split() if a in client.audience_list]
         audience = resolve_audience(resources, allowed_audience)
 
         # Lock the family first: a concurrent revocation or refresh of the same family waits here.
@@ -360,17 +348,11 @@ class TokenService:
         if locked.rowcount != 1:
             self.session.rollback()
             raise InvalidGrantError("The refresh token has been revoked.")
-        consumed = self.session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.id == row.id, RefreshToken.consumed_at.is_(None))
-            .values(consumed_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if consumed.rowcount != 1:
+        if not self._consume(RefreshToken, row.id, now):
             # Lost the race: another request consumed it between our read and our update.
             self.session.expire_all()
             row = self._find_refresh_token(presented)
-            return self._reused(row, presented, now, ctx, family_locked=True)
+            return self._reused(row, presented, now, ctx)
 
         refresh_value = self._mint_refresh_token(family, now)
         access, jti = self._mint_access_token(signer, client, user, family.id, scope, audience, now)
@@ -402,7 +384,6 @@ class TokenService:
         presented: str,
         now: int,
         ctx: RequestContext,
-        family_locked: bool = False,
     ) -> dict:
         grace = self.policy.refresh_reuse_grace
         in_grace = row.consumed_at is not None and now - row.consumed_at <= grace
@@ -430,6 +411,19 @@ class TokenService:
         )
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _consume(
+        self, model: type[AuthorizationCode | RefreshToken], row_id: int, now: int
+    ) -> bool:
+        """Mark a single-use credential used; False if another request got there first (the
+        database decides, so this holds across workers and replicas)."""
+        consumed = self.session.execute(
+            update(model)
+            .where(model.id == row_id, model.consumed_at.is_(None))
+            .values(consumed_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return consumed.rowcount == 1
 
     def _find_refresh_token(self, presented: str) -> RefreshToken | None:
         return self.session.scalar(
@@ -523,6 +517,17 @@ class TokenService:
         if refresh:
             body["refresh_token"] = refresh
         return body
+
+
+def _still_allowed(
+    client: Client, user: User, scope: str, audience: str
+) -> tuple[list[str], list[str]]:
+    """What a grant made earlier (a code, a login) may still carry: less anything the client or
+    the user lost since, and nothing for a user who has been disabled."""
+    if user.disabled:
+        raise InvalidGrantError("The user is disabled.")
+    scopes = allowed_scopes(scope.split(), client.scope_list, _user_scopes(user))
+    return scopes, [a for a in audience.split() if a in client.audience_list]
 
 
 def _user_scopes(user: User) -> list[str] | None:

@@ -4,6 +4,7 @@ stand between a service and PostgreSQL so a test can take the database away and 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -154,3 +155,29 @@ def proxies() -> Iterator[Callable[[], TcpProxy]]:
     yield start
     for proxy in started:
         proxy.close()
+
+
+class BackgroundLoad:
+    """Threads that call `self._run(index)` until the `with` block ends (`self._stop` is set)."""
+
+    join_timeout = 15.0
+
+    def __init__(self, threads: int) -> None:
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)
+        ]
+
+    def _run(self, index: int) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=self.join_timeout)

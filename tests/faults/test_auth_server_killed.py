@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import pytest
 import requests
 
+from tests.faults.conftest import BackgroundLoad
+
 pytestmark = pytest.mark.slow
 
 CLIENTS = 6
@@ -35,28 +37,16 @@ class Outcome:
     error: str | None = None
 
 
-class Hammer:
+class Hammer(BackgroundLoad):
     """CLIENTS threads calling GET /api/me with one token until stopped."""
 
     def __init__(self, url: str, token: str) -> None:
+        super().__init__(CLIENTS)
         self.url = url
         self.token = token
         self.outcomes: list[Outcome] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(CLIENTS)]
 
-    def __enter__(self) -> Hammer:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=15)
-
-    def _run(self) -> None:
+    def _run(self, index: int) -> None:
         headers = {"Authorization": f"Bearer {self.token}"}
         with requests.Session() as http:
             while not self._stop.is_set():

@@ -10,7 +10,6 @@ the resource server's own database. After restore() the pools reconnect on their
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from tests.faults.conftest import POSTGRES_ONLY
+from tests.faults.conftest import POSTGRES_ONLY, BackgroundLoad
 from tests.faults.tcp_proxy import BLACKHOLE, REFUSE
 from tests.support import ALICE, DEMO_APP, NOTES_API, SERVICE_APP
 
@@ -84,27 +83,14 @@ def _requests(auth_url: str, rs_url: str, token: str) -> dict[str, Callable[[], 
     }
 
 
-class Load:
+class Load(BackgroundLoad):
     """Threads cycling through `calls` until stopped, recording every answer and its time."""
 
     def __init__(self, calls: list[Callable[[], Answer]], threads: int = 6) -> None:
+        super().__init__(threads)
         self.calls = calls
         self.records: list[tuple[float, Answer | Exception]] = []  # (sent, answer)
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)
-        ]
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=BOUND + 10)
+        self.join_timeout = BOUND + 10
 
     def _run(self, offset: int) -> None:
         i = offset
