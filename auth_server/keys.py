@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from auth_server import audit
 from auth_server.models import SigningKey
+from shared.database import make_private_dirs
 from shared.settings import ConfigurationError
 
 log = logging.getLogger("tessera.auth.keys")
@@ -46,7 +47,7 @@ def create_secret_file(path: str, content: bytes) -> bool:
     starting at once, exactly one secret wins and nobody reads a half-written file.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(target.parent)
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     temporary.write_bytes(content)
     temporary.chmod(0o600)

@@ -9,13 +9,23 @@ timeout so a stuck database turns into a fast 503 instead of a hung worker.
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 
-from shared.settings import ServiceSettings
+from shared.settings import DEFAULT_INSTANCE_DIR, ServiceSettings
+
+log = logging.getLogger("tessera.database")
+
+# A SQLite database holds password hashes and every user's notes: only the service's own user
+# may read it. SQLite creates its -wal and -shm files with the mode of the database file.
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+SQLITE_COMPANION_SUFFIXES = ("-wal", "-shm", "-journal")
 
 # Named constraints keep Alembic migrations identical on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -32,7 +42,7 @@ def engine_options(url: str, settings: ServiceSettings) -> dict[str, Any]:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            prepare_private_sqlite_file(Path(parsed.database))
         return {
             "connect_args": {
                 "timeout": settings.sqlite_busy_timeout_ms / 1000,
@@ -62,6 +72,51 @@ def engine_options(url: str, settings: ServiceSettings) -> dict[str, Any]:
             "tcp_user_timeout": 30_000,
         }
     return options
+
+
+def prepare_private_sqlite_file(path: Path) -> None:
+    """Make the database file (and the folders missing on its way) private before SQLite opens
+    it: folders 0700, the file 0600, created so before anything is written to it. A file or
+    companion (-wal, -shm) left readable by an older version is tightened to 0600, and so is the
+    project's own instance/ folder; other existing folders are left alone (the path may be in
+    a shared one such as /tmp)."""
+    make_private_dirs(path.parent)
+    if path.parent == DEFAULT_INSTANCE_DIR:
+        _tighten(path.parent, PRIVATE_DIR_MODE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        pass
+    else:
+        os.close(fd)
+    for candidate in (path, *(path.with_name(path.name + s) for s in SQLITE_COMPANION_SUFFIXES)):
+        _tighten(candidate, PRIVATE_FILE_MODE)
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """chmod `path` to `mode` if group or others have any access to it."""
+    try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(mode)
+    except FileNotFoundError:
+        pass
+    except PermissionError:
+        log.warning("cannot make %s private (mode %o): not its owner", path, mode)
+
+
+def make_private_dirs(directory: Path) -> None:
+    """Create `directory` and any missing parents with mode 0700 (existing ones unchanged)."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=PRIVATE_DIR_MODE)
+        except FileExistsError:  # another process made it first
+            continue
+        # mkdir's mode passes through the umask, which may only narrow it; chmod says it exactly.
+        folder.chmod(PRIVATE_DIR_MODE)
 
 
 def configure_engine(engine: Engine, settings: ServiceSettings) -> None:
