@@ -35,6 +35,18 @@ CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 PUBLIC_CLIENT_AUTH_METHODS = [*CLIENT_AUTH_METHODS, "none"]
 
 
+GRANT_TYPES = ("authorization_code", "password", "client_credentials", "refresh_token")
+
+
+def supported_grant_types(settings) -> list[str]:
+    """The grant types this deployment serves (token endpoint and RFC 8414 metadata).
+
+    The password grant is deprecated (RFC 9700 §2.4: MUST NOT be used); it stays for
+    first-party apps until a deployment turns it off with PASSWORD_GRANT_ENABLED=0.
+    """
+    return [g for g in GRANT_TYPES if g != "password" or settings.password_grant_enabled]
+
+
 class _TesseraGrant:
     TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
     GRANT_TYPE: str
@@ -60,7 +72,9 @@ class _TesseraGrant:
 
 
 class PasswordGrant(_TesseraGrant, grants.ResourceOwnerPasswordCredentialsGrant):
-    """RFC 6749 §4.3, for first-party clients only (RFC 9700 §2.4 discourages it elsewhere)."""
+    """RFC 6749 §4.3, for first-party clients only. RFC 9700 §2.4 says it MUST NOT be used; it
+    stays while first-party apps move to the authorization code flow, and
+    PASSWORD_GRANT_ENABLED=0 removes it (supported_grant_types)."""
 
     def validate_token_request(self):
         client = self._authenticated_client()

@@ -19,6 +19,7 @@ from auth_server.grants import (
     ClientCredentialsGrant,
     PasswordGrant,
     RefreshTokenGrant,
+    supported_grant_types,
 )
 from shared.basic_auth import parse_basic_credentials
 
@@ -51,7 +52,8 @@ class TesseraAuthorizationServer(AuthorizationServer):
             RefreshTokenGrant,
             AuthorizationCodeGrant,
         ):
-            self.register_grant(grant)
+            if grant.GRANT_TYPE in supported_grant_types(components.settings):
+                self.register_grant(grant)
         self.register_endpoint(IntrospectionEndpoint)
         self.register_endpoint(RevocationEndpoint)
         self.register_client_auth_method("client_secret_basic", _authenticate_basic)

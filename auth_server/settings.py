@@ -104,6 +104,13 @@ class AuthSettings(ServiceSettings):
         description="File read for the session secret when AUTH_SESSION_SECRET is unset; demo "
         "mode generates it.",
     )
+    password_grant_enabled: bool = Field(
+        True,
+        description="Serve the resource owner password credentials grant (first-party apps "
+        "only). RFC 9700 §2.4: it MUST NOT be used; set 0 once every app uses the authorization "
+        "code flow: the token endpoint then answers `unsupported_grant_type` and the metadata no "
+        "longer lists it.",
+    )
     audit_retention_days: int = Field(
         90, ge=1, description="`tokens purge` deletes audit events older than this."
     )

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from auth_server.grants import CLIENT_AUTH_METHODS, PUBLIC_CLIENT_AUTH_METHODS
+from auth_server.grants import (
+    CLIENT_AUTH_METHODS,
+    PUBLIC_CLIENT_AUTH_METHODS,
+    supported_grant_types,
+)
 
 bp = Blueprint("metadata", __name__)
 
 
-def build_metadata(issuer: str) -> dict:
+def build_metadata(issuer: str, grant_types: list[str]) -> dict:
     return {
         # RFC 8414 §3.3: `issuer` MUST be identical to the issuer the client asked for.
         "issuer": issuer,
@@ -18,12 +22,7 @@ def build_metadata(issuer: str) -> dict:
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
         "introspection_endpoint": f"{issuer}/oauth/introspect",
         "revocation_endpoint": f"{issuer}/oauth/revoke",
-        "grant_types_supported": [
-            "authorization_code",
-            "password",
-            "client_credentials",
-            "refresh_token",
-        ],
+        "grant_types_supported": grant_types,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         # RFC 7636 §4.2: S256 only; `plain` is refused (RFC 9700 §2.1.1).
@@ -39,7 +38,7 @@ def build_metadata(issuer: str) -> dict:
 @bp.get("/.well-known/oauth-authorization-server")
 def metadata():
     settings = current_app.extensions["tessera"].settings
-    response = jsonify(build_metadata(settings.auth_issuer))
+    response = jsonify(build_metadata(settings.auth_issuer, supported_grant_types(settings)))
     response.headers["Cache-Control"] = "public, max-age=3600"
     return response
 

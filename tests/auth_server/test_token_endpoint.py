@@ -9,7 +9,16 @@ import pytest
 import requests
 from joserfc import jwk, jwt
 
-from tests.support import ALICE, BOB, DEMO_APP, NOTES, OTHER_APP, REPORTS, SERVICE_APP
+from tests.support import (
+    ALICE,
+    BOB,
+    DEMO_APP,
+    NOTES,
+    OTHER_APP,
+    REPORTS,
+    SERVICE_APP,
+    start_auth_server,
+)
 
 
 def _claims_and_header(token: str, jwks: dict) -> tuple[dict, dict]:
@@ -143,6 +152,20 @@ def test_missing_grant_type_is_invalid_request(auth, form):
 def test_unsupported_grant_type(auth):
     response = auth.token(grant_type="urn:ietf:params:oauth:grant-type:device_code")
     _assert_oauth_error(response, 400, "unsupported_grant_type")
+
+
+def test_password_grant_turned_off_is_unsupported_and_not_advertised(serve, make_database_url):
+    """RFC 9700 §2.4: PASSWORD_GRANT_ENABLED=0 removes the grant; the other grants stay."""
+    auth = start_auth_server(serve, make_database_url("auth"), password_grant_enabled=False)
+    response = auth.token(grant_type="password", username=ALICE[0], password=ALICE[1])
+    _assert_oauth_error(response, 400, "unsupported_grant_type")
+    assert auth.token(grant_type="client_credentials").status_code == 200
+    metadata = requests.get(f"{auth.url}/.well-known/oauth-authorization-server", timeout=5)
+    assert set(metadata.json()["grant_types_supported"]) == {
+        "authorization_code",
+        "client_credentials",
+        "refresh_token",
+    }
 
 
 def test_grant_type_not_allowed_for_client_is_unauthorized_client(auth):
