@@ -13,6 +13,7 @@ import logging
 
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import (
+    AccessDeniedError,
     InvalidClientError,
     InvalidGrantError,
     InvalidRequestError,
@@ -30,6 +31,7 @@ from werkzeug.exceptions import HTTPException
 from shared.settings import ConfigurationError
 
 __all__ = [
+    "AccessDeniedError",
     "InvalidClientError",
     "InvalidGrantError",
     "InvalidRequestError",
@@ -40,6 +42,7 @@ __all__ = [
     "TemporarilyUnavailableError",
     "TooManyRequestsError",
     "UnauthorizedClientError",
+    "UserScopeError",
     "UnsupportedGrantTypeError",
     "UnsupportedResponseTypeError",
     "UnsupportedTokenTypeError",
@@ -57,6 +60,13 @@ class InvalidTargetError(OAuth2Error):
     """RFC 8707 §2: the requested resource is invalid, unknown, or not allowed for this client."""
 
     error = "invalid_target"
+
+
+class UserScopeError(InvalidScopeError):
+    """The client may have the requested scope, but the user (User.allowed_scopes) may not
+    grant it. At the token endpoint this is invalid_scope (RFC 6749 §5.2: the scope "exceeds
+    the scope granted by the resource owner"); the authorization endpoint answers
+    access_denied instead (§4.1.2.1: the request was denied, not malformed)."""
 
 
 class LoginRequiredError(OAuth2Error):

@@ -17,15 +17,17 @@ from authlib.oauth2.rfc6749 import grants
 
 from auth_server import pkce
 from auth_server.errors import (
+    AccessDeniedError,
     AuthorizationPageError,
     InvalidGrantError,
     InvalidRequestError,
     OAuth2Error,
     UnauthorizedClientError,
     UnsupportedResponseTypeError,
+    UserScopeError,
 )
 from auth_server.models import Client, User
-from auth_server.policy import allowed_scopes, resolve_audience, resolve_scope
+from auth_server.policy import resolve_audience, resolve_scope, resolve_user_scope
 from auth_server.tokens import RequestContext
 
 # Confidential clients: their secret, in the Authorization header or the form.
@@ -71,6 +73,10 @@ class _TesseraGrant:
         return self.request.form.getlist("resource")
 
 
+def _user_scopes(user: User) -> list[str] | None:
+    return user.allowed_scopes.split() if user.allowed_scopes is not None else None
+
+
 class PasswordGrant(_TesseraGrant, grants.ResourceOwnerPasswordCredentialsGrant):
     """RFC 6749 §4.3, for first-party clients only. RFC 9700 §2.4 says it MUST NOT be used; it
     stays while first-party apps move to the authorization code flow, and
@@ -91,9 +97,8 @@ class PasswordGrant(_TesseraGrant, grants.ResourceOwnerPasswordCredentialsGrant)
         if user is None:
             self.components.login_throttle.failed(username, ctx.ip)
             raise InvalidGrantError("The username or password is incorrect.")
-        user_scopes = user.allowed_scopes.split() if user.allowed_scopes is not None else None
-        self.scope = resolve_scope(
-            self.request.payload.scope, allowed_scopes(client.scope_list, user_scopes)
+        self.scope = resolve_user_scope(
+            self.request.payload.scope, client.scope_list, _user_scopes(user)
         )
         self.request.user = user
 
@@ -260,11 +265,11 @@ class AuthorizationCodeGrant(_TesseraGrant, grants.AuthorizationCodeGrant):
         it with a GET, never re-posting the password (RFC 9700 §4.12)."""
         client = self.request.client
         user = grant_user
-        user_scopes = user.allowed_scopes.split() if user.allowed_scopes is not None else None
         try:
-            scope = resolve_scope(
-                self.requested_scope, allowed_scopes(client.scope_list, user_scopes)
-            )
+            scope = resolve_user_scope(self.requested_scope, client.scope_list, _user_scopes(user))
+        except UserScopeError as error:
+            # RFC 6749 §4.1.2.1: the authorization server denies the request for this user.
+            raise AccessDeniedError(error.description, redirect_uri=redirect_uri) from error
         except OAuth2Error as error:
             error.redirect_uri = redirect_uri
             raise

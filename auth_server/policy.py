@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
-from auth_server.errors import InvalidScopeError, InvalidTargetError
+from auth_server.errors import InvalidScopeError, InvalidTargetError, UserScopeError
 
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
@@ -44,6 +44,23 @@ def resolve_scope(requested: str | None, allowed: Sequence[str]) -> list[str]:
     missing = [s for s in wanted if s not in set(allowed)]
     if missing:
         raise InvalidScopeError("The requested scope exceeds what this client may be granted.")
+    return wanted
+
+
+def resolve_user_scope(
+    requested: str | None, client_scopes: Sequence[str], user_scopes: Sequence[str] | None
+) -> list[str]:
+    """The scopes of a user's token: within the client's limits (else InvalidScopeError, the
+    client asked too much) and the user's (else UserScopeError: the client may have them, this
+    user may not grant them). `user_scopes` None means the user has no limit of their own."""
+    resolve_scope(requested, client_scopes)
+    allowed = allowed_scopes(client_scopes, user_scopes)
+    if requested is None or not requested.strip():
+        return allowed
+    wanted = _ordered_unique(requested.split(" "))
+    refused = [s for s in wanted if s not in set(allowed)]
+    if refused:
+        raise UserScopeError(f"The user may not grant the scope {' '.join(refused)}.")
     return wanted
 
 

@@ -63,7 +63,7 @@ def authorize():
     except AuthorizationPageError as error:
         return _error_page(error.description, error.status_code)
     except OAuth2Error as error:
-        return redirect(grant.error_response_uri(error), 302)
+        return redirect(grant.error_response_uri(error), _redirect_status())
     if request.method != "POST":  # GET, and HEAD
         return _login_form(grant)
     return _log_in(components, grant, redirect_uri)
@@ -98,11 +98,17 @@ def _log_in(components, grant, redirect_uri: str) -> Response:
     try:
         status, _, headers = grant.create_authorization_response(redirect_uri, user)
     except OAuth2Error as error:
-        return redirect(grant.error_response_uri(error), 302)
+        return redirect(grant.error_response_uri(error), _redirect_status())
     # One login per form: going back and posting it again needs a new one.
     session.pop(_CSRF, None)
     session.pop(_CSRF_AT, None)
     return redirect(dict(headers)["Location"], status)
+
+
+def _redirect_status() -> int:
+    """303 after the login form's POST, so the browser follows with a GET and never re-posts
+    the password to the client (RFC 9700 §4.12); 302 answers a GET."""
+    return 303 if request.method == "POST" else 302
 
 
 def _login_form(grant, error: str | None = None, username: str = "") -> Response:

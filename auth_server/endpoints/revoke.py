@@ -9,7 +9,6 @@ from flask import Blueprint, current_app
 from auth_server import audit
 from auth_server.db import db
 from auth_server.endpoints.forms import MAX_TOKEN_LENGTH, require_form, token_parameter
-from auth_server.errors import UnauthorizedClientError
 from auth_server.grants import PUBLIC_CLIENT_AUTH_METHODS
 from auth_server.revocation import revoke_access_token, revoke_family
 from auth_server.store import find_token
@@ -30,12 +29,12 @@ class RevocationEndpoint(_RevocationEndpoint):
         record = None
         if len(token) <= MAX_TOKEN_LENGTH:
             record = find_token(db.session, sha256_hex(token), hint)
-        # RFC 7009 §2.2: an invalid or unknown token is not an error (200).
-        if record is None:
+        # RFC 7009 §2.2: an invalid or unknown token is not an error (200). A token issued to
+        # another client (§2.1) is not revoked, and gets the very same answer: anyone can
+        # name a public client, so any other answer would tell a thief whether a stolen
+        # token is live.
+        if record is None or record.client_pk != client.id:
             return 200, {}, default_json_headers
-        if record.client_pk != client.id:
-            # RFC 7009 §2.1: a token issued to another client: refuse, change nothing.
-            raise UnauthorizedClientError("The token was issued to another client.")
         now = self.server.components.now()
         if record.kind == "refresh_token":
             # RFC 7009 §2.1: revoking a refresh token also invalidates its access tokens.

@@ -85,9 +85,12 @@ def assert_page(response, status: int) -> None:
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
 
 
-def assert_error_redirect(response, auth, redirect_uri: str, error: str, state: str | None):
-    """RFC 6749 §4.1.2.1 with RFC 9207: back to the client with error, state and iss."""
-    assert response.status_code == 302, response.text
+def assert_error_redirect(
+    response, auth, redirect_uri: str, error: str, state: str | None, status: int = 302
+):
+    """RFC 6749 §4.1.2.1 with RFC 9207: back to the client with error, state and iss; 302
+    answers a GET, 303 the login form's POST (RFC 9700 §4.12)."""
+    assert response.status_code == status, response.text
     location = response.headers["Location"]
     assert location.startswith(redirect_uri.split("?")[0] + "?")
     query = query_of(location)
@@ -571,11 +574,17 @@ def test_resource_at_the_token_endpoint_narrows_and_is_checked(auth):
     assert auth.introspect(narrowed.json()["access_token"]).json()["aud"] == NOTES
 
 
-def test_scope_beyond_the_user_is_refused_after_the_login(auth):
+def test_scope_beyond_the_user_is_denied_with_a_303_after_the_login(auth):
+    """The client may have notes:write, bob may not grant it: access_denied saying so (RFC 6749
+    §4.1.2.1), redirected with 303 since it answers the password's POST (RFC 9700 §4.12)."""
     _, challenge = pkce_pair()
-    params = code_request(challenge=challenge, scope="notes:write")
+    params = code_request(challenge=challenge, scope="profile notes:write")
     response = Browser(auth).login(BOB, **params)
-    assert_error_redirect(response, auth, SPA_REDIRECT, "invalid_scope", params["state"])
+    assert_error_redirect(
+        response, auth, SPA_REDIRECT, "access_denied", params["state"], status=303
+    )
+    description = query_of(response.headers["Location"])["error_description"]
+    assert description == "The user may not grant the scope notes:write."
     assert codes_in_database(auth) == 0
 
 

@@ -213,6 +213,13 @@ def test_user_token_never_carries_more_than_the_user_may_delegate(auth):
         grant_type="password", username=BOB[0], password=BOB[1], scope="notes:write"
     )
     _assert_oauth_error(response, 400, "invalid_scope")
+    # RFC 6749 §5.2: it says whose limit it is, the user's, not the client's
+    assert response.json()["error_description"] == "The user may not grant the scope notes:write."
+    beyond_client = auth.token(
+        grant_type="password", username=BOB[0], password=BOB[1], scope="reports:read"
+    )
+    _assert_oauth_error(beyond_client, 400, "invalid_scope")
+    assert "client" in beyond_client.json()["error_description"]
 
 
 def test_resource_parameter_selects_the_audience(auth):
