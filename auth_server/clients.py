@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from auth_server import audit
 from auth_server.models import CLIENT_ID_PATTERN, Client
-from auth_server.store import find_client
+from auth_server.store import find_client, subject_exists
 from shared.digests import matches_digest, sha256_hex
 
 SUPPORTED_GRANT_TYPES = ("password", "client_credentials", "refresh_token", "authorization_code")
@@ -27,6 +28,31 @@ MAX_REDIRECT_URI_LENGTH = 2000
 
 class ClientRegistrationError(ValueError):
     pass
+
+
+def validate_client_id(session: Session, client_id: str) -> None:
+    """A client_id can never be mistaken for a user.
+
+    A client_credentials token carries `sub = client_id` (RFC 9068 §2.2), a user's token the
+    user's subject, a UUID. A client whose id had the shape of a subject, or equalled one,
+    would hold tokens a resource server could take for that user's (RFC 9068 §5).
+    """
+    if not CLIENT_ID_PATTERN.match(client_id):
+        raise ClientRegistrationError("A client_id is 1-100 letters, digits or . _ ~ -")
+    if _looks_like_uuid(client_id):
+        raise ClientRegistrationError(
+            "A client_id must not look like a UUID: user subjects are UUIDs (RFC 9068 §5)."
+        )
+    if subject_exists(session, client_id):
+        raise ClientRegistrationError("A client_id must not be a user's subject (RFC 9068 §5).")
+
+
+def _looks_like_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def validate_redirect_uri(uri: str) -> None:
@@ -169,8 +195,7 @@ def register_client(
 
     `secret` is for demo data and tests only: real clients get 256 random bits.
     """
-    if not CLIENT_ID_PATTERN.match(client_id):
-        raise ClientRegistrationError("A client_id is 1-100 letters, digits or . _ ~ -")
+    validate_client_id(session, client_id)
     unknown = set(grant_types) - set(SUPPORTED_GRANT_TYPES)
     if unknown:
         raise ClientRegistrationError(f"Unsupported grant types: {', '.join(sorted(unknown))}")

@@ -28,6 +28,11 @@ def find_client(session: Session, client_id: str) -> Client | None:
     return session.scalar(_CLIENT_BY_ID, {"client_id": client_id})
 
 
+def subject_exists(session: Session, subject: str) -> bool:
+    """Whether a user has this subject (the `sub` of the user's tokens)."""
+    return session.scalar(select(User.id).where(User.subject == subject).limit(1)) is not None
+
+
 def find_user(session: Session, username: str) -> User | None:
     if not USERNAME_PATTERN.match(username):
         return None

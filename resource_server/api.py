@@ -15,6 +15,8 @@ from shared.bearer import BearerError
 from shared.protect import EXTENSION_KEY, current_token, require_token
 
 MAX_NOTE_LENGTH = 10_000
+# Owner of the notes of a token without a resource owner; user subjects are UUIDs, never this.
+CLIENT_OWNER_PREFIX = "client:"
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -71,12 +73,21 @@ def delete_note(note_id: int) -> tuple[str, int]:
 
 
 def _owner() -> str:
-    sub = current_token().sub
-    if not sub or len(sub) > OWNER_SUB_LENGTH:
-        # The authorization server always sets `sub`; without one no note can be attributed.
+    """Whose notes these are: the user's subject for a user's token; for a token with no
+    resource owner (client_credentials) `client:<client_id>`, a namespace no user subject can
+    enter, so a client whose id equals a user's subject still never sees that user's notes
+    (RFC 9068 §5). A resource owner shows as RFC 7662 `username`; a token whose `sub` is its
+    own client_id is the client's, whatever else it says."""
+    token = current_token()
+    if token.username and token.sub != token.client_id:
+        owner = token.sub or ""
+    else:
+        owner = CLIENT_OWNER_PREFIX + token.client_id if token.client_id else ""
+    if not owner or len(owner) > OWNER_SUB_LENGTH:
+        # The authorization server always says who the token is for; else nothing is.
         guard = current_app.extensions[EXTENSION_KEY]
         abort(guard.challenge(BearerError.invalid_token("The access token has no usable subject")))
-    return sub
+    return owner
 
 
 def _own_note(note_id: int) -> Note:

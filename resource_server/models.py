@@ -19,7 +19,8 @@ class Note(db.Model):
     __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    # The token's `sub`: a user's subject, or the client_id of a client-credentials token.
+    # A user's subject (the token's `sub`), or `client:<client_id>` for a client-credentials
+    # token (api._owner).
     owner_sub: Mapped[str] = mapped_column(String(OWNER_SUB_LENGTH), index=True)
     body: Mapped[str] = mapped_column(Text)
     # BigInteger: a 32-bit column would overflow in 2038.

@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 
+import pytest
 from sqlalchemy import select
 
+from auth_server.clients import ClientRegistrationError, register_client
 from auth_server.db import db
-from auth_server.models import Client
+from auth_server.models import Client, User
 from auth_server.settings import AuthSettings
 from shared.digests import sha256_hex
 from shared.settings import DEFAULT_INSTANCE_DIR
+from tests.support import NOTES
 
 
 def test_clients_create_shows_a_generated_secret_once_and_stores_its_hash(auth):
@@ -81,3 +85,29 @@ def test_cli_default_database_is_the_one_make_run_serves():
     ).stdout.strip()
     assert printed == f"sqlite:///{DEFAULT_INSTANCE_DIR / 'auth.sqlite3'}"
     assert AuthSettings.model_fields["auth_database_url"].default == printed
+
+
+def test_clients_create_refuses_ids_that_are_or_look_like_a_user_subject(auth):
+    """RFC 9068 §5: a client_credentials token's sub is its client_id, a user's token's sub the
+    user's subject (a UUID); no client may take an id that could be one."""
+    with auth.app.app_context():
+        subject = db.session.scalar(select(User.subject).where(User.username == "alice"))
+    runner = auth.app.test_cli_runner()
+    for client_id in (subject, subject.upper(), str(uuid.uuid4()), uuid.uuid4().hex):
+        result = runner.invoke(args=["clients", "create", client_id, "--scopes", "notes:read"])
+        assert result.exit_code != 0, client_id
+        assert "UUID" in result.output
+    with auth.app.app_context():
+        assert db.session.scalar(select(Client).where(Client.client_id == subject)) is None
+        # and through the register function, for a subject that is not UUID-shaped
+        alice = db.session.scalar(select(User).where(User.username == "alice"))
+        alice.subject = "alice-legacy-subject"
+        db.session.commit()
+        with pytest.raises(ClientRegistrationError, match="subject"):
+            register_client(
+                db.session,
+                "alice-legacy-subject",
+                grant_types=["client_credentials"],
+                scopes=[],
+                audiences=[NOTES],
+            )

@@ -192,6 +192,28 @@ def test_client_credentials_token_owns_its_own_notes(app, client, fake_as):
     assert client.get("/api/notes", headers=alice).json == {"notes": []}
 
 
+def test_client_token_whose_client_id_is_a_users_subject_never_sees_that_users_notes(
+    app, client, fake_as
+):
+    """RFC 9068 §5: a client registered with id == alice's subject holds tokens with
+    sub == alice's subject. Without a resource owner (no `username`) its notes are its own:
+    alice's are not listed, readable nor deletable, and its notes are not alice's."""
+    note_id = add_note(app, "alice-subject", "alice's secret")
+    impostor = bearer(
+        fake_as.issue(WRITE, sub="alice-subject", client_id="alice-subject", username=None)
+    )
+    assert client.get("/api/notes", headers=impostor).json == {"notes": []}
+    assert client.get(f"/api/notes/{note_id}", headers=impostor).status_code == 404
+    assert client.delete(f"/api/notes/{note_id}", headers=impostor).status_code == 404
+    created = client.post("/api/notes", json={"body": "mine"}, headers=impostor).json
+    alice = bearer(fake_as.issue(WRITE))
+    listed = client.get("/api/notes", headers=alice).json["notes"]
+    assert [n["id"] for n in listed] == [note_id] and created["id"] != note_id
+    # sub == client_id marks the client's own token even if a username came along
+    odd = bearer(fake_as.issue(WRITE, sub="alice-subject", client_id="alice-subject"))
+    assert client.get("/api/notes", headers=odd).json == {"notes": [created]}
+
+
 def test_deleted_note_id_is_not_reused(app, client, alice):
     """A new note never takes the id of a deleted one (an old Location must not find it)."""
     first = client.post("/api/notes", json={"body": "a"}, headers=alice).json["id"]
