@@ -40,6 +40,7 @@ EVENTS = frozenset(
         "user_created",
         "user_disabled",
         "client_created",
+        "client_updated",
         "signing_key_rotated",
     }
 )

@@ -11,7 +11,12 @@ from flask.cli import AppGroup
 from sqlalchemy import inspect, select
 
 from auth_server.accounts import AccountError
-from auth_server.clients import SUPPORTED_GRANT_TYPES, ClientRegistrationError, register_client
+from auth_server.clients import (
+    SUPPORTED_GRANT_TYPES,
+    ClientRegistrationError,
+    register_client,
+    set_served_audiences,
+)
 from auth_server.db import db
 from auth_server.keys import ensure_signing_keys, rotate_signing_keys
 from auth_server.maintenance import purge_expired
@@ -50,7 +55,8 @@ DEMO_CLIENTS = [
         name="Notes resource server",
         grant_types=[],
         scopes=[],
-        audiences=[],
+        # What it serves: introspection tells it about tokens for this audience only.
+        audiences=["urn:tessera:notes"],
         can_introspect=True,
     ),
 ]
@@ -131,10 +137,18 @@ def disable_user(username: str) -> None:
     "--grant-types",
     default=None,
     help=f"Space/comma separated, among: {', '.join(SUPPORTED_GRANT_TYPES)}. Default: "
-    "client_credentials, or authorization_code refresh_token with --public.",
+    "client_credentials, authorization_code refresh_token with --public, none with "
+    "--can-introspect.",
 )
 @click.option("--scopes", default="", help="Scopes the client may ask for.")
-@click.option("--audiences", default="", help="Resource identifiers (RFC 8707) it may target.")
+@click.option(
+    "--audiences",
+    "--audience",
+    "audiences",
+    default="",
+    help="Resource identifiers (RFC 8707) it may target; with --can-introspect, the ones it "
+    "serves (required: introspection answers only about tokens for them).",
+)
 @click.option(
     "--redirect-uris",
     default="",
@@ -152,7 +166,12 @@ def create_client(
     """Register a client; a confidential client's generated secret is shown once, and only its
     hash is stored. A public client gets none."""
     if grant_types is None:
-        grant_types = "authorization_code refresh_token" if public else "client_credentials"
+        if can_introspect:
+            grant_types = ""
+        elif public:
+            grant_types = "authorization_code refresh_token"
+        else:
+            grant_types = "client_credentials"
     try:
         client, secret = register_client(
             db.session,
@@ -173,6 +192,19 @@ def create_client(
         return
     click.echo(f"client_secret: {secret}")
     click.echo("The secret is shown only now; store it in the client's secret store.")
+
+
+@clients.command("set-audiences")
+@click.argument("client_id")
+@click.argument("audiences", nargs=-1, required=True)
+def set_audiences(client_id: str, audiences: tuple[str, ...]) -> None:
+    """Set the audiences a resource server's (introspecting) client serves, e.g. for one
+    registered before introspection needed them; it keeps no grant type."""
+    try:
+        client = set_served_audiences(db.session, client_id, list(audiences))
+    except ClientRegistrationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{client.client_id} serves {client.audiences}")
 
 
 @clients.command("list")
@@ -248,8 +280,12 @@ def demo_setup() -> None:
     if find_user(db.session, DEMO_USER[0]) is None:
         components.accounts().create_user(*DEMO_USER)
     for spec in DEMO_CLIENTS:
-        if find_client(db.session, spec["client_id"]) is None:
+        client = find_client(db.session, spec["client_id"])
+        if client is None:
             register_client(db.session, **spec)
+        elif client.can_introspect and not client.audiences:
+            # A demo database from before introspection needed the audiences served.
+            set_served_audiences(db.session, client.client_id, spec["audiences"])
     click.echo(
         "demo data: user alice/wonderland; clients demo-app/demo-app-secret, "
         "demo-spa (public), notes-api/notes-api-secret"

@@ -176,6 +176,51 @@ class ClientDirectory:
         return record
 
 
+def _check_resource_server(grant_types: Sequence[str], audiences: Sequence[str]) -> None:
+    """An introspecting client is a resource server: its `audiences` are the resource
+    identifiers it serves, and introspection answers it only about access tokens for them
+    (RFC 7662 §4). So it needs at least one, and uses no grant: were it also a client of other
+    APIs, the audiences it may target would become audiences it may introspect. Its own calls
+    need a client of their own."""
+    if not audiences:
+        raise ClientRegistrationError(
+            "A client that may introspect needs the audiences it serves (--audiences, e.g. "
+            "urn:tessera:notes): it learns only about access tokens for them."
+        )
+    if grant_types:
+        raise ClientRegistrationError(
+            "A client that may introspect uses no grant type; register a separate client for "
+            "the resource server's own calls."
+        )
+
+
+def set_served_audiences(
+    session: Session, client_id: str, audiences: Sequence[str], *, now: int | None = None
+) -> Client:
+    """Set the audiences an introspecting client (a resource server) serves; it keeps no grant
+    type (see _check_resource_server). For clients registered before introspection needed
+    them."""
+    client = find_client(session, client_id)
+    if client is None:
+        raise ClientRegistrationError(f"No client {client_id!r}.")
+    if not client.can_introspect:
+        raise ClientRegistrationError(f"The client {client_id!r} may not introspect.")
+    _check_resource_server([], audiences)
+    now = int(time.time()) if now is None else now
+    client.audiences = " ".join(dict.fromkeys(audiences))
+    client.grant_types = ""
+    audit.record(
+        session,
+        "client_updated",
+        actor="operator",
+        at=now,
+        client_id=client_id,
+        audiences=client.audiences,
+    )
+    session.commit()
+    return client
+
+
 def register_client(
     session: Session,
     client_id: str,
@@ -208,6 +253,8 @@ def register_client(
             )
         if can_introspect or secret is not None:
             raise ClientRegistrationError("A public client has no secret and cannot introspect.")
+    if can_introspect:
+        _check_resource_server(grant_types, audiences)
     for uri in redirect_uris:
         validate_redirect_uri(uri)
     if "authorization_code" in grant_types and not redirect_uris:

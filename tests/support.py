@@ -13,13 +13,18 @@ from html import unescape
 from urllib.parse import parse_qs, urlsplit
 
 import requests
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 import resource_server
 from auth_server import create_app
 from auth_server.clients import register_client
 from auth_server.db import db
 from auth_server.settings import AuthSettings
+from auth_server.store import TokenRecord, find_refresh_token
 from resource_server.settings import ResourceSettings
+from shared.digests import sha256_hex
 
 # Argon2id at its cheapest: the tests exercise the logic, bench/ measures the real cost.
 FAST_PASSWORDS = dict(
@@ -77,9 +82,27 @@ class AuthServer:
         )
 
     def is_active(self, token: str) -> bool:
+        """An access token: whether introspection (as the notes API) says it is active. A
+        refresh token, which introspection never shows a resource server: whether the
+        authorization server's own record of it is live."""
+        record = self.refresh_token_record(token)
+        if record is not None:
+            return record.is_active(int(self.clock()))
         response = self.introspect(token)
         assert response.status_code == 200, response.text
         return response.json()["active"]
+
+    def refresh_token_record(self, token: str) -> TokenRecord | None:
+        """The authorization server's record of a refresh token, read from its database."""
+        engine = create_engine(self.settings.auth_database_url, poolclass=NullPool)
+        try:
+            with Session(engine) as session:
+                return find_refresh_token(session, sha256_hex(token))
+        finally:
+            engine.dispose()
+
+    def clock(self) -> float:
+        return self.app.extensions["tessera"].clock() if self.app is not None else time.time()
 
 
 def auth_settings(database_url: str, issuer: str, **overrides) -> AuthSettings:
@@ -121,8 +144,9 @@ def seed(app) -> None:
                 False,
             ),
             (*SERVICE_APP, ["client_credentials"], ["notes:read", "notes:write"], [NOTES], False),
-            (*NOTES_API, [], [], [], True),
-            (*REPORTS_API, [], [], [], True),
+            # resource servers: the audience each serves
+            (*NOTES_API, [], [], [NOTES], True),
+            (*REPORTS_API, [], [], [REPORTS], True),
         ):
             register_client(
                 db.session,

@@ -1,10 +1,13 @@
-"""RFC 7662 token introspection, for resource servers (clients with `can_introspect`).
+"""RFC 7662 token introspection, for resource servers (clients with `can_introspect`), each
+about the access tokens for the audiences it serves (its client registration's `audiences`).
 
 This is the hot path: every protected request at every resource server ends here, so it is one
 client check (a SHA-256 compare) and one indexed lookup joined with its family.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from authlib.consts import default_json_headers
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
@@ -14,7 +17,7 @@ from auth_server.db import db
 from auth_server.endpoints.forms import MAX_TOKEN_LENGTH, require_form, token_parameter
 from auth_server.errors import InvalidClientError
 from auth_server.grants import CLIENT_AUTH_METHODS
-from auth_server.store import TokenRecord, find_token
+from auth_server.store import TokenRecord, find_access_token
 from shared.digests import sha256_hex
 
 bp = Blueprint("introspect", __name__)
@@ -32,17 +35,24 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
                 description="This client is not allowed to introspect tokens.", status_code=401
             )
         token = token_parameter()
-        # RFC 7662 §2.1: an unknown hint only orders the search; it is never an error here.
-        hint = request.form.get("token_type_hint")
+        # Only access tokens are looked up: a refresh token is for the authorization server
+        # alone and is never active to a resource server (RFC 7662 §4). So any
+        # token_type_hint (RFC 7662 §2.1: it only orders the search) changes nothing.
         record = None
         if len(token) <= MAX_TOKEN_LENGTH:
-            record = find_token(db.session, sha256_hex(token), hint)
-        return 200, self._payload(record), default_json_headers
+            record = find_access_token(db.session, sha256_hex(token))
+        return 200, self._payload(record, client.audience_list), default_json_headers
 
-    def _payload(self, record: TokenRecord | None) -> dict:
+    def _payload(self, record: TokenRecord | None, served: Sequence[str]) -> dict:
         components = self.server.components
         # RFC 7662 §2.2: unknown, expired, revoked: exactly {"active": false}, nothing more.
-        if record is None or not record.is_active(components.now()):
+        # §4: a resource server learns only about the access tokens meant for it (an `aud` it
+        # serves); any other is inactive to it.
+        if (
+            record is None
+            or not set(record.audience.split()) & set(served)
+            or not record.is_active(components.now())
+        ):
             components.metrics.introspections.labels("inactive").inc()
             return dict(INACTIVE)
         components.metrics.introspections.labels("active").inc()
@@ -57,12 +67,11 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
             "exp": record.expires_at,
             "iat": record.issued_at,
             "token_use": record.kind,
+            "jti": record.jti,
+            "token_type": "Bearer",
         }
         if record.username is not None:
             payload["username"] = record.username
-        if record.kind == "access_token":
-            payload["jti"] = record.jti
-            payload["token_type"] = "Bearer"
         return payload
 
 

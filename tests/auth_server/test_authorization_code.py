@@ -23,6 +23,7 @@ from tests.support import (
     DEMO_APP,
     NOTES,
     REPORTS,
+    REPORTS_API,
     SPA_APP,
     SPA_LOOPBACK_REDIRECT,
     SPA_REDIRECT,
@@ -534,7 +535,7 @@ def test_scope_and_resource_narrow_what_the_client_may_have(auth):
         resource=REPORTS,
     )
     tokens = exchange(auth, code, verifier, WEB_APP, WEB_REDIRECT).json()
-    introspected = auth.introspect(tokens["access_token"]).json()
+    introspected = auth.introspect(tokens["access_token"], client=REPORTS_API).json()
     assert introspected["scope"] == "notes:read"
     assert introspected["aud"] == REPORTS
 

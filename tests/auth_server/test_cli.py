@@ -16,7 +16,14 @@ from auth_server.models import Client, User
 from auth_server.settings import AuthSettings
 from shared.digests import sha256_hex
 from shared.settings import DEFAULT_INSTANCE_DIR
-from tests.support import NOTES
+from tests.support import (
+    DEMO_APP,
+    NOTES,
+    NOTES_API,
+    OTHER_APP,
+    REPORTS,
+    start_auth_server,
+)
 
 
 def test_clients_create_shows_a_generated_secret_once_and_stores_its_hash(auth):
@@ -111,3 +118,67 @@ def test_clients_create_refuses_ids_that_are_or_look_like_a_user_subject(auth):
                 scopes=[],
                 audiences=[NOTES],
             )
+
+
+def test_clients_create_can_introspect_needs_the_audiences_it_serves(auth):
+    """RFC 7662 §4: a resource server learns only about tokens for the audiences it serves,
+    so registering one without them is an error, and it uses no grant type."""
+    runner = auth.app.test_cli_runner()
+    missing = runner.invoke(args=["clients", "create", "reports-2", "--can-introspect"])
+    assert missing.exit_code != 0
+    assert "needs the audiences it serves" in missing.output
+    with_grant = runner.invoke(
+        args=["clients", "create", "reports-2", "--can-introspect", "--audience", REPORTS]
+        + ["--grant-types", "client_credentials"]
+    )
+    assert with_grant.exit_code != 0 and "no grant type" in with_grant.output
+    created = runner.invoke(
+        args=["clients", "create", "reports-2", "--can-introspect", "--audience", REPORTS]
+    )
+    assert created.exit_code == 0, created.output
+    secret = created.output.split("client_secret:")[1].split()[0]
+    notes_token = auth.login()["access_token"]
+    reports_token = auth.login(client=OTHER_APP, resource=REPORTS)["access_token"]
+    assert auth.introspect(notes_token, client=("reports-2", secret)).json() == {"active": False}
+    assert auth.introspect(reports_token, client=("reports-2", secret)).json()["active"] is True
+    with auth.app.app_context():
+        stored = db.session.scalar(select(Client).where(Client.client_id == "reports-2"))
+        assert (stored.audiences, stored.grant_types) == (REPORTS, "")
+
+
+def test_set_audiences_and_demo_setup_repair_a_resource_server_registered_without(
+    serve, make_database_url, tmp_path
+):
+    """A resource server registered before introspection needed its audiences (none, and the
+    CLI's old default grant client_credentials) gets them back from `clients set-audiences`,
+    and the demo's notes-api from `demo setup`."""
+    auth = start_auth_server(
+        serve,
+        make_database_url("auth"),
+        tessera_demo=True,
+        auth_key_encryption_key_file=str(tmp_path / "kek"),
+    )
+    token = auth.login()["access_token"]
+    runner = auth.app.test_cli_runner()
+
+    def make_legacy(client_id):
+        with auth.app.app_context():
+            client = db.session.scalar(select(Client).where(Client.client_id == client_id))
+            client.audiences, client.grant_types = "", "client_credentials"
+            db.session.commit()
+
+    make_legacy(NOTES_API[0])
+    assert auth.introspect(token).json() == {"active": False}
+    result = runner.invoke(args=["clients", "set-audiences", NOTES_API[0], NOTES])
+    assert result.exit_code == 0, result.output
+    assert auth.is_active(token)
+    refused = runner.invoke(args=["clients", "set-audiences", DEMO_APP[0], NOTES])
+    assert refused.exit_code != 0 and "may not introspect" in refused.output
+
+    make_legacy(NOTES_API[0])
+    result = runner.invoke(args=["demo", "setup"])
+    assert result.exit_code == 0, result.output
+    assert auth.is_active(token)
+    with auth.app.app_context():
+        notes_api = db.session.scalar(select(Client).where(Client.client_id == NOTES_API[0]))
+        assert (notes_api.audiences, notes_api.grant_types) == (NOTES, "")

@@ -8,7 +8,18 @@ import json
 import pytest
 import requests
 
-from tests.support import DEMO_APP, NOTES, NOTES_API, FakeClock, start_auth_server
+from auth_server.db import db
+from auth_server.store import find_client
+from tests.support import (
+    DEMO_APP,
+    NOTES,
+    NOTES_API,
+    OTHER_APP,
+    REPORTS,
+    REPORTS_API,
+    FakeClock,
+    start_auth_server,
+)
 
 
 def _b64(data: dict) -> str:
@@ -94,12 +105,41 @@ def test_revoked_token_is_inactive_on_the_very_next_call(auth):
     assert auth.introspect(token).json() == {"active": False}
 
 
-def test_refresh_token_introspects_as_refresh_token(auth):
-    """A resource server must be able to tell a refresh token presented as a bearer token."""
-    data = auth.introspect(auth.login()["refresh_token"]).json()
-    assert data["active"] is True
-    assert data["token_use"] == "refresh_token"
-    assert "token_type" not in data
+def test_refresh_token_is_never_active_to_a_resource_server(auth):
+    """RFC 7662 §4: a refresh token is for the authorization server alone; a resource server
+    learns nothing about it, whatever the hint, while it stays a live login."""
+    refresh = auth.login()["refresh_token"]
+    for hint in (None, "refresh_token", "access_token"):
+        form = {"token_type_hint": hint} if hint else {}
+        for resource_server in (NOTES_API, REPORTS_API):
+            response = auth.introspect(refresh, client=resource_server, **form)
+            assert response.json() == {"active": False}
+    assert auth.refresh_token_record(refresh).is_active(int(auth.clock()))
+    assert auth.refresh(refresh).status_code == 200
+
+
+def test_resource_server_learns_only_about_tokens_for_its_own_audiences(auth):
+    """RFC 7662 §4: notes-api serves urn:tessera:notes, reports-api urn:tessera:reports; each
+    sees the other's tokens as inactive, and a token for both as active at both."""
+    notes = auth.login()["access_token"]
+    reports = auth.login(client=OTHER_APP, resource=REPORTS)["access_token"]
+    both = auth.login(client=OTHER_APP)["access_token"]
+    assert auth.introspect(notes, client=REPORTS_API).json() == {"active": False}
+    assert auth.introspect(reports, client=NOTES_API).json() == {"active": False}
+    assert auth.introspect(notes, client=NOTES_API).json()["active"] is True
+    assert auth.introspect(reports, client=REPORTS_API).json()["aud"] == REPORTS
+    for resource_server in (NOTES_API, REPORTS_API):
+        assert auth.introspect(both, client=resource_server).json()["active"] is True
+
+
+def test_introspecting_client_without_audiences_learns_nothing(auth):
+    """A resource server registered without the audiences it serves (as before they were
+    required) sees every token as inactive."""
+    token = auth.login()["access_token"]
+    with auth.app.app_context():
+        find_client(db.session, NOTES_API[0]).audiences = ""
+        db.session.commit()
+    assert auth.introspect(token).json() == {"active": False}
 
 
 def test_unknown_token_type_hint_is_not_an_error(auth):

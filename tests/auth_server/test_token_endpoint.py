@@ -16,6 +16,7 @@ from tests.support import (
     NOTES,
     OTHER_APP,
     REPORTS,
+    REPORTS_API,
     SERVICE_APP,
     start_auth_server,
 )
@@ -227,7 +228,7 @@ def test_resource_parameter_selects_the_audience(auth):
     both = auth.login(client=OTHER_APP)
     assert set(auth.introspect(both["access_token"]).json()["aud"]) == {NOTES, REPORTS}
     one = auth.login(client=OTHER_APP, resource=REPORTS)
-    assert auth.introspect(one["access_token"]).json()["aud"] == REPORTS
+    assert auth.introspect(one["access_token"], client=REPORTS_API).json()["aud"] == REPORTS
 
 
 def test_resource_not_allowed_for_client_is_invalid_target(auth):
