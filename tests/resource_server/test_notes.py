@@ -205,3 +205,59 @@ def test_non_integer_note_id_is_404(client, alice):
     response = client.delete("/api/notes/abc", headers=alice)
     assert response.status_code == 404
     assert response.json["error"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "note_id",
+    ["0", "2147483648", "9223372036854775808", "99999999999999999999999", "9" * 5000],
+)
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_note_id_outside_the_column_range_is_404(app, client, alice, method, note_id):
+    """Ids no note can have (past the 32-bit id column of PostgreSQL, past SQLite's 64 bits,
+    more digits than int() parses) are a JSON 404 like a missing note, never a database error."""
+    add_note(app, "alice-subject")
+    response = client.open(f"/api/notes/{note_id}", method=method, headers=alice)
+    assert response.status_code == 404
+    assert response.json["error"] == "not_found"
+    assert note_count(app) == 1
+
+
+def test_largest_note_id_is_looked_up(client, alice):
+    """2**31 - 1, the last id the column holds, is still a (missing) note, not a routing miss."""
+    response = client.get("/api/notes/2147483647", headers=alice)
+    assert response.status_code == 404
+    assert response.json["error_description"] == "No such note"
+
+
+def test_every_api_answer_forbids_caching(app, client, fake_as, alice):
+    """Cache-Control: no-store on every /api answer with user data, successes and errors alike."""
+    note_id = add_note(app, "alice-subject")
+    me = bearer(fake_as.issue("profile"))
+    responses = [
+        client.get("/api/me", headers=me),
+        client.get("/api/notes", headers=alice),
+        client.get(f"/api/notes/{note_id}", headers=alice),
+        client.post("/api/notes", json={"body": "new"}, headers=alice),
+        client.delete(f"/api/notes/{note_id}", headers=alice),
+        client.get(f"/api/notes/{note_id}", headers=alice),
+        client.post("/api/notes", data="x", headers=alice),
+        client.put("/api/notes", headers=alice),
+        client.get("/api/notes"),
+        client.get("/api/me", headers=alice),
+        client.get("/api/nothing-here"),
+    ]
+    assert [r.status_code for r in responses] == [
+        200,
+        200,
+        200,
+        201,
+        204,
+        404,
+        415,
+        405,
+        401,
+        403,
+        404,
+    ]
+    for response in responses:
+        assert response.headers["Cache-Control"] == "no-store", response.status_code
