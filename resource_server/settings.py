@@ -21,7 +21,8 @@ class ResourceSettings(ServiceSettings):
     resource_audience: str = Field(
         "urn:tessera:notes",
         min_length=1,
-        description="This API's audience: a token whose `aud` does not include it gets 403.",
+        description="This API's audience: a token whose `aud` does not include it gets 401 "
+        "invalid_token (RFC 9068 §4).",
     )
     resource_realm: str = Field(
         "tessera", description="The realm of the RFC 6750 `WWW-Authenticate: Bearer` challenge."

@@ -146,18 +146,22 @@ def test_token_without_issuer_is_invalid_token(client, fake_as):
     assert_challenge(client.get("/api/notes", headers=bearer(token)), 401, "invalid_token")
 
 
-def test_token_for_other_audience_gets_403_insufficient_scope(app, client, fake_as):
-    """A token for another resource server: 403 insufficient_scope naming the scope needed."""
+def test_token_for_other_audience_is_invalid_token(app, client, fake_as):
+    """RFC 9068 §4: a token whose aud is another resource is rejected as invalid: 401
+    invalid_token with the challenge, not 403 insufficient_scope; nothing stored."""
     token = fake_as.issue("notes:read notes:write", aud="urn:tessera:billing")
     response = client.get("/api/notes", headers=bearer(token))
-    assert_challenge(response, 403, "insufficient_scope", scope="notes:read")
+    assert_challenge(response, 401, "invalid_token")
+    response = client.post("/api/notes", json={"body": "x"}, headers=bearer(token))
+    assert_challenge(response, 401, "invalid_token")
+    assert note_count(app) == 0
 
 
-def test_token_without_audience_gets_403_insufficient_scope(client, fake_as):
-    """No `aud` at all does not include ours."""
+def test_token_without_audience_is_invalid_token(client, fake_as):
+    """No `aud` at all does not include ours: 401 invalid_token."""
     token = fake_as.issue("notes:read", aud=None)
     response = client.get("/api/notes", headers=bearer(token))
-    assert_challenge(response, 403, "insufficient_scope", scope="notes:read")
+    assert_challenge(response, 401, "invalid_token")
 
 
 def test_token_with_audience_list_including_ours_is_accepted(client, fake_as):
