@@ -115,13 +115,14 @@ def test_token_without_the_scope_gets_403_naming_the_scope(auth, notes_api):
     assert challenge["scope"] == "notes:write"
 
 
-def test_token_for_another_api_gets_403_there(auth, notes_api, reports_api):
-    """aud restricts a token to the APIs it was issued for (RFC 8707)."""
+def test_token_for_another_api_is_invalid_token_there(auth, notes_api, reports_api):
+    """aud restricts a token to the APIs it was issued for (RFC 8707); another API rejects it
+    as invalid (RFC 9068 §4: 401 invalid_token)."""
     token = auth.login()["access_token"]  # demo-app may only target urn:tessera:notes
     assert notes_api.get("/api/me", token).status_code == 200
     response = reports_api.get("/api/me", token)
-    assert response.status_code == 403
-    assert _challenge(response)["error"] == "insufficient_scope"
+    assert response.status_code == 401
+    assert _challenge(response)["error"] == "invalid_token"
 
 
 def test_users_see_only_their_own_notes(auth, notes_api):
