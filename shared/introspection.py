@@ -9,7 +9,6 @@ Token values are never logged, only a fingerprint.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -20,6 +19,7 @@ from typing import Any
 import requests
 from urllib3.exceptions import ReadTimeoutError
 
+from shared import json_input
 from shared.basic_auth import basic_credentials_header
 from shared.digests import fingerprint
 from shared.http import service_session
@@ -114,10 +114,12 @@ def _optional_time(data: Mapping[str, Any], name: str) -> int | None:
     value = data.get(name)
     if value is None:
         return None
-    # A malformed expiry must fail closed (503), not be skipped as if it were absent.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"'{name}' is not a number")
-    return int(value)
+    # A malformed expiry must fail closed (503), not be skipped as if it were absent; 1e999
+    # (infinity to json.loads) and NaN are malformed too, not "never expires".
+    number = json_input.finite_number(value)
+    if number is None:
+        raise ValueError(f"'{name}' is not a finite number")
+    return value if isinstance(value, int) else int(number)
 
 
 def _audiences(value: Any) -> tuple[str, ...]:
@@ -204,7 +206,7 @@ class IntrospectionClient:
         status = response.status_code
         if status == 200:
             try:
-                return json.loads(response.content)
+                return json_input.loads(response.content)
             except ValueError as exc:
                 log.error(
                     "introspection endpoint answered 200 with a body that is not JSON "

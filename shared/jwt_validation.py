@@ -31,9 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
-import json
 import logging
-import math
 import threading
 import time
 import warnings
@@ -47,6 +45,7 @@ from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
 from joserfc.jws import JWSRegistry
 
+from shared import json_input
 from shared.http import service_session
 
 log = logging.getLogger("tessera.jwt_validation")
@@ -118,7 +117,7 @@ def _parse_header(token: str) -> dict:
     if len(parts) != 3 or not all(parts[:2]):
         raise InvalidToken("The access token is not a signed JWT.")
     try:
-        header = json.loads(_b64decode(parts[0]))
+        header = json_input.loads(_b64decode(parts[0]))
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidToken("The access token header is malformed.") from exc
     if not isinstance(header, dict):
@@ -139,7 +138,7 @@ def _parse_header(token: str) -> dict:
 
 def _number(value: Any) -> bool:
     # json.loads accepts NaN and Infinity; an infinite exp must not mean "never expires".
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return json_input.finite_number(value) is not None
 
 
 def _present(value: Any) -> bool:
@@ -208,6 +207,9 @@ class JWKSValidator:
             decoded = jwt.decode(token, key, registry=_REGISTRIES[jwk_alg])
         except (JoseError, ValueError, TypeError) as exc:
             raise InvalidToken("The access token signature is invalid.") from exc
+        except RecursionError as exc:
+            # joserfc parses the claims with json.loads too: a deeply nested payload.
+            raise InvalidToken("The access token is malformed.") from exc
         if decoded.header != header:  # never happens unless the two parsers disagree
             raise InvalidToken("The access token header is malformed.")
         claims = decoded.claims
@@ -294,7 +296,7 @@ class JWKSValidator:
             log.error("JWKS fetch from %s answered %s", self.jwks_uri, response.status_code)
             raise JWKSUnavailable(f"the JWKS endpoint answered {response.status_code}")
         try:
-            document = response.json()
+            document = json_input.loads(response.content)
         except ValueError as exc:
             raise JWKSUnavailable("the JWKS is not JSON") from exc
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):

@@ -221,6 +221,25 @@ def test_as_non_json_or_missing_active_gets_503(client, fake_as, body):
     assert_unavailable(client.get("/api/notes", headers=bearer("tok")))
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"active": true, "scope": "notes:read", "aud": "urn:tessera:notes", "exp": 1e999}',
+        b'{"active": true, "scope": "notes:read", "aud": "urn:tessera:notes", "exp": NaN}',
+        b"[" * 200_000 + b"]" * 200_000,
+        b'{"active": true, "x": ' + b"[" * 20_000 + b"]" * 20_000 + b"}",
+    ],
+    ids=["exp-1e999", "exp-NaN", "nested-200000", "nested-20000"],
+)
+def test_as_answer_that_breaks_json_parsing_gets_503(app, client, fake_as, body):
+    """An infinite exp (OverflowError in int()) or JSON nested too deep for json.loads
+    (RecursionError) is a malformed answer from the AS: 503, never a 500; nothing stored."""
+    fake_as.fail_with(200, body, "application/json")
+    assert_unavailable(client.get("/api/notes", headers=bearer("tok")))
+    assert_unavailable(client.post("/api/notes", json={"body": "x"}, headers=bearer("tok")))
+    assert note_count(app) == 0
+
+
 def test_as_rejecting_our_credentials_gets_503_and_logs_error(make_app, make_settings, caplog):
     """Wrong RESOURCE_CLIENT_SECRET: the caller gets 503, the operator an ERROR log line."""
     client = make_app(make_settings(resource_client_secret="wrong")).test_client()

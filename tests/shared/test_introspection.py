@@ -108,6 +108,42 @@ def test_malformed_members_are_refused(body):
         IntrospectionResult.from_response(body)
 
 
+@pytest.mark.parametrize(
+    "exp", [float("inf"), float("-inf"), float("nan"), 1e308 * 10, "1e999"], ids=repr
+)
+def test_non_finite_times_are_refused(exp):
+    """exp/iat that json.loads turned into infinity or NaN are malformed (ValueError), not an
+    OverflowError from int() and not "never expires"."""
+    with pytest.raises(ValueError):
+        IntrospectionResult.from_response({"active": True, "exp": exp})
+    with pytest.raises(ValueError):
+        IntrospectionResult.from_response({"active": True, "iat": exp})
+
+
+def test_integer_times_are_kept_exactly():
+    """A plain integer exp stays that integer, however large."""
+    assert IntrospectionResult.from_response({"active": True, "exp": 10**30}).exp == 10**30
+    assert IntrospectionResult.from_response({"active": True, "exp": 1.5e9}).exp == 1_500_000_000
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"active": true, "exp": 1e999}',
+        b"[" * 50_000 + b"]" * 50_000,
+        b'{"active": true, "ext": ' + b'{"a": ' * 5_000 + b"1" + b"}" * 5_001,
+    ],
+    ids=["exp-1e999", "nested-array", "nested-member"],
+)
+def test_answer_that_breaks_json_parsing_is_a_bad_response(fake_as, make_client, body):
+    """Infinite exp and JSON too deep for json.loads are IntrospectionUnavailable(bad_response),
+    the one error a caller turns into 503, never OverflowError or RecursionError."""
+    fake_as.fail_with(200, body, "application/json")
+    with pytest.raises(IntrospectionUnavailable) as caught:
+        make_client().introspect("tok")
+    assert caught.value.outcome == "bad_response"
+
+
 def test_request_is_form_post_with_hint_basic_auth_and_request_id(fake_as, make_client):
     """POST token + token_type_hint=access_token, Basic auth, X-Request-ID forwarded."""
     token = fake_as.issue()

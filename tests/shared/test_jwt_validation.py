@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from flask import Flask
 from joserfc import jwk, jwt
 
 from shared.jwt_validation import InvalidToken, JWKSUnavailable, JWKSValidator
@@ -320,3 +321,33 @@ def test_jwks_outage_is_jwks_unavailable_not_invalid_token(auth, serve):
     closed.stop()
     with pytest.raises(JWKSUnavailable):
         JWKSValidator(auth.settings.auth_issuer, url + JWKS_PATH, NOTES).validate(token)
+
+
+def test_deeply_nested_header_is_invalid_token_not_recursion_error():
+    """A 2.8 KB token whose header is 2,100 nested arrays is InvalidToken (json.loads alone
+    would raise RecursionError), and no JWKS is fetched for it."""
+    token = f"{b64(b'[' * 2100)}.{b64({'sub': 'x'})}.c2ln"
+    assert len(token) < 2900
+    with JWKSValidator("https://as.example", "http://127.0.0.1:9/jwks", NOTES) as validator:
+        with pytest.raises(InvalidToken) as caught:
+            validator.validate(token)
+        assert validator.fetch_count == 0
+    assert caught.value.description == "The access token header is malformed."
+
+
+def test_deeply_nested_jwks_document_is_jwks_unavailable(serve):
+    """A JWKS endpoint answering JSON nested 100,000 deep is JWKSUnavailable (a 503 for the
+    caller), not a RecursionError."""
+    document = b"[" * 100_000 + b"]" * 100_000
+    app = Flask(__name__)
+    app.get(JWKS_PATH)(lambda: (document, 200, {"Content-Type": "application/json"}))
+    server = serve(app)
+    foreign = jwk.generate_key("EC", "P-256", private=True)
+    now = int(time.time())
+    claims = {"iss": "https://as.example", "aud": NOTES, "exp": now + 60, "iat": now}
+    token = sign(foreign, "ES256", {"typ": "at+jwt", "kid": "k"}, claims)
+    with (
+        JWKSValidator("https://as.example", server.url + JWKS_PATH, NOTES) as validator,
+        pytest.raises(JWKSUnavailable),
+    ):
+        validator.validate(token)
