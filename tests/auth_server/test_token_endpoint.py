@@ -9,7 +9,17 @@ import pytest
 import requests
 from joserfc import jwk, jwt
 
-from tests.support import ALICE, BOB, DEMO_APP, NOTES, OTHER_APP, REPORTS, SERVICE_APP
+from tests.support import (
+    ALICE,
+    BOB,
+    DEMO_APP,
+    NOTES,
+    OTHER_APP,
+    REPORTS,
+    SERVICE_APP,
+    post_chunked,
+    start_auth_server,
+)
 
 
 def _claims_and_header(token: str, jwks: dict) -> tuple[dict, dict]:
@@ -244,3 +254,38 @@ def test_oversized_body_is_413_json(auth):
     response = auth.token(grant_type="client_credentials", padding="x" * 70_000)
     assert response.status_code == 413
     assert response.json()["error"] == "invalid_request"
+
+
+def _chunked_token_request(auth, form: str):
+    basic = base64.b64encode(":".join(DEMO_APP).encode()).decode()
+    headers = {
+        "Authorization": f"Basic {basic}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    return post_chunked(auth.url, "/oauth/token", form.encode(), headers)
+
+
+def test_chunked_body_over_the_limit_is_413_not_cut(serve, make_database_url):
+    """A chunked form (no Content-Length) over MAX_REQUEST_BYTES is the same RFC 6749 JSON
+    413 with no-store as with Content-Length. Werkzeug alone would parse the first 2048 bytes
+    (here a complete client_credentials request) and silently drop the rest."""
+    auth = start_auth_server(serve, make_database_url("auth"), max_request_bytes=2048)
+    form = "grant_type=client_credentials&padding=" + "x" * 2000 + "&scope=profile"
+    response = _chunked_token_request(auth, form)
+    assert response.status == 413
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["content-type"].startswith("application/json")
+    assert json.loads(response.body) == {
+        "error": "invalid_request",
+        "error_description": "The request body is too large.",
+    }
+
+
+def test_chunked_body_within_the_limit_is_read_whole(serve, make_database_url):
+    """A chunked form of exactly MAX_REQUEST_BYTES is read to its last parameter."""
+    auth = start_auth_server(serve, make_database_url("auth"), max_request_bytes=2048)
+    form = "grant_type=client_credentials&padding=" + "x" * 1996 + "&scope=profile"
+    assert len(form) == 2048
+    response = _chunked_token_request(auth, form)
+    assert response.status == 200, response.body
+    assert json.loads(response.body)["scope"] == "profile"

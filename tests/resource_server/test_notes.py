@@ -8,11 +8,13 @@ live in tests/end_to_end/.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
 from tests.resource_server.helpers import add_note, bearer, note_count
+from tests.support import post_chunked
 
 WRITE = "notes:read notes:write"
 
@@ -261,3 +263,30 @@ def test_every_api_answer_forbids_caching(app, client, fake_as, alice):
     ]
     for response in responses:
         assert response.headers["Cache-Control"] == "no-store", response.status_code
+
+
+def test_chunked_body_over_the_limit_is_413_not_cut(make_app, make_settings, fake_as, serve):
+    """A chunked body (no Content-Length) over MAX_REQUEST_BYTES is 413 JSON with no-store, as
+    with Content-Length; Werkzeug alone would read the first 1024 bytes and drop the rest."""
+    app = make_app(make_settings(max_request_bytes=1024))
+    server = serve(app)
+    headers = {**bearer(fake_as.issue(WRITE)), "Content-Type": "application/json"}
+    oversized = json.dumps({"body": "x" * 1100}).encode()
+    response = post_chunked(server.url, "/api/notes", oversized, headers)
+    assert response.status == 413
+    assert response.headers["cache-control"] == "no-store"
+    assert json.loads(response.body)["error"] == "request_too_large"
+    assert note_count(app) == 0
+
+
+def test_chunked_body_within_the_limit_is_read_whole(make_app, make_settings, fake_as, serve):
+    """A chunked body of exactly MAX_REQUEST_BYTES is read to its last byte and stored."""
+    app = make_app(make_settings(max_request_bytes=1024))
+    server = serve(app)
+    headers = {**bearer(fake_as.issue(WRITE)), "Content-Type": "application/json"}
+    exact = json.dumps({"body": "y" * (1024 - 12)}).encode()
+    assert len(exact) == 1024
+    response = post_chunked(server.url, "/api/notes", exact, headers, chunk_size=100)
+    assert response.status == 201
+    assert json.loads(response.body)["body"] == "y" * 1012
+    assert note_count(app) == 1
