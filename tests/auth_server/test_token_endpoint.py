@@ -289,3 +289,22 @@ def test_chunked_body_within_the_limit_is_read_whole(serve, make_database_url):
     response = _chunked_token_request(auth, form)
     assert response.status == 200, response.body
     assert json.loads(response.body)["scope"] == "profile"
+
+
+@pytest.mark.parametrize("incoming", ["a" * 65, "a" * 8000, "a b", "<x>", "ä"])
+def test_unsafe_request_id_is_replaced_at_the_authorization_server(auth, incoming):
+    """The AS shares the rule: only 1-64 characters of [A-Za-z0-9._-] are taken from a caller;
+    anything else is replaced by a fresh id, never echoed."""
+    response = auth.http.post(
+        f"{auth.url}/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=DEMO_APP,
+        headers={"X-Request-ID": incoming.encode()},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    generated = response.headers["X-Request-ID"]
+    assert generated != incoming and len(generated) == 32
+    int(generated, 16)
+    safe = auth.http.get(f"{auth.url}/healthz", headers={"X-Request-ID": "a" * 64}, timeout=10)
+    assert safe.headers["X-Request-ID"] == "a" * 64

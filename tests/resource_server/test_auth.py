@@ -278,10 +278,16 @@ def test_request_id_is_forwarded_to_as_and_echoed(client, fake_as):
     assert fake_as.calls[-1]["headers"]["X-Request-Id"] == "trace-42"
 
 
-def test_invalid_request_id_is_replaced(client, fake_as):
-    """An unsafe X-Request-ID is replaced by a generated one, also sent to the AS."""
+@pytest.mark.parametrize(
+    "incoming",
+    ["a b\\c", "a" * 65, "a" * 8000, "id\tx", "<script>", "ä", "x;y=1", 'q"'],
+    ids=["unsafe", "65-chars", "8000-chars", "tab", "markup", "non-ascii", "params", "quote"],
+)
+def test_invalid_request_id_is_replaced(client, fake_as, incoming):
+    """An X-Request-ID that is not 1-64 characters of [A-Za-z0-9._-] is replaced by a generated
+    one, which is what the AS is sent and what the caller gets back."""
     token = fake_as.issue("notes:read")
-    response = client.get("/api/notes", headers={**bearer(token), "X-Request-ID": "a b\\c"})
+    response = client.get("/api/notes", headers={**bearer(token), "X-Request-ID": incoming})
     generated = response.headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", generated)
     assert fake_as.calls[-1]["headers"]["X-Request-Id"] == generated
