@@ -53,6 +53,8 @@ def create_app(settings: ResourceSettings | None = None, *, create_tables: bool 
             client_secret,
             connect_timeout=settings.introspection_connect_timeout,
             read_timeout=settings.introspection_read_timeout,
+            total_timeout=settings.introspection_total_timeout,
+            max_response_bytes=settings.introspection_max_response_bytes,
             on_call=metrics.on_introspection,
         ),
         audience=settings.resource_audience,

@@ -1,4 +1,5 @@
-"""The HTTP session a service uses to call another service (introspection, JWKS)."""
+"""The requests session a service uses to call another service (JWKS; introspection uses
+shared/deadline_http.py)."""
 
 from __future__ import annotations
 

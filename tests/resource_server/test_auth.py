@@ -8,12 +8,15 @@ an expiry it still calls active. The real end-to-end tests live in tests/end_to_
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import socket
+import time
 
 import pytest
 
+from tests.resource_server.fake_as import TricklingAuthorizationServer
 from tests.resource_server.helpers import add_note, bearer, note_count
 
 REALM = 'Bearer realm="tessera"'
@@ -238,6 +241,32 @@ def test_as_answer_that_breaks_json_parsing_gets_503(app, client, fake_as, body)
     assert_unavailable(client.get("/api/notes", headers=bearer("tok")))
     assert_unavailable(client.post("/api/notes", json={"body": "x"}, headers=bearer("tok")))
     assert note_count(app) == 0
+
+
+def test_trickling_as_gets_503_by_the_total_deadline(make_app, make_settings):
+    """An AS that sends its answer one byte every 50 ms (each byte well within the 0.3 s read
+    timeout, the whole answer over 10 s) costs the caller INTROSPECTION_TOTAL_TIMEOUT (0.6 s)
+    and a 503, not the time the AS chooses to take."""
+    server = TricklingAuthorizationServer()
+    try:
+        settings = make_settings(auth_server_url=server.url, introspection_total_timeout=0.6)
+        client = make_app(settings).test_client()
+        started = time.monotonic()
+        response = client.get("/api/notes", headers=bearer("tok"))
+        elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    assert_unavailable(response)
+    assert 0.5 < elapsed < 3.0, elapsed
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_as_answer_over_the_size_cap_gets_503(make_app, make_settings, fake_as, chunked):
+    """An answer over INTROSPECTION_MAX_RESPONSE_BYTES is a malformed answer: 503."""
+    fake_as.fail_with(200, json.dumps({"active": True, "pad": "x" * 5000}).encode())
+    fake_as.content_type, fake_as.chunked = "application/json", chunked
+    client = make_app(make_settings(introspection_max_response_bytes=4096)).test_client()
+    assert_unavailable(client.get("/api/notes", headers=bearer("tok")))
 
 
 def test_as_rejecting_our_credentials_gets_503_and_logs_error(make_app, make_settings, caplog):

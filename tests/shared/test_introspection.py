@@ -26,7 +26,7 @@ from shared.introspection import (
     IntrospectionUnavailable,
     fingerprint,
 )
-from tests.resource_server.fake_as import CLIENT_ID, CLIENT_SECRET
+from tests.resource_server.fake_as import CLIENT_ID, CLIENT_SECRET, TricklingAuthorizationServer
 
 
 @pytest.fixture
@@ -408,3 +408,62 @@ def test_second_dropped_connection_is_not_retried_again(raw_server, raw_client):
     assert caught.value.outcome == "connection_error"
     time.sleep(0.05)
     assert server.connections == 2
+
+
+@pytest.fixture
+def trickling_as():
+    servers: list[TricklingAuthorizationServer] = []
+
+    def start(**options) -> TricklingAuthorizationServer:
+        server = TricklingAuthorizationServer(**options)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.mark.parametrize("head_too", [True, False], ids=["head-and-body", "body-only"])
+def test_trickling_answer_ends_at_the_total_deadline(trickling_as, head_too):
+    """An AS sending one byte every 50 ms never trips the 0.3 s read timeout (its whole answer
+    would take over 10 s); the call still ends as a timeout at its 0.6 s total deadline."""
+    server = trickling_as(head_too=head_too)
+    with IntrospectionClient(
+        f"{server.url}/oauth/introspect",
+        "rs",
+        "secret",
+        connect_timeout=0.5,
+        read_timeout=0.3,
+        total_timeout=0.6,
+    ) as client:
+        started = time.monotonic()
+        with pytest.raises(IntrospectionUnavailable) as caught:
+            client.introspect("tok")
+        elapsed = time.monotonic() - started
+    assert caught.value.outcome == "timeout"
+    assert server.bytes_sent > 0  # it was answering, only slowly
+    assert 0.5 < elapsed < 3.0, elapsed
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_answer_over_max_response_bytes_is_a_bad_response(fake_as, make_client, chunked):
+    """An answer over max_response_bytes is IntrospectionUnavailable(bad_response) whether
+    its Content-Length says so up front or it arrives chunked; the next call works."""
+    fake_as.fail_with(200, json.dumps({"active": True, "pad": "x" * 2000}).encode())
+    fake_as.content_type, fake_as.chunked = "application/json", chunked
+    client = make_client(max_response_bytes=1024)
+    with pytest.raises(IntrospectionUnavailable) as caught:
+        client.introspect("tok")
+    assert caught.value.outcome == "bad_response"
+    fake_as.status = None
+    assert client.introspect(fake_as.issue()).active
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_answer_of_exactly_max_response_bytes_is_read(fake_as, make_client, chunked):
+    """The cap is inclusive: 1024 bytes (JSON padded with trailing spaces) are parsed."""
+    body = json.dumps({"active": True, "scope": "a", "aud": "x"}).encode().ljust(1024)
+    fake_as.fail_with(200, body, "application/json")
+    fake_as.chunked = chunked
+    assert make_client(max_response_bytes=1024).introspect("tok").scope == ("a",)
