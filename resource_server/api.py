@@ -22,11 +22,12 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 
 
 class NoteIdConverter(BaseConverter):
-    """A note id in a URL: 1 to 10 digits, so int() always succeeds. A longer one matches no
-    route (404); the views check the range (`_note_id`). Refusing a value here would not do:
-    werkzeug then answers a DELETE with 405, since the GET rule matched the path."""
+    """A note id in a URL: 1 to 10 ASCII digits (not any Unicode digit), so int() always
+    succeeds; a longer one matches no route (404). The views check the range (`_note_id`):
+    refusing a value here would make werkzeug answer a DELETE with 405, since the GET rule
+    matched the path."""
 
-    regex = r"\d{1,10}"
+    regex = r"[0-9]{1,10}"
     weight = 50
 
     def to_python(self, value: str) -> int:

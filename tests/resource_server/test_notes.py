@@ -211,7 +211,7 @@ def test_non_integer_note_id_is_404(client, alice):
 
 @pytest.mark.parametrize(
     "note_id",
-    ["0", "2147483648", "9223372036854775808", "99999999999999999999999", "9" * 5000],
+    ["0", "2147483648", "9223372036854775808", "99999999999999999999999", "9" * 5000, "١٢"],
 )
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
 def test_note_id_outside_the_column_range_is_404(app, client, alice, method, note_id):
