@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, NoReturn
 
@@ -13,6 +12,7 @@ from werkzeug.routing import BaseConverter
 
 from resource_server.db import db
 from resource_server.models import MAX_NOTE_ID, OWNER_SUB_LENGTH, Note
+from shared import json_input
 from shared.bearer import NO_STORE, BearerError
 from shared.protect import EXTENSION_KEY, current_token, require_token
 
@@ -137,9 +137,9 @@ def _note_body() -> str:
     if not request.is_json:
         abort(415, description="Send the note as application/json")
     try:
-        payload: Any = json.loads(request.get_data(cache=False))
-    except (ValueError, RecursionError):
-        # RecursionError: deeply nested arrays are valid JSON that json.loads cannot parse.
+        # json_input: nesting too deep for json.loads is a ValueError too, not a 500.
+        payload: Any = json_input.loads(request.get_data(cache=False))
+    except ValueError:
         abort(400, description="The request body is not valid JSON")
     if not isinstance(payload, dict):
         abort(400, description="The request body must be a JSON object")
