@@ -97,6 +97,11 @@ class _DeadlineHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _DeadlineHTTPSConnection
 
 
+def deadline_pool_classes() -> dict[str, type[HTTPConnectionPool]]:
+    """urllib3 PoolManager.pool_classes_by_scheme for pools of these connections (requests)."""
+    return {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
+
+
 def deadline_pool(url: str, pool_size: int = 10, verify: bool | str = True) -> HTTPConnectionPool:
     """A keep-alive pool to the host of ``url`` that never retries or redirects by itself and
     takes nothing from the environment (no proxies). ``verify``: True checks TLS against
