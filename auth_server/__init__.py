@@ -27,6 +27,7 @@ from shared import request_id
 from shared.database import configure_engine, engine_options
 from shared.logging import configure_logging
 from shared.proxy import trust_proxies
+from shared.request_body import limit_request_bodies
 from shared.settings import ConfigurationError
 
 log = logging.getLogger("tessera.auth")
@@ -55,7 +56,6 @@ def create_app(
     app.config.update(
         SQLALCHEMY_DATABASE_URI=settings.auth_database_url,
         SQLALCHEMY_ENGINE_OPTIONS=engine_options(settings.auth_database_url, settings),
-        MAX_CONTENT_LENGTH=settings.max_request_bytes,
         # The session is one cookie: the CSRF token of the login form (endpoints/authorize.py).
         SECRET_KEY=_session_secret(settings),
         SESSION_COOKIE_NAME="tessera_login",
@@ -64,6 +64,8 @@ def create_app(
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.auth_issuer.startswith("https://"),
     )
+    # First of the hooks: 413 for bodies over MAX_REQUEST_BYTES, chunked ones included.
+    limit_request_bodies(app, settings.max_request_bytes)
     db.init_app(app)
     with app.app_context():
         engine = db.engine

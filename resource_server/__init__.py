@@ -19,6 +19,7 @@ from shared.introspection import IntrospectionClient
 from shared.logging import configure_logging
 from shared.protect import TokenGuard
 from shared.proxy import trust_proxies
+from shared.request_body import limit_request_bodies
 
 SETTINGS_KEY = "tessera_settings"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -35,8 +36,8 @@ def create_app(settings: ResourceSettings | None = None, *, create_tables: bool 
     configure_logging(settings.log_level, settings.log_format)
     app = Flask(__name__, static_folder=None)
     app.extensions[SETTINGS_KEY] = settings
-    # Werkzeug answers 413 for larger bodies as soon as a view reads them.
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    # First of the hooks: 413 for larger bodies, chunked ones included.
+    limit_request_bodies(app, settings.max_request_bytes)
 
     init_db(app, settings.resource_database_url, settings)
     # `flask --app resource_server db ...`; batch mode so SQLite can ALTER by copying the table.
@@ -52,6 +53,8 @@ def create_app(settings: ResourceSettings | None = None, *, create_tables: bool 
             client_secret,
             connect_timeout=settings.introspection_connect_timeout,
             read_timeout=settings.introspection_read_timeout,
+            total_timeout=settings.introspection_total_timeout,
+            max_response_bytes=settings.introspection_max_response_bytes,
             on_call=metrics.on_introspection,
         ),
         audience=settings.resource_audience,

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request, url_for
+from flask.blueprints import BlueprintSetupState
 from sqlalchemy import delete, select
+from werkzeug.routing import BaseConverter
 
 from resource_server.db import db
-from resource_server.models import OWNER_SUB_LENGTH, Note
-from shared.bearer import BearerError
+from resource_server.models import MAX_NOTE_ID, OWNER_SUB_LENGTH, Note
+from shared import json_input
+from shared.bearer import NO_STORE, BearerError
 from shared.protect import EXTENSION_KEY, current_token, require_token
 
 MAX_NOTE_LENGTH = 10_000
@@ -19,6 +21,36 @@ MAX_NOTE_LENGTH = 10_000
 CLIENT_OWNER_PREFIX = "client:"
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+class NoteIdConverter(BaseConverter):
+    """A note id in a URL: 1 to 10 ASCII digits (not any Unicode digit), so int() always
+    succeeds; a longer one matches no route (404). The views check the range (`_note_id`):
+    refusing a value here would make werkzeug answer a DELETE with 405, since the GET rule
+    matched the path."""
+
+    regex = r"[0-9]{1,10}"
+    weight = 50
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: int) -> str:
+        return str(int(value))
+
+
+@bp.record_once
+def _register_converter(state: BlueprintSetupState) -> None:
+    # Recorded before the routes below, so it is in place when their rules are compiled.
+    state.app.url_map.converters["note_id"] = NoteIdConverter
+
+
+@bp.after_app_request
+def forbid_caching(response: Response) -> Response:
+    # Every answer of this service is a user's data or a verdict on a token: no shared or
+    # browser cache may keep one (RFC 9111 §5.2.2.5), whatever view or error handler made it.
+    response.headers.update(NO_STORE)
+    return response
 
 
 @bp.get("/me")
@@ -43,7 +75,7 @@ def list_notes() -> Response:
     return jsonify(notes=[note.to_json() for note in notes])
 
 
-@bp.get("/notes/<int:note_id>")
+@bp.get("/notes/<note_id:note_id>")
 @require_token("notes:read")
 def get_note(note_id: int) -> Response:
     return jsonify(_own_note(note_id).to_json())
@@ -60,11 +92,11 @@ def create_note() -> tuple[Response, int, dict[str, str]]:
     return jsonify(note.to_json()), 201, {"Location": location}
 
 
-@bp.delete("/notes/<int:note_id>")
+@bp.delete("/notes/<note_id:note_id>")
 @require_token("notes:write")
 def delete_note(note_id: int) -> tuple[str, int]:
     deleted = db.session.execute(
-        delete(Note).where(Note.id == note_id, Note.owner_sub == _owner())
+        delete(Note).where(Note.id == _note_id(note_id), Note.owner_sub == _owner())
     ).rowcount
     db.session.commit()
     if not deleted:
@@ -90,14 +122,24 @@ def _owner() -> str:
     return owner
 
 
+def _note_id(note_id: int) -> int:
+    # An id the column cannot hold (0, or past 2**31 - 1) names no note: a 404 like any other
+    # missing note, where the database would fail on it (integer out of range on PostgreSQL).
+    if not 1 <= note_id <= MAX_NOTE_ID:
+        _not_found()
+    return note_id
+
+
 def _own_note(note_id: int) -> Note:
-    note = db.session.scalar(select(Note).where(Note.id == note_id, Note.owner_sub == _owner()))
+    note = db.session.scalar(
+        select(Note).where(Note.id == _note_id(note_id), Note.owner_sub == _owner())
+    )
     if note is None:
         _not_found()
     return note
 
 
-def _not_found() -> None:
+def _not_found() -> NoReturn:
     # The same answer for a missing note and someone else's, so ids reveal nothing.
     abort(404, description="No such note")
 
@@ -106,9 +148,9 @@ def _note_body() -> str:
     if not request.is_json:
         abort(415, description="Send the note as application/json")
     try:
-        payload: Any = json.loads(request.get_data(cache=False))
-    except (ValueError, RecursionError):
-        # RecursionError: deeply nested arrays are valid JSON that json.loads cannot parse.
+        # json_input: nesting too deep for json.loads is a ValueError too, not a 500.
+        payload: Any = json_input.loads(request.get_data(cache=False))
+    except ValueError:
         abort(400, description="The request body is not valid JSON")
     if not isinstance(payload, dict):
         abort(400, description="The request body must be a JSON object")

@@ -10,6 +10,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from resource_server.db import db
 
 OWNER_SUB_LENGTH = 255
+# Note.id is an Integer column: 32-bit signed on PostgreSQL, so a larger id in a URL would make
+# the database raise (a 500) instead of simply finding nothing. Routes accept only 1..this.
+MAX_NOTE_ID = 2**31 - 1
 
 
 class Note(db.Model):

@@ -21,7 +21,8 @@ class ResourceSettings(ServiceSettings):
     resource_audience: str = Field(
         "urn:tessera:notes",
         min_length=1,
-        description="This API's audience: a token whose `aud` does not include it gets 403.",
+        description="This API's audience: a token whose `aud` does not include it gets 401 "
+        "invalid_token (RFC 9068 §4).",
     )
     resource_realm: str = Field(
         "tessera", description="The realm of the RFC 6750 `WWW-Authenticate: Bearer` challenge."
@@ -54,6 +55,18 @@ class ResourceSettings(ServiceSettings):
     )
     introspection_read_timeout: float = Field(
         2.0, gt=0, description="Seconds to wait for the introspection endpoint to answer."
+    )
+    introspection_total_timeout: float = Field(
+        3.0,
+        gt=0,
+        description="Most seconds one introspection call may take in all (connecting, a retry "
+        "and reading included): an authorization server that trickles its answer gets a 503 "
+        "here, whereas the read timeout only bounds the wait for each piece.",
+    )
+    introspection_max_response_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest introspection answer read; a larger one is a malformed answer (503).",
     )
     introspection_retry_after: int = Field(
         5,

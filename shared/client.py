@@ -46,6 +46,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import requests
 from requests.auth import AuthBase, HTTPBasicAuth
 
+from shared import json_input
 from shared.digests import fingerprint
 
 log = logging.getLogger("tessera.client")
@@ -117,8 +118,10 @@ class Tokens:
         if not isinstance(token_type, str) or token_type.lower() != "bearer":
             raise ProtocolError(f"The token response has token_type {token_type!r}, not Bearer")
         expires_in = body.get("expires_in")
-        valid_number = isinstance(expires_in, int | float) and not isinstance(expires_in, bool)
-        if expires_in is not None and not (valid_number and expires_in >= 0):
+        # Finite: 1e999 (infinity to json.loads) or NaN would make the token never expire
+        # here, and a 400-digit integer would overflow the addition below.
+        lifetime = json_input.finite_number(expires_in)
+        if expires_in is not None and not (lifetime is not None and lifetime >= 0):
             raise ProtocolError("The token response has an invalid expires_in")
         refresh = body.get("refresh_token")
         if refresh is not None and (not isinstance(refresh, str) or not refresh):
@@ -129,7 +132,7 @@ class Tokens:
         return cls(
             access_token=access,
             refresh_token=refresh,
-            expires_at=None if expires_in is None else now + expires_in,
+            expires_at=None if lifetime is None else now + lifetime,
             scope=scope,
             token_type=token_type,
         )
@@ -199,7 +202,7 @@ class KeyringTokenStore:
         if raw is None:
             return None
         try:
-            return Tokens.from_dict(json.loads(raw))
+            return Tokens.from_dict(json_input.loads(raw))
         except (ValueError, TypeError, KeyError):
             # Unreadable (another program's entry, an old format): the same as logged out.
             log.warning("ignoring an unreadable keyring entry for %s", self.service_name)
@@ -624,7 +627,7 @@ def _json_object(
     response: requests.Response, what: str, error: type[ProtocolError] = ProtocolError
 ) -> dict[str, Any]:
     try:
-        body = response.json()
+        body = json_input.loads(response.content)
     except ValueError:
         content_type = response.headers.get("Content-Type", "no content type")
         raise error(

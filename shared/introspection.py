@@ -1,7 +1,7 @@
 """RFC 7662 token introspection client for resource servers.
 
-One instance holds one pooled ``requests.Session`` and is shared by every request (and thread)
-of a process, so keep-alive connections to the authorization server are reused. Anything
+One instance holds one urllib3 connection pool and is shared by every request (and thread) of a
+process, so keep-alive connections to the authorization server are reused. Anything
 other than a well-formed answer from the authorization server raises ``IntrospectionUnavailable``
 so the caller can answer 503: an outage must never look like a valid or an invalid token.
 Token values are never logged, only a fingerprint.
@@ -9,22 +9,26 @@ Token values are never logged, only a fingerprint.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
-import requests
-from urllib3.exceptions import ReadTimeoutError
+from urllib3 import BaseHTTPResponse, Timeout
+from urllib3.exceptions import HTTPError, NewConnectionError
+from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 
+from shared import json_input
 from shared.basic_auth import basic_credentials_header
+from shared.deadline_http import deadline, deadline_pool
 from shared.digests import fingerprint
-from shared.http import service_session
 
 log = logging.getLogger("tessera.introspection")
+
+_READ_SIZE = 16 * 1024
 
 # Outcomes passed to ``on_call``: a small fixed set, so they can be metric labels.
 ACTIVE = "active"
@@ -114,10 +118,12 @@ def _optional_time(data: Mapping[str, Any], name: str) -> int | None:
     value = data.get(name)
     if value is None:
         return None
-    # A malformed expiry must fail closed (503), not be skipped as if it were absent.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"'{name}' is not a number")
-    return int(value)
+    # A malformed expiry must fail closed (503), not be skipped as if it were absent; 1e999
+    # (infinity to json.loads) and NaN are malformed too, not "never expires".
+    number = json_input.finite_number(value)
+    if number is None:
+        raise ValueError(f"'{name}' is not a finite number")
+    return value if isinstance(value, int) else int(number)
 
 
 def _audiences(value: Any) -> tuple[str, ...]:
@@ -132,7 +138,11 @@ def _audiences(value: Any) -> tuple[str, ...]:
 
 
 class IntrospectionClient:
-    """Calls the authorization server's introspection endpoint with HTTP Basic client auth."""
+    """Calls the authorization server's introspection endpoint with HTTP Basic client auth.
+
+    Each call ends within ``total_timeout`` seconds, connecting, retrying and a peer that
+    trickles its answer included, and reads at most ``max_response_bytes`` of the answer.
+    """
 
     def __init__(
         self,
@@ -143,27 +153,36 @@ class IntrospectionClient:
         read_timeout: float = 2.0,
         pool_size: int = 10,
         *,
+        total_timeout: float = 3.0,
+        max_response_bytes: int = 64 * 1024,
         on_call: OnCall | None = None,
         verify: bool | str = True,
     ) -> None:
         if not client_id or not client_secret:
             raise ValueError("client_id and client_secret are required")
+        if total_timeout <= 0 or max_response_bytes < 1:
+            raise ValueError("total_timeout and max_response_bytes must be positive")
         self.introspection_url = introspection_url
         self.client_id = client_id
         self.timeout = (connect_timeout, read_timeout)
+        self.total_timeout = total_timeout
+        self.max_response_bytes = max_response_bytes
         self.on_call = on_call
-        self._verify = verify
         # RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic encoding, so a ':' in
         # either cannot shift the split. Computed once: the header never changes.
         self._headers = {
             "Authorization": basic_credentials_header(client_id, client_secret),
             "Accept": "application/json",
+            "Content-Type": "application/x-www-form-urlencoded",
             "User-Agent": "tessera-introspection/1",
         }
-        self._session = service_session(pool_size)
+        # urllib3 directly, not requests: a deadline per call (shared/deadline_http.py) needs
+        # its connections, and requests' per-call overhead was half of the worker's time.
+        self._pool = deadline_pool(introspection_url, pool_size, verify)
+        self._target = _request_target(introspection_url)
 
     def close(self) -> None:
-        self._session.close()
+        self._pool.close()
 
     def __enter__(self) -> IntrospectionClient:
         return self
@@ -176,7 +195,7 @@ class IntrospectionClient:
         cannot tell."""
         started = time.monotonic()
         try:
-            data = self._fetch(token, request_id)
+            data = self._fetch(token, request_id, started + self.total_timeout)
             duration = time.monotonic() - started
             try:
                 result = IntrospectionResult.from_response(data, duration)
@@ -195,16 +214,15 @@ class IntrospectionClient:
         self._notify(duration, ACTIVE if result.active else INACTIVE)
         return result
 
-    def _fetch(self, token: str, request_id: str | None) -> Any:
+    def _fetch(self, token: str, request_id: str | None, deadline_at: float) -> Any:
         headers = self._headers
         if request_id is not None:
             headers = {**headers, "X-Request-ID": request_id}
-        form = {"token": token, "token_type_hint": "access_token"}
-        response = self._post(form, headers, token, request_id)
-        status = response.status_code
+        form = urlencode({"token": token, "token_type_hint": "access_token"}).encode()
+        status, body = self._post(form, headers, token, request_id, deadline_at)
         if status == 200:
             try:
-                return json.loads(response.content)
+                return json_input.loads(body)
             except ValueError as exc:
                 log.error(
                     "introspection endpoint answered 200 with a body that is not JSON "
@@ -247,38 +265,94 @@ class IntrospectionClient:
         raise IntrospectionUnavailable(f"unexpected HTTP {status}", outcome=BAD_RESPONSE)
 
     def _post(
-        self, form: dict[str, str], headers: dict[str, str], token: str, request_id: str | None
-    ) -> requests.Response:
+        self,
+        form: bytes,
+        headers: dict[str, str],
+        token: str,
+        request_id: str | None,
+        deadline_at: float,
+    ) -> tuple[int, bytes]:
+        """(status, body) of the introspection POST; the body is read only for a 200."""
+        connect_timeout, read_timeout = self.timeout
         for attempt in (1, 2):
+            left = deadline_at - time.monotonic()
+            if left <= 0:
+                raise self._unavailable(TIMEOUT, TimeoutError("deadline"), token, request_id)
+            timeout = Timeout(connect=min(connect_timeout, left), read=min(read_timeout, left))
             try:
-                return self._session.post(
-                    self.introspection_url,
-                    data=form,
-                    headers=headers,
-                    timeout=self.timeout,
-                    allow_redirects=False,
-                    verify=self._verify,
-                )
-            except requests.Timeout as exc:
-                # Connect or read timeout: the server is slow or unreachable, and a retry would
-                # double the time a client waits for its 503. Not retried.
+                with deadline(deadline_at):
+                    response = self._pool.urlopen(
+                        "POST",
+                        self._target,
+                        body=form,
+                        headers=headers,
+                        timeout=timeout,
+                        retries=False,
+                        redirect=False,
+                        assert_same_host=False,
+                        preload_content=False,
+                        decode_content=False,
+                        release_conn=False,
+                    )
+                    return response.status, self._read_body(response, token, request_id)
+            except NewConnectionError as exc:
+                # Refused or unresolvable (a subclass of urllib3's connect timeout, so caught
+                # first): a second attempt right away would fail the same way.
+                raise self._unavailable(CONNECTION_ERROR, exc, token, request_id) from exc
+            except (Urllib3TimeoutError, TimeoutError) as exc:
+                # Connect or read timeout, or the call's deadline: the server is slow or
+                # unreachable, and a retry would double the time a client waits for its 503.
                 raise self._unavailable(TIMEOUT, exc, token, request_id) from exc
-            except requests.ConnectionError as exc:
-                if _is_read_timeout(exc):
-                    raise self._unavailable(TIMEOUT, exc, token, request_id) from exc
+            except HTTPError as exc:
                 if attempt == 2:
                     raise self._unavailable(CONNECTION_ERROR, exc, token, request_id) from exc
                 # Most often a pooled keep-alive connection the authorization server closed
                 # (it restarted). Introspection is read-only, so one immediate retry on a fresh
                 # connection is safe.
-                log.info(
-                    "introspection connection failed, retrying once: %s (request %s)",
-                    type(exc).__name__,
-                    request_id,
-                )
-            except requests.RequestException as exc:
-                raise self._unavailable(CONNECTION_ERROR, exc, token, request_id) from exc
+                self._log_retry(exc, request_id)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read_body(self, response: BaseHTTPResponse, token: str, request_id: str | None) -> bytes:
+        """The body of a 200, at most max_response_bytes; the connection goes back to the pool
+        only when its answer was read whole, else it is closed."""
+        if response.status != 200:
+            # Nothing in it is used; closing beats reading an error page of any size.
+            _discard(response)
+            return b""
+        limit = self.max_response_bytes
+        body = bytearray()
+        complete = False
+        try:
+            declared = response.headers.get("Content-Length", "")
+            if not (declared.isdigit() and int(declared) > limit):
+                while len(body) <= limit:
+                    chunk = response.read(min(_READ_SIZE, limit + 1 - len(body)))
+                    if not chunk:
+                        complete = True
+                        break
+                    body += chunk
+        finally:
+            if complete:
+                response.release_conn()
+            else:
+                _discard(response)
+        if not complete:
+            log.error(
+                "introspection endpoint answered more than %s bytes (token %s, request %s)",
+                limit,
+                fingerprint(token),
+                request_id,
+            )
+            raise IntrospectionUnavailable("response too large", outcome=BAD_RESPONSE)
+        return bytes(body)
+
+    @staticmethod
+    def _log_retry(exc: Exception, request_id: str | None) -> None:
+        log.info(
+            "introspection connection failed, retrying once: %s (request %s)",
+            type(exc).__name__,
+            request_id,
+        )
 
     def _unavailable(
         self, outcome: str, exc: Exception, token: str, request_id: str | None
@@ -303,6 +377,15 @@ class IntrospectionClient:
             log.exception("introspection on_call hook failed")
 
 
-def _is_read_timeout(exc: requests.ConnectionError) -> bool:
-    # requests reports a read timeout while reading the body as a ConnectionError.
-    return any(isinstance(arg, ReadTimeoutError) for arg in exc.args)
+def _request_target(url: str) -> str:
+    parts = urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+def _discard(response: BaseHTTPResponse) -> None:
+    """Close the response's connection (unread or unwanted data on it) and free its slot."""
+    connection = response.connection
+    response.close()
+    if connection is not None:
+        connection.close()
+    response.release_conn()

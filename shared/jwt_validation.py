@@ -23,7 +23,9 @@ matters.
 The JWKS is cached for ``jwks_cache_seconds``. An unknown ``kid`` triggers a re-fetch, at most
 once per ``min_refetch_interval``, so a freshly rotated key is picked up while a stream of
 garbage kids cannot make us hammer the authorization server. If a re-fetch fails, the last key
-set that was fetched keeps serving the kids it holds for ``stale_if_error`` more seconds.
+set that was fetched keeps serving the kids it holds for ``stale_if_error`` more seconds. A fetch
+ends within ``total_timeout`` seconds and reads at most ``max_jwks_bytes``, else it is
+JWKSUnavailable: the fetch holds the lock that validations of an unknown kid wait on.
 """
 
 from __future__ import annotations
@@ -31,9 +33,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
-import json
 import logging
-import math
 import threading
 import time
 import warnings
@@ -46,7 +46,10 @@ from joserfc import jwt
 from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
 from joserfc.jws import JWSRegistry
+from urllib3.exceptions import HTTPError
 
+from shared import json_input
+from shared.deadline_http import deadline
 from shared.http import service_session
 
 log = logging.getLogger("tessera.jwt_validation")
@@ -118,7 +121,7 @@ def _parse_header(token: str) -> dict:
     if len(parts) != 3 or not all(parts[:2]):
         raise InvalidToken("The access token is not a signed JWT.")
     try:
-        header = json.loads(_b64decode(parts[0]))
+        header = json_input.loads(_b64decode(parts[0]))
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidToken("The access token header is malformed.") from exc
     if not isinstance(header, dict):
@@ -139,7 +142,7 @@ def _parse_header(token: str) -> dict:
 
 def _number(value: Any) -> bool:
     # json.loads accepts NaN and Infinity; an infinite exp must not mean "never expires".
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return json_input.finite_number(value) is not None
 
 
 def _present(value: Any) -> bool:
@@ -161,6 +164,8 @@ class JWKSValidator:
         stale_if_error: float = 3600,
         session: requests.Session | None = None,
         timeout: float | tuple[float, float] = (1, 2),
+        total_timeout: float = 3.0,
+        max_jwks_bytes: int = 256 * 1024,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not issuer or not jwks_uri or not audience:
@@ -173,6 +178,10 @@ class JWKSValidator:
         self.min_refetch_interval = min_refetch_interval
         self.stale_if_error = stale_if_error
         self.timeout = timeout
+        # The fetch holds the lock every validation of an unknown kid waits for: a JWKS
+        # endpoint that trickles or floods its answer must not stall them longer than this.
+        self.total_timeout = total_timeout
+        self.max_jwks_bytes = max_jwks_bytes
         self._clock = clock
         self._owns_session = session is None
         self._session = session or service_session()
@@ -208,6 +217,9 @@ class JWKSValidator:
             decoded = jwt.decode(token, key, registry=_REGISTRIES[jwk_alg])
         except (JoseError, ValueError, TypeError) as exc:
             raise InvalidToken("The access token signature is invalid.") from exc
+        except RecursionError as exc:
+            # joserfc parses the claims with json.loads too: a deeply nested payload.
+            raise InvalidToken("The access token is malformed.") from exc
         if decoded.header != header:  # never happens unless the two parsers disagree
             raise InvalidToken("The access token header is malformed.")
         claims = decoded.claims
@@ -283,18 +295,29 @@ class JWKSValidator:
         self._last_attempt = self._clock()
         self.fetch_count += 1
         self._last_failed = True
+        deadline_at = time.monotonic() + self.total_timeout
         try:
-            response = self._session.get(
-                self.jwks_uri, timeout=self.timeout, headers={"Accept": "application/json"}
-            )
-        except requests.RequestException as exc:
+            # With service_session() the deadline also bounds a trickled status line and
+            # headers (shared/deadline_http.py); with any session, the body loop checks it.
+            with deadline(deadline_at):
+                response = self._session.get(
+                    self.jwks_uri,
+                    timeout=self.timeout,
+                    headers={"Accept": "application/json"},
+                    stream=True,
+                )
+                with response:
+                    if response.status_code != 200:
+                        log.error(
+                            "JWKS fetch from %s answered %s", self.jwks_uri, response.status_code
+                        )
+                        raise JWKSUnavailable(f"the JWKS endpoint answered {response.status_code}")
+                    content = self._read_document(response, deadline_at)
+        except (requests.RequestException, HTTPError, OSError) as exc:
             log.error("JWKS fetch from %s failed: %s", self.jwks_uri, type(exc).__name__)
             raise JWKSUnavailable("the JWKS could not be fetched") from exc
-        if response.status_code != 200:
-            log.error("JWKS fetch from %s answered %s", self.jwks_uri, response.status_code)
-            raise JWKSUnavailable(f"the JWKS endpoint answered {response.status_code}")
         try:
-            document = response.json()
+            document = json_input.loads(content)
         except ValueError as exc:
             raise JWKSUnavailable("the JWKS is not JSON") from exc
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
@@ -306,6 +329,24 @@ class JWKSValidator:
                 keys[entry["kid"]] = parsed
         self._last_failed = False
         return _KeySet(keys=keys, fetched_at=self._clock())
+
+    def _read_document(self, response: requests.Response, deadline_at: float) -> bytes:
+        """The body, at most max_jwks_bytes (decoded), read before the deadline (read1: what
+        has arrived, so the loop sees the clock even on a session without deadline pools)."""
+        limit = self.max_jwks_bytes
+        body = bytearray()
+        while len(body) <= limit:
+            if time.monotonic() >= deadline_at:
+                log.error(
+                    "JWKS fetch from %s took longer than %ss", self.jwks_uri, self.total_timeout
+                )
+                raise JWKSUnavailable("the JWKS endpoint answered too slowly")
+            chunk = response.raw.read1(min(16 * 1024, limit + 1 - len(body)), decode_content=True)
+            if not chunk:
+                return bytes(body)
+            body += chunk
+        log.error("JWKS from %s is larger than %s bytes", self.jwks_uri, limit)
+        raise JWKSUnavailable("the JWKS is too large")
 
 
 def _public_key(entry: Any) -> tuple[str, Any] | None:

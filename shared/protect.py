@@ -89,12 +89,11 @@ class TokenGuard:
             raise BearerError.invalid_token("The access token has expired")
         if self.expected_issuer is not None and result.iss != self.expected_issuer:
             raise BearerError.invalid_token("The access token was issued by another issuer")
-        # RFC 6750 §3.1: a valid token that does not grant this resource is insufficient_scope;
-        # a token meant for another resource server does not grant this one (RFC 8707 §2).
+        # RFC 9068 §4: a token whose aud does not include this resource server MUST be rejected
+        # as invalid (401 invalid_token); it is not a token that merely lacks a scope here.
         if self.audience not in result.aud:
-            raise BearerError.insufficient_scope(
-                "The access token is not meant for this resource", scopes
-            )
+            raise BearerError.invalid_token("The access token is not meant for this resource")
+        # RFC 6750 §3.1: a valid token for this resource without a required scope.
         for scope in scopes:
             if scope not in result.scope:
                 raise BearerError.insufficient_scope(

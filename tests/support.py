@@ -7,6 +7,7 @@ import base64
 import hashlib
 import re
 import secrets
+import socket
 import time
 from dataclasses import dataclass, field
 from html import unescape
@@ -301,3 +302,38 @@ def start_resource_server(
     app = resource_server.create_app(settings, create_tables=True)
     server = serve(app)
     return ResourceServer(url=server.url, app=app, settings=settings)
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+
+def post_chunked(
+    url: str, path: str, body: bytes, headers: dict[str, str], chunk_size: int = 512
+) -> RawResponse:
+    """POST ``body`` with Transfer-Encoding: chunked and no Content-Length, over a raw socket
+    (the whole body is sent before the answer is read), and read the answer to the end."""
+    parts = urlsplit(url)
+    head = [f"POST {path} HTTP/1.1", f"Host: {parts.netloc}", "Transfer-Encoding: chunked"]
+    head += [f"{name}: {value}" for name, value in headers.items()]
+    head += ["Connection: close", "", ""]
+    message = bytearray("\r\n".join(head).encode())
+    for start in range(0, len(body), chunk_size):
+        chunk = body[start : start + chunk_size]
+        message += b"%x\r\n%s\r\n" % (len(chunk), chunk)
+    message += b"0\r\n\r\n"
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(message)
+        received = bytearray()
+        while chunk := sock.recv(65536):
+            received += chunk
+    head_bytes, _, rest = bytes(received).partition(b"\r\n\r\n")
+    status_line, *lines = head_bytes.decode("latin-1").split("\r\n")
+    answer_headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        answer_headers[name.strip().lower()] = value.strip()
+    return RawResponse(int(status_line.split(" ")[1]), answer_headers, rest)

@@ -18,6 +18,7 @@ from tests.support import (
     REPORTS,
     REPORTS_API,
     SERVICE_APP,
+    post_chunked,
     start_auth_server,
 )
 
@@ -275,3 +276,57 @@ def test_oversized_body_is_413_json(auth):
     response = auth.token(grant_type="client_credentials", padding="x" * 70_000)
     assert response.status_code == 413
     assert response.json()["error"] == "invalid_request"
+
+
+def _chunked_token_request(auth, form: str):
+    basic = base64.b64encode(":".join(DEMO_APP).encode()).decode()
+    headers = {
+        "Authorization": f"Basic {basic}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    return post_chunked(auth.url, "/oauth/token", form.encode(), headers)
+
+
+def test_chunked_body_over_the_limit_is_413_not_cut(serve, make_database_url):
+    """A chunked form (no Content-Length) over MAX_REQUEST_BYTES is the same RFC 6749 JSON
+    413 with no-store as with Content-Length. Werkzeug alone would parse the first 2048 bytes
+    (here a complete client_credentials request) and silently drop the rest."""
+    auth = start_auth_server(serve, make_database_url("auth"), max_request_bytes=2048)
+    form = "grant_type=client_credentials&padding=" + "x" * 2000 + "&scope=profile"
+    response = _chunked_token_request(auth, form)
+    assert response.status == 413
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["content-type"].startswith("application/json")
+    assert json.loads(response.body) == {
+        "error": "invalid_request",
+        "error_description": "The request body is too large.",
+    }
+
+
+def test_chunked_body_within_the_limit_is_read_whole(serve, make_database_url):
+    """A chunked form of exactly MAX_REQUEST_BYTES is read to its last parameter."""
+    auth = start_auth_server(serve, make_database_url("auth"), max_request_bytes=2048)
+    form = "grant_type=client_credentials&padding=" + "x" * 1996 + "&scope=profile"
+    assert len(form) == 2048
+    response = _chunked_token_request(auth, form)
+    assert response.status == 200, response.body
+    assert json.loads(response.body)["scope"] == "profile"
+
+
+@pytest.mark.parametrize("incoming", ["a" * 65, "a" * 8000, "a b", "<x>", "ä"])
+def test_unsafe_request_id_is_replaced_at_the_authorization_server(auth, incoming):
+    """The AS shares the rule: only 1-64 characters of [A-Za-z0-9._-] are taken from a caller;
+    anything else is replaced by a fresh id, never echoed."""
+    response = auth.http.post(
+        f"{auth.url}/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=DEMO_APP,
+        headers={"X-Request-ID": incoming.encode()},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    generated = response.headers["X-Request-ID"]
+    assert generated != incoming and len(generated) == 32
+    int(generated, 16)
+    safe = auth.http.get(f"{auth.url}/healthz", headers={"X-Request-ID": "a" * 64}, timeout=10)
+    assert safe.headers["X-Request-ID"] == "a" * 64

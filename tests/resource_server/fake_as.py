@@ -9,7 +9,10 @@ live in tests/end_to_end/ and this only ever stands in for the AS's introspectio
 from __future__ import annotations
 
 import base64
+import contextlib
+import json
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -38,6 +41,8 @@ class FakeAuthorizationServer:
     status: int | None = None
     body: bytes = b""
     content_type: str = "application/json"
+    # Send the forced body in chunks (Transfer-Encoding: chunked, no Content-Length).
+    chunked: bool = False
     delay: float = 0.0
     # What each call looked like: headers and form, for assertions.
     calls: list[dict[str, Any]] = field(default_factory=list)
@@ -89,7 +94,15 @@ class FakeAuthorizationServer:
             if self.delay:
                 self.release.wait(self.delay)
             if self.status is not None:
-                return Response(self.body, self.status, content_type=self.content_type)
+                body = self.body
+                if self.chunked:
+                    # werkzeug sends a generator without Content-Length, chunked.
+                    return Response(
+                        (body[i : i + 4096] for i in range(0, len(body), 4096)),
+                        self.status,
+                        content_type=self.content_type,
+                    )
+                return Response(body, self.status, content_type=self.content_type)
             if not self._client_authenticated():
                 challenge = {"WWW-Authenticate": 'Basic realm="tessera"'}
                 return jsonify(error="invalid_client"), 401, challenge
@@ -125,3 +138,56 @@ def shared_fake_as_server() -> Iterator[LiveServer]:
         yield server
     finally:
         server.stop()
+
+
+class TricklingAuthorizationServer:
+    """An introspection endpoint that sends its answer one byte at a time, ``interval`` apart:
+    every byte arrives well within any read timeout, so only a deadline for the whole call
+    stops a client from waiting until the last one. ``head_too``: the status line and headers
+    trickle as well (else they are sent at once and only the body trickles). The real AS never
+    does this, and werkzeug's server cannot send a response head byte by byte: a raw socket."""
+
+    def __init__(self, interval: float = 0.05, head_too: bool = True) -> None:
+        answer = json.dumps(
+            {"active": True, "scope": "notes:read", "aud": AUDIENCE, "pad": "x" * 200}
+        )
+        self.head = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(answer)
+        )
+        self.body = answer.encode()
+        self.interval = interval
+        self.head_too = head_too
+        self.bytes_sent = 0
+        self._stopped = threading.Event()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.05)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            if not self.head_too:
+                conn.sendall(self.head)
+            for byte in (self.head if self.head_too else b"") + self.body:
+                if self._stopped.wait(self.interval):
+                    return
+                conn.sendall(bytes([byte]))
+                self.bytes_sent += 1
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=2)
+        self._sock.close()

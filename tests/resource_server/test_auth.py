@@ -8,12 +8,15 @@ an expiry it still calls active. The real end-to-end tests live in tests/end_to_
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import socket
+import time
 
 import pytest
 
+from tests.resource_server.fake_as import TricklingAuthorizationServer
 from tests.resource_server.helpers import add_note, bearer, note_count
 
 REALM = 'Bearer realm="tessera"'
@@ -146,18 +149,22 @@ def test_token_without_issuer_is_invalid_token(client, fake_as):
     assert_challenge(client.get("/api/notes", headers=bearer(token)), 401, "invalid_token")
 
 
-def test_token_for_other_audience_gets_403_insufficient_scope(app, client, fake_as):
-    """A token for another resource server: 403 insufficient_scope naming the scope needed."""
+def test_token_for_other_audience_is_invalid_token(app, client, fake_as):
+    """RFC 9068 §4: a token whose aud is another resource is rejected as invalid: 401
+    invalid_token with the challenge, not 403 insufficient_scope; nothing stored."""
     token = fake_as.issue("notes:read notes:write", aud="urn:tessera:billing")
     response = client.get("/api/notes", headers=bearer(token))
-    assert_challenge(response, 403, "insufficient_scope", scope="notes:read")
+    assert_challenge(response, 401, "invalid_token")
+    response = client.post("/api/notes", json={"body": "x"}, headers=bearer(token))
+    assert_challenge(response, 401, "invalid_token")
+    assert note_count(app) == 0
 
 
-def test_token_without_audience_gets_403_insufficient_scope(client, fake_as):
-    """No `aud` at all does not include ours."""
+def test_token_without_audience_is_invalid_token(client, fake_as):
+    """No `aud` at all does not include ours: 401 invalid_token."""
     token = fake_as.issue("notes:read", aud=None)
     response = client.get("/api/notes", headers=bearer(token))
-    assert_challenge(response, 403, "insufficient_scope", scope="notes:read")
+    assert_challenge(response, 401, "invalid_token")
 
 
 def test_token_with_audience_list_including_ours_is_accepted(client, fake_as):
@@ -217,6 +224,51 @@ def test_as_non_json_or_missing_active_gets_503(client, fake_as, body):
     assert_unavailable(client.get("/api/notes", headers=bearer("tok")))
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"active": true, "scope": "notes:read", "aud": "urn:tessera:notes", "exp": 1e999}',
+        b'{"active": true, "scope": "notes:read", "aud": "urn:tessera:notes", "exp": NaN}',
+        b"[" * 200_000 + b"]" * 200_000,
+        b'{"active": true, "x": ' + b"[" * 20_000 + b"]" * 20_000 + b"}",
+    ],
+    ids=["exp-1e999", "exp-NaN", "nested-200000", "nested-20000"],
+)
+def test_as_answer_that_breaks_json_parsing_gets_503(app, client, fake_as, body):
+    """An infinite exp (OverflowError in int()) or JSON nested too deep for json.loads
+    (RecursionError) is a malformed answer from the AS: 503, never a 500; nothing stored."""
+    fake_as.fail_with(200, body, "application/json")
+    assert_unavailable(client.get("/api/notes", headers=bearer("tok")))
+    assert_unavailable(client.post("/api/notes", json={"body": "x"}, headers=bearer("tok")))
+    assert note_count(app) == 0
+
+
+def test_trickling_as_gets_503_by_the_total_deadline(make_app, make_settings):
+    """An AS that sends its answer one byte every 50 ms (each byte well within the 0.3 s read
+    timeout, the whole answer over 10 s) costs the caller INTROSPECTION_TOTAL_TIMEOUT (0.6 s)
+    and a 503, not the time the AS chooses to take."""
+    server = TricklingAuthorizationServer()
+    try:
+        settings = make_settings(auth_server_url=server.url, introspection_total_timeout=0.6)
+        client = make_app(settings).test_client()
+        started = time.monotonic()
+        response = client.get("/api/notes", headers=bearer("tok"))
+        elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    assert_unavailable(response)
+    assert 0.5 < elapsed < 3.0, elapsed
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_as_answer_over_the_size_cap_gets_503(make_app, make_settings, fake_as, chunked):
+    """An answer over INTROSPECTION_MAX_RESPONSE_BYTES is a malformed answer: 503."""
+    fake_as.fail_with(200, json.dumps({"active": True, "pad": "x" * 5000}).encode())
+    fake_as.content_type, fake_as.chunked = "application/json", chunked
+    client = make_app(make_settings(introspection_max_response_bytes=4096)).test_client()
+    assert_unavailable(client.get("/api/notes", headers=bearer("tok")))
+
+
 def test_as_rejecting_our_credentials_gets_503_and_logs_error(make_app, make_settings, caplog):
     """Wrong RESOURCE_CLIENT_SECRET: the caller gets 503, the operator an ERROR log line."""
     client = make_app(make_settings(resource_client_secret="wrong")).test_client()
@@ -255,10 +307,16 @@ def test_request_id_is_forwarded_to_as_and_echoed(client, fake_as):
     assert fake_as.calls[-1]["headers"]["X-Request-Id"] == "trace-42"
 
 
-def test_invalid_request_id_is_replaced(client, fake_as):
-    """An unsafe X-Request-ID is replaced by a generated one, also sent to the AS."""
+@pytest.mark.parametrize(
+    "incoming",
+    ["a b\\c", "a" * 65, "a" * 8000, "id\tx", "<script>", "ä", "x;y=1", 'q"'],
+    ids=["unsafe", "65-chars", "8000-chars", "tab", "markup", "non-ascii", "params", "quote"],
+)
+def test_invalid_request_id_is_replaced(client, fake_as, incoming):
+    """An X-Request-ID that is not 1-64 characters of [A-Za-z0-9._-] is replaced by a generated
+    one, which is what the AS is sent and what the caller gets back."""
     token = fake_as.issue("notes:read")
-    response = client.get("/api/notes", headers={**bearer(token), "X-Request-ID": "a b\\c"})
+    response = client.get("/api/notes", headers={**bearer(token), "X-Request-ID": incoming})
     generated = response.headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", generated)
     assert fake_as.calls[-1]["headers"]["X-Request-Id"] == generated

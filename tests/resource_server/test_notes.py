@@ -8,11 +8,13 @@ live in tests/end_to_end/.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
 from tests.resource_server.helpers import add_note, bearer, note_count
+from tests.support import post_chunked
 
 WRITE = "notes:read notes:write"
 
@@ -227,3 +229,86 @@ def test_non_integer_note_id_is_404(client, alice):
     response = client.delete("/api/notes/abc", headers=alice)
     assert response.status_code == 404
     assert response.json["error"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "note_id",
+    ["0", "2147483648", "9223372036854775808", "99999999999999999999999", "9" * 5000, "١٢"],
+)
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_note_id_outside_the_column_range_is_404(app, client, alice, method, note_id):
+    """Ids no note can have (past the 32-bit id column of PostgreSQL, past SQLite's 64 bits,
+    more digits than int() parses) are a JSON 404 like a missing note, never a database error."""
+    add_note(app, "alice-subject")
+    response = client.open(f"/api/notes/{note_id}", method=method, headers=alice)
+    assert response.status_code == 404
+    assert response.json["error"] == "not_found"
+    assert note_count(app) == 1
+
+
+def test_largest_note_id_is_looked_up(client, alice):
+    """2**31 - 1, the last id the column holds, is still a (missing) note, not a routing miss."""
+    response = client.get("/api/notes/2147483647", headers=alice)
+    assert response.status_code == 404
+    assert response.json["error_description"] == "No such note"
+
+
+def test_every_api_answer_forbids_caching(app, client, fake_as, alice):
+    """Cache-Control: no-store on every /api answer with user data, successes and errors alike."""
+    note_id = add_note(app, "alice-subject")
+    me = bearer(fake_as.issue("profile"))
+    responses = [
+        client.get("/api/me", headers=me),
+        client.get("/api/notes", headers=alice),
+        client.get(f"/api/notes/{note_id}", headers=alice),
+        client.post("/api/notes", json={"body": "new"}, headers=alice),
+        client.delete(f"/api/notes/{note_id}", headers=alice),
+        client.get(f"/api/notes/{note_id}", headers=alice),
+        client.post("/api/notes", data="x", headers=alice),
+        client.put("/api/notes", headers=alice),
+        client.get("/api/notes"),
+        client.get("/api/me", headers=alice),
+        client.get("/api/nothing-here"),
+    ]
+    assert [r.status_code for r in responses] == [
+        200,
+        200,
+        200,
+        201,
+        204,
+        404,
+        415,
+        405,
+        401,
+        403,
+        404,
+    ]
+    for response in responses:
+        assert response.headers["Cache-Control"] == "no-store", response.status_code
+
+
+def test_chunked_body_over_the_limit_is_413_not_cut(make_app, make_settings, fake_as, serve):
+    """A chunked body (no Content-Length) over MAX_REQUEST_BYTES is 413 JSON with no-store, as
+    with Content-Length; Werkzeug alone would read the first 1024 bytes and drop the rest."""
+    app = make_app(make_settings(max_request_bytes=1024))
+    server = serve(app)
+    headers = {**bearer(fake_as.issue(WRITE)), "Content-Type": "application/json"}
+    oversized = json.dumps({"body": "x" * 1100}).encode()
+    response = post_chunked(server.url, "/api/notes", oversized, headers)
+    assert response.status == 413
+    assert response.headers["cache-control"] == "no-store"
+    assert json.loads(response.body)["error"] == "request_too_large"
+    assert note_count(app) == 0
+
+
+def test_chunked_body_within_the_limit_is_read_whole(make_app, make_settings, fake_as, serve):
+    """A chunked body of exactly MAX_REQUEST_BYTES is read to its last byte and stored."""
+    app = make_app(make_settings(max_request_bytes=1024))
+    server = serve(app)
+    headers = {**bearer(fake_as.issue(WRITE)), "Content-Type": "application/json"}
+    exact = json.dumps({"body": "y" * (1024 - 12)}).encode()
+    assert len(exact) == 1024
+    response = post_chunked(server.url, "/api/notes", exact, headers, chunk_size=100)
+    assert response.status == 201
+    assert json.loads(response.body)["body"] == "y" * 1012
+    assert note_count(app) == 1

@@ -90,6 +90,8 @@ def test_settings_are_read_from_environment(monkeypatch, database_url, dispose):
     monkeypatch.setenv("RESOURCE_CLIENT_SECRET", "secret-env")
     monkeypatch.setenv("RESOURCE_AUDIENCE", "urn:other")
     monkeypatch.setenv("INTROSPECTION_READ_TIMEOUT", "0.75")
+    monkeypatch.setenv("INTROSPECTION_TOTAL_TIMEOUT", "1.25")
+    monkeypatch.setenv("INTROSPECTION_MAX_RESPONSE_BYTES", "4096")
     monkeypatch.setenv("MAX_REQUEST_BYTES", "2048")
     app = create_app()
     dispose(app)
@@ -100,6 +102,8 @@ def test_settings_are_read_from_environment(monkeypatch, database_url, dispose):
     guard = app.extensions[EXTENSION_KEY]
     assert guard.audience == "urn:other"
     assert guard.introspection_client.timeout == (1.0, 0.75)
+    assert guard.introspection_client.total_timeout == 1.25
+    assert guard.introspection_client.max_response_bytes == 4096
 
 
 def test_introspection_url_and_issuer_default_from_auth_server_url():
@@ -125,6 +129,8 @@ def test_defaults_match_the_documented_values():
     assert settings.resource_database_url.endswith("resource.sqlite3")
     assert (settings.introspection_connect_timeout, settings.introspection_read_timeout) == (1, 2)
     assert settings.introspection_retry_after == 5
+    assert settings.introspection_total_timeout == 3
+    assert settings.introspection_max_response_bytes == 65536
 
 
 @pytest.mark.parametrize(
@@ -134,6 +140,8 @@ def test_defaults_match_the_documented_values():
         {"resource_realm": 'bad"realm'},
         {"resource_audience": ""},
         {"introspection_read_timeout": 0},
+        {"introspection_total_timeout": 0},
+        {"introspection_max_response_bytes": 100},
     ],
 )
 def test_invalid_settings_are_refused(overrides):

@@ -103,6 +103,9 @@ def test_tokens_from_response_and_repr_hides_the_tokens():
         {"access_token": "x", "token_type": "Bearer", "expires_in": "300"},
         {"access_token": "x", "token_type": "Bearer", "expires_in": True},
         {"access_token": "x", "token_type": "Bearer", "refresh_token": 5},
+        {"access_token": "x", "token_type": "Bearer", "expires_in": float("inf")},
+        {"access_token": "x", "token_type": "Bearer", "expires_in": float("nan")},
+        {"access_token": "x", "token_type": "Bearer", "expires_in": 10**400},
     ],
 )
 def test_malformed_token_responses_are_refused(body):
@@ -188,6 +191,23 @@ def test_html_from_the_token_endpoint_is_a_clear_protocol_error(stand_in):
     with pytest.raises(ProtocolError, match="not JSON") as caught:
         client.login_client_credentials()
     assert caught.value.status == 502
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * 100_000 + "]" * 100_000,
+        '{"access_token": "x", "token_type": "Bearer", "expires_in": 1e999}',
+    ],
+)
+def test_hostile_token_response_is_a_protocol_error(stand_in, body):
+    """JSON nested 100,000 deep and an infinite expires_in raise ProtocolError, the library's
+    documented error, not RecursionError, and no token is kept."""
+    stand_in.token_answer = (200, body, "application/json")
+    client = OAuthClient(stand_in.url, "app", "secret")
+    with pytest.raises(ProtocolError):
+        client.login_client_credentials()
+    assert client.store.load() is None
 
 
 def test_a_503_on_refresh_raises_and_keeps_the_tokens(stand_in):

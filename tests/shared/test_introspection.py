@@ -26,7 +26,7 @@ from shared.introspection import (
     IntrospectionUnavailable,
     fingerprint,
 )
-from tests.resource_server.fake_as import CLIENT_ID, CLIENT_SECRET
+from tests.resource_server.fake_as import CLIENT_ID, CLIENT_SECRET, TricklingAuthorizationServer
 
 
 @pytest.fixture
@@ -106,6 +106,42 @@ def test_malformed_members_are_refused(body):
     """Wrongly typed members fail closed instead of being skipped."""
     with pytest.raises(ValueError):
         IntrospectionResult.from_response(body)
+
+
+@pytest.mark.parametrize(
+    "exp", [float("inf"), float("-inf"), float("nan"), 1e308 * 10, "1e999"], ids=repr
+)
+def test_non_finite_times_are_refused(exp):
+    """exp/iat that json.loads turned into infinity or NaN are malformed (ValueError), not an
+    OverflowError from int() and not "never expires"."""
+    with pytest.raises(ValueError):
+        IntrospectionResult.from_response({"active": True, "exp": exp})
+    with pytest.raises(ValueError):
+        IntrospectionResult.from_response({"active": True, "iat": exp})
+
+
+def test_integer_times_are_kept_exactly():
+    """A plain integer exp stays that integer, however large."""
+    assert IntrospectionResult.from_response({"active": True, "exp": 10**30}).exp == 10**30
+    assert IntrospectionResult.from_response({"active": True, "exp": 1.5e9}).exp == 1_500_000_000
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"active": true, "exp": 1e999}',
+        b"[" * 50_000 + b"]" * 50_000,
+        b'{"active": true, "ext": ' + b'{"a": ' * 5_000 + b"1" + b"}" * 5_001,
+    ],
+    ids=["exp-1e999", "nested-array", "nested-member"],
+)
+def test_answer_that_breaks_json_parsing_is_a_bad_response(fake_as, make_client, body):
+    """Infinite exp and JSON too deep for json.loads are IntrospectionUnavailable(bad_response),
+    the one error a caller turns into 503, never OverflowError or RecursionError."""
+    fake_as.fail_with(200, body, "application/json")
+    with pytest.raises(IntrospectionUnavailable) as caught:
+        make_client().introspect("tok")
+    assert caught.value.outcome == "bad_response"
 
 
 def test_request_is_form_post_with_hint_basic_auth_and_request_id(fake_as, make_client):
@@ -372,3 +408,62 @@ def test_second_dropped_connection_is_not_retried_again(raw_server, raw_client):
     assert caught.value.outcome == "connection_error"
     time.sleep(0.05)
     assert server.connections == 2
+
+
+@pytest.fixture
+def trickling_as():
+    servers: list[TricklingAuthorizationServer] = []
+
+    def start(**options) -> TricklingAuthorizationServer:
+        server = TricklingAuthorizationServer(**options)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.mark.parametrize("head_too", [True, False], ids=["head-and-body", "body-only"])
+def test_trickling_answer_ends_at_the_total_deadline(trickling_as, head_too):
+    """An AS sending one byte every 50 ms never trips the 0.3 s read timeout (its whole answer
+    would take over 10 s); the call still ends as a timeout at its 0.6 s total deadline."""
+    server = trickling_as(head_too=head_too)
+    with IntrospectionClient(
+        f"{server.url}/oauth/introspect",
+        "rs",
+        "secret",
+        connect_timeout=0.5,
+        read_timeout=0.3,
+        total_timeout=0.6,
+    ) as client:
+        started = time.monotonic()
+        with pytest.raises(IntrospectionUnavailable) as caught:
+            client.introspect("tok")
+        elapsed = time.monotonic() - started
+    assert caught.value.outcome == "timeout"
+    assert server.bytes_sent > 0  # it was answering, only slowly
+    assert 0.5 < elapsed < 3.0, elapsed
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_answer_over_max_response_bytes_is_a_bad_response(fake_as, make_client, chunked):
+    """An answer over max_response_bytes is IntrospectionUnavailable(bad_response) whether
+    its Content-Length says so up front or it arrives chunked; the next call works."""
+    fake_as.fail_with(200, json.dumps({"active": True, "pad": "x" * 2000}).encode())
+    fake_as.content_type, fake_as.chunked = "application/json", chunked
+    client = make_client(max_response_bytes=1024)
+    with pytest.raises(IntrospectionUnavailable) as caught:
+        client.introspect("tok")
+    assert caught.value.outcome == "bad_response"
+    fake_as.status = None
+    assert client.introspect(fake_as.issue()).active
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_answer_of_exactly_max_response_bytes_is_read(fake_as, make_client, chunked):
+    """The cap is inclusive: 1024 bytes (JSON padded with trailing spaces) are parsed."""
+    body = json.dumps({"active": True, "scope": "a", "aud": "x"}).encode().ljust(1024)
+    fake_as.fail_with(200, body, "application/json")
+    fake_as.chunked = chunked
+    assert make_client(max_response_bytes=1024).introspect("tok").scope == ("a",)

@@ -11,9 +11,11 @@ import threading
 import time
 
 import pytest
+from flask import Flask
 from joserfc import jwk, jwt
 
 from shared.jwt_validation import InvalidToken, JWKSUnavailable, JWKSValidator
+from tests.resource_server.fake_as import TricklingAuthorizationServer
 from tests.support import DEMO_APP, NOTES, REPORTS, start_auth_server
 
 # The authorization server signs with EdDSA on purpose; auth_server/keys.py silences joserfc's
@@ -320,3 +322,81 @@ def test_jwks_outage_is_jwks_unavailable_not_invalid_token(auth, serve):
     closed.stop()
     with pytest.raises(JWKSUnavailable):
         JWKSValidator(auth.settings.auth_issuer, url + JWKS_PATH, NOTES).validate(token)
+
+
+def test_deeply_nested_header_is_invalid_token_not_recursion_error():
+    """A 2.8 KB token whose header is 2,100 nested arrays is InvalidToken (json.loads alone
+    would raise RecursionError), and no JWKS is fetched for it."""
+    token = f"{b64(b'[' * 2100)}.{b64({'sub': 'x'})}.c2ln"
+    assert len(token) < 2900
+    with JWKSValidator("https://as.example", "http://127.0.0.1:9/jwks", NOTES) as validator:
+        with pytest.raises(InvalidToken) as caught:
+            validator.validate(token)
+        assert validator.fetch_count == 0
+    assert caught.value.description == "The access token header is malformed."
+
+
+def test_deeply_nested_jwks_document_is_jwks_unavailable(serve, foreign_token):
+    """A JWKS endpoint answering JSON nested 100,000 deep is JWKSUnavailable (a 503 for the
+    caller), not a RecursionError."""
+    document = b"[" * 100_000 + b"]" * 100_000
+    app = Flask(__name__)
+    app.get(JWKS_PATH)(lambda: (document, 200, {"Content-Type": "application/json"}))
+    server = serve(app)
+    with (
+        JWKSValidator("https://as.example", server.url + JWKS_PATH, NOTES) as validator,
+        pytest.raises(JWKSUnavailable),
+    ):
+        validator.validate(foreign_token)
+
+
+@pytest.fixture
+def foreign_token() -> str:
+    """A well-formed token whose kid ("k") no JWKS here holds: validating it fetches the JWKS."""
+    key = jwk.generate_key("EC", "P-256", private=True)
+    now = int(time.time())
+    claims = {"iss": "https://as.example", "aud": NOTES, "exp": now + 60, "iat": now}
+    return sign(key, "ES256", {"typ": "at+jwt", "kid": "k"}, claims)
+
+
+@pytest.mark.parametrize("head_too", [True, False], ids=["head-and-body", "body-only"])
+def test_trickling_jwks_endpoint_is_unavailable_by_the_total_deadline(foreign_token, head_too):
+    """A JWKS endpoint sending one byte every 50 ms (each within the 0.3 s read timeout, the
+    whole answer over 10 s) costs one fetch total_timeout (0.6 s), then JWKSUnavailable: the
+    fetch holds the lock every validation of an unknown kid waits on."""
+    server = TricklingAuthorizationServer(head_too=head_too)
+    try:
+        with JWKSValidator(
+            "https://as.example",
+            server.url + JWKS_PATH,
+            NOTES,
+            timeout=(0.5, 0.3),
+            total_timeout=0.6,
+        ) as validator:
+            started = time.monotonic()
+            with pytest.raises(JWKSUnavailable):
+                validator.validate(foreign_token)
+            elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    assert server.bytes_sent > 0
+    assert 0.5 < elapsed < 3.0, elapsed
+
+
+def test_jwks_over_max_jwks_bytes_is_unavailable(serve, foreign_token):
+    """A JWKS document larger than max_jwks_bytes is JWKSUnavailable, not read to its end."""
+    document = json.dumps({"keys": [], "pad": "x" * 5000}).encode()
+    app = Flask(__name__)
+    app.get(JWKS_PATH)(lambda: (document, 200, {"Content-Type": "application/json"}))
+    server = serve(app)
+    url = server.url + JWKS_PATH
+    with (
+        JWKSValidator("https://as.example", url, NOTES, max_jwks_bytes=4096) as validator,
+        pytest.raises(JWKSUnavailable, match="too large"),
+    ):
+        validator.validate(foreign_token)
+    with (
+        JWKSValidator("https://as.example", url, NOTES, max_jwks_bytes=len(document)) as validator,
+        pytest.raises(InvalidToken, match="unknown key"),
+    ):
+        validator.validate(foreign_token)

@@ -81,6 +81,24 @@ def test_other_issuer_is_invalid_token(fake_as, make_api):
     assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
 
 
+def test_other_audience_is_invalid_token_but_missing_scope_is_insufficient_scope(fake_as, make_api):
+    """RFC 9068 §4: aud without ours is 401 invalid_token; RFC 6750 §3.1: our aud without the
+    scope is 403 insufficient_scope naming it."""
+    client = make_api().test_client()
+    foreign = fake_as.issue("things:read", aud="urn:other")
+    response = client.get("/things", headers={"Authorization": f"Bearer {foreign}"})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == (
+        'Bearer realm="things", error="invalid_token", '
+        'error_description="The access token is not meant for this resource"'
+    )
+    unscoped = fake_as.issue("other:scope")
+    response = client.get("/things", headers={"Authorization": f"Bearer {unscoped}"})
+    assert response.status_code == 403
+    assert 'error="insufficient_scope"' in response.headers["WWW-Authenticate"]
+    assert response.headers["WWW-Authenticate"].endswith('scope="things:read"')
+
+
 def test_issuer_not_checked_when_not_configured(fake_as, make_api):
     """Without expected_issuer any issuer is accepted."""
     token = fake_as.issue("things:read", iss="https://other.example")
