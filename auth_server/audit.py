@@ -40,6 +40,9 @@ EVENTS = frozenset(
         "user_created",
         "user_disabled",
         "client_created",
+        "client_disabled",
+        # An issuance refused because a revocation of its user or client overlapped it.
+        "issuance_refused_revoked",
         "signing_key_rotated",
     }
 )

@@ -11,7 +11,12 @@ from flask.cli import AppGroup
 from sqlalchemy import inspect, select
 
 from auth_server.accounts import AccountError
-from auth_server.clients import SUPPORTED_GRANT_TYPES, ClientRegistrationError, register_client
+from auth_server.clients import (
+    SUPPORTED_GRANT_TYPES,
+    ClientRegistrationError,
+    disable_client,
+    register_client,
+)
 from auth_server.db import db
 from auth_server.keys import ensure_signing_keys, rotate_signing_keys
 from auth_server.maintenance import purge_expired
@@ -19,7 +24,7 @@ from auth_server.models import Client, SigningKey, User
 from auth_server.store import find_client, find_user
 
 users = AppGroup("users", help="Create, disable and cut off users.")
-clients = AppGroup("clients", help="Register and list OAuth clients.")
+clients = AppGroup("clients", help="Register, list and disable OAuth clients.")
 keys = AppGroup("keys", help="Inspect and rotate JWT signing keys.")
 tokens = AppGroup("tokens", help="Token housekeeping.")
 demo = AppGroup("demo", help="The embedded demo (make run).")
@@ -173,6 +178,26 @@ def create_client(
         return
     click.echo(f"client_secret: {secret}")
     click.echo("The secret is shown only now; store it in the client's secret store.")
+
+
+@clients.command("disable")
+@click.argument("client_id")
+def disable_client_command(client_id: str) -> None:
+    """Disable a client: no more tokens for it, and every token and code it holds revoked at
+    once (its users' logins through it included). Safe to run again."""
+    client = find_client(db.session, client_id)
+    if client is None:
+        raise click.ClickException(f"no client {client_id!r}")
+    components = _components()
+    families, access = disable_client(
+        db.session, client, actor="operator", now=components.now(), steps=components.steps
+    )
+    components.clients.forget(client_id)
+    click.echo(f"disabled {client_id}; revoked {families} logins and {access} access tokens")
+    click.echo(
+        "other workers stop accepting its secret within "
+        f"{components.settings.client_cache_seconds:g} s; its tokens are dead now"
+    )
 
 
 @clients.command("list")

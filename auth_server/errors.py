@@ -13,6 +13,7 @@ import logging
 
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import (
+    AccessDeniedError,
     InvalidClientError,
     InvalidGrantError,
     InvalidRequestError,
@@ -30,6 +31,7 @@ from werkzeug.exceptions import HTTPException
 from shared.settings import ConfigurationError
 
 __all__ = [
+    "AccessDeniedError",
     "InvalidClientError",
     "InvalidGrantError",
     "InvalidRequestError",

@@ -17,6 +17,7 @@ from authlib.oauth2.rfc6749 import grants
 
 from auth_server import pkce
 from auth_server.errors import (
+    AccessDeniedError,
     AuthorizationPageError,
     InvalidGrantError,
     InvalidRequestError,
@@ -77,6 +78,8 @@ class PasswordGrant(_TesseraGrant, grants.ResourceOwnerPasswordCredentialsGrant)
         if user is None:
             self.components.login_throttle.failed(username, ctx.ip)
             raise InvalidGrantError("The username or password is incorrect.")
+        # Read with the password hash just verified; the issuance re-checks it (epochs.py).
+        self.user_epoch = user.token_epoch
         user_scopes = user.allowed_scopes.split() if user.allowed_scopes is not None else None
         self.scope = resolve_scope(
             self.request.payload.scope, allowed_scopes(client.scope_list, user_scopes)
@@ -91,6 +94,7 @@ class PasswordGrant(_TesseraGrant, grants.ResourceOwnerPasswordCredentialsGrant)
             self.audience,
             self.GRANT_TYPE,
             self._context(),
+            user_epoch=self.user_epoch,
         )
         return 200, token, self.TOKEN_RESPONSE_HEADER
 
@@ -254,9 +258,24 @@ class AuthorizationCodeGrant(_TesseraGrant, grants.AuthorizationCodeGrant):
         except OAuth2Error as error:
             error.redirect_uri = redirect_uri
             raise
-        code = self.components.tokens().issue_authorization_code(
-            client, user, redirect_uri, scope, self.audience, self.code_challenge
-        )
+        try:
+            code = self.components.tokens().issue_authorization_code(
+                client,
+                user,
+                redirect_uri,
+                scope,
+                self.audience,
+                self.code_challenge,
+                self._context(),
+                # read with the password hash the login page just verified
+                user_epoch=user.token_epoch,
+            )
+        except InvalidGrantError as error:
+            # The user's tokens were revoked during this login (RFC 6749 §4.1.2.1 has no
+            # invalid_grant here): the login did not happen.
+            raise AccessDeniedError(
+                description=error.description, redirect_uri=redirect_uri
+            ) from error
         return 303, "", [("Location", self.response_uri({"code": code}))]
 
     def response_uri(self, params: dict) -> str:
