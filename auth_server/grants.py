@@ -19,6 +19,7 @@ from auth_server import pkce
 from auth_server.errors import (
     AccessDeniedError,
     AuthorizationPageError,
+    InvalidClientError,
     InvalidGrantError,
     InvalidRequestError,
     OAuth2Error,
@@ -270,9 +271,9 @@ class AuthorizationCodeGrant(_TesseraGrant, grants.AuthorizationCodeGrant):
                 # read with the password hash the login page just verified
                 user_epoch=user.token_epoch,
             )
-        except InvalidGrantError as error:
-            # The user's tokens were revoked during this login (RFC 6749 §4.1.2.1 has no
-            # invalid_grant here): the login did not happen.
+        except (InvalidGrantError, InvalidClientError) as error:
+            # The user's or the client's tokens were revoked during this login (RFC 6749
+            # §4.1.2.1 has neither invalid_grant nor invalid_client): the login did not happen.
             raise AccessDeniedError(
                 description=error.description, redirect_uri=redirect_uri
             ) from error

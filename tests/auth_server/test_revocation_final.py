@@ -85,11 +85,14 @@ def test_login_whose_password_check_precedes_a_password_change_is_refused_and_au
     assert changed["families_revoked"] == 1 and changed["access_tokens_revoked"] == 1
 
 
-def test_login_page_overlapping_a_revocation_redirects_with_access_denied(auth):
+@pytest.mark.parametrize(
+    "revocation",
+    [["users", "revoke-tokens", "alice"], ["clients", "disable", SPA_APP]],
+    ids=["user", "client"],
+)
+def test_login_page_overlapping_a_revocation_redirects_with_access_denied(auth, revocation):
     components = auth.app.extensions["tessera"]
-    components.steps, fired = _run_once_at(
-        "verified", lambda: _cli(auth, "users", "revoke-tokens", "alice")
-    )
+    components.steps, fired = _run_once_at("verified", lambda: _cli(auth, *revocation))
     _, challenge = pkce_pair()
     try:
         response = Browser(auth).login(ALICE, **code_request(challenge=challenge))
@@ -99,8 +102,8 @@ def test_login_page_overlapping_a_revocation_redirects_with_access_denied(auth):
     assert response.status_code == 302, response.text
     query = query_of(response.headers["Location"])
     assert query["error"] == "access_denied" and "code" not in query
-    # The next login, after the revocation, is a new one and works.
-    assert Browser(auth).login(ALICE, **code_request(challenge=challenge)).status_code == 303
+    reason = "user_revoked" if revocation[0] == "users" else "client_revoked"
+    assert [e["reason"] for e in _audit(auth, "issuance_refused_revoked")] == [reason]
 
 
 def test_code_issued_before_a_revocation_starts_no_login_even_if_not_yet_expired(auth):
