@@ -43,6 +43,8 @@ from tests.support import (
     query_of,
 )
 
+pytestmark = pytest.mark.slow  # about 230 schedules per database
+
 OLD_PASSWORD = "old-password-123"
 NEW_PASSWORD = "new-password-456"
 SPA_REDIRECT = "https://spa.example.com/cb"
