@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from sqlalchemy.orm import Session
 
 from auth_server import audit
+from auth_server.epochs import Steps, no_steps
 from auth_server.models import USERNAME_PATTERN, User
 from auth_server.passwords import PasswordPolicyError, Passwords
 from auth_server.revocation import revoke_user_tokens
@@ -25,20 +26,32 @@ class WrongPasswordError(AccountError):
 
 class Accounts:
     def __init__(
-        self, session: Session, passwords: Passwords, clock: Callable[[], float] = time.time
+        self,
+        session: Session,
+        passwords: Passwords,
+        clock: Callable[[], float] = time.time,
+        steps: Steps = no_steps,
     ):
         self.session = session
         self.passwords = passwords
         self.clock = clock
+        self.steps = steps
 
     def authenticate(
         self, username: str, password: str, *, client_id: str, ip: str | None
     ) -> User | None:
-        """The user if the password is right and the account enabled; misses are audited."""
+        """The user if the password is right and the account enabled; misses are audited.
+
+        The user's `token_epoch` is read in the same row as the password hash: the issuance
+        that follows passes it to TokenService, which refuses to commit if a revocation moved it
+        meanwhile (epochs.py).
+        """
         now = int(self.clock())
         user = find_user(self.session, username)
+        self.steps("read")
         # verify() also runs for unknown users (against a dummy hash): equal cost, no oracle.
         valid = self.passwords.verify(user.password_hash if user else None, password)
+        self.steps("verified")
         if not valid or user is None or user.disabled:
             audit.record(
                 self.session,
@@ -82,6 +95,7 @@ class Accounts:
             disabled=False,
             created_at=now,
             password_changed_at=now,
+            token_epoch=0,
         )
         self.session.add(user)
         self.session.flush()
@@ -94,7 +108,9 @@ class Accounts:
     ) -> tuple[int, int]:
         """Check the current password, set the new one, revoke every token of the user."""
         user = find_user(self.session, username)
+        self.steps("read")
         valid = self.passwords.verify(user.password_hash if user else None, current)
+        self.steps("verified")
         if not valid or user is None or user.disabled:
             raise WrongPasswordError("The current password is incorrect.")
         return self.set_password(user, new, actor=f"user:{user.subject}", ip=ip)
@@ -104,9 +120,11 @@ class Accounts:
     ) -> tuple[int, int]:
         self._check_policy(user.username, new)
         now = int(self.clock())
-        user.password_hash = self.passwords.hash(new)
+        new_hash = self.passwords.hash(new)
+        # The epoch first (revoke_user_tokens), then the new hash, in one transaction.
+        revoked = revoke_user_tokens(self.session, user.id, "password_changed", now, self.steps)
+        user.password_hash = new_hash
         user.password_changed_at = now
-        revoked = revoke_user_tokens(self.session, user.id, "password_changed", now)
         audit.record(
             self.session,
             "password_changed",
@@ -117,12 +135,13 @@ class Accounts:
             families_revoked=revoked[0],
             access_tokens_revoked=revoked[1],
         )
+        self.steps("revoked")
         self.session.commit()
         return revoked
 
     def revoke_tokens(self, user: User, *, actor: str, reason: str) -> tuple[int, int]:
         now = int(self.clock())
-        revoked = revoke_user_tokens(self.session, user.id, reason, now)
+        revoked = revoke_user_tokens(self.session, user.id, reason, now, self.steps)
         audit.record(
             self.session,
             "user_tokens_revoked",
@@ -133,11 +152,14 @@ class Accounts:
             families_revoked=revoked[0],
             access_tokens_revoked=revoked[1],
         )
+        self.steps("revoked")
         self.session.commit()
         return revoked
 
     def disable(self, user: User, *, actor: str) -> tuple[int, int]:
         now = int(self.clock())
+        # One transaction: the epoch moves (revoke_tokens) with the flag, so a login that read
+        # the enabled user before this commits is refused.
         user.disabled = True
         audit.record(self.session, "user_disabled", actor=actor, at=now, user_id=user.id)
         return self.revoke_tokens(user, actor=actor, reason="user_disabled")

@@ -41,6 +41,9 @@ EVENTS = frozenset(
         "user_disabled",
         "client_created",
         "client_updated",
+        "client_disabled",
+        # An issuance refused because a revocation of its user or client overlapped it.
+        "issuance_refused_revoked",
         "signing_key_rotated",
     }
 )

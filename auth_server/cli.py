@@ -14,6 +14,7 @@ from auth_server.accounts import AccountError
 from auth_server.clients import (
     SUPPORTED_GRANT_TYPES,
     ClientRegistrationError,
+    disable_client,
     register_client,
     set_served_audiences,
 )
@@ -24,7 +25,7 @@ from auth_server.models import Client, SigningKey, User
 from auth_server.store import find_client, find_user
 
 users = AppGroup("users", help="Create, disable and cut off users.")
-clients = AppGroup("clients", help="Register and list OAuth clients.")
+clients = AppGroup("clients", help="Register, list and disable OAuth clients.")
 keys = AppGroup("keys", help="Inspect and rotate JWT signing keys.")
 tokens = AppGroup("tokens", help="Token housekeeping.")
 demo = AppGroup("demo", help="The embedded demo (make run).")
@@ -205,6 +206,26 @@ def set_audiences(client_id: str, audiences: tuple[str, ...]) -> None:
     except ClientRegistrationError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{client.client_id} serves {client.audiences}")
+
+
+@clients.command("disable")
+@click.argument("client_id")
+def disable_client_command(client_id: str) -> None:
+    """Disable a client: no more tokens for it, and every token and code it holds revoked at
+    once (its users' logins through it included). Safe to run again."""
+    client = find_client(db.session, client_id)
+    if client is None:
+        raise click.ClickException(f"no client {client_id!r}")
+    components = _components()
+    families, access = disable_client(
+        db.session, client, actor="operator", now=components.now(), steps=components.steps
+    )
+    components.clients.forget(client_id)
+    click.echo(f"disabled {client_id}; revoked {families} logins and {access} access tokens")
+    click.echo(
+        "other workers stop accepting its secret within "
+        f"{components.settings.client_cache_seconds:g} s; its tokens are dead now"
+    )
 
 
 @clients.command("list")

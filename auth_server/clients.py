@@ -12,7 +12,9 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from auth_server import audit
+from auth_server.epochs import Steps, no_steps
 from auth_server.models import CLIENT_ID_PATTERN, Client
+from auth_server.revocation import revoke_client_tokens
 from auth_server.store import find_client, subject_exists
 from shared.digests import matches_digest, sha256_hex
 
@@ -100,6 +102,9 @@ class ClientRecord:
     name: str = ""
     client_type: str = "confidential"
     redirect_uri_list: tuple[str, ...] = ()
+    # The client's revocation epoch when this snapshot was read: issuance re-checks it before
+    # committing (epochs.py), so a snapshot cached from before `clients disable` issues nothing.
+    token_epoch: int = 0
 
     @classmethod
     def from_model(cls, client: Client) -> ClientRecord:
@@ -114,6 +119,7 @@ class ClientRecord:
             name=client.name,
             client_type=client.client_type,
             redirect_uri_list=tuple(client.redirect_uri_list),
+            token_epoch=client.token_epoch,
         )
 
     @property
@@ -174,6 +180,32 @@ class ClientDirectory:
                 self._entries.clear()
             self._entries[client_id] = (now + self._ttl, record)
         return record
+
+    def forget(self, client_id: str) -> None:
+        """Drop a cached registration (its epoch moved: the client was disabled)."""
+        self._entries.pop(client_id, None)
+
+
+def disable_client(
+    session: Session, client: Client, *, actor: str, now: int, steps: Steps = no_steps
+) -> tuple[int, int]:
+    """Disable a client and revoke every token and code issued to it, in one transaction: its
+    epoch moves first, so an issuance that authenticated it before this commits is refused.
+    Running it again changes nothing more. Returns (logins, access tokens) revoked."""
+    client.disabled = True
+    revoked = revoke_client_tokens(session, client.id, "client_disabled", now, steps)
+    audit.record(
+        session,
+        "client_disabled",
+        actor=actor,
+        at=now,
+        client_id=client.client_id,
+        families_revoked=revoked[0],
+        access_tokens_revoked=revoked[1],
+    )
+    steps("revoked")
+    session.commit()
+    return revoked
 
 
 def _check_resource_server(grant_types: Sequence[str], audiences: Sequence[str]) -> None:
@@ -281,6 +313,7 @@ def register_client(
         can_introspect=can_introspect,
         disabled=False,
         created_at=now,
+        token_epoch=0,
     )
     session.add(client)
     audit.record(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from auth_server.accounts import Accounts
 from auth_server.clients import ClientDirectory
 from auth_server.db import db
+from auth_server.epochs import Steps, no_steps
 from auth_server.keys import KeyCipher, KeyRing
 from auth_server.metrics import AuthMetrics
 from auth_server.passwords import Passwords
@@ -34,12 +35,21 @@ class AuthComponents:
     server: TesseraAuthorizationServer | None = None
     # Every expiry decision reads this clock; tests pass one they can move forward.
     clock: Callable[[], float] = field(default=time.time)
+    # What the services report their steps to (epochs.no_steps); tests pause there.
+    steps: Steps = field(default=no_steps)
 
     def now(self) -> int:
         return int(self.clock())
 
     def tokens(self) -> TokenService:
-        return TokenService(db.session, self.token_policy, self.keyring, self.clock)
+        return TokenService(
+            db.session,
+            self.token_policy,
+            self.keyring,
+            self.clock,
+            steps=self.steps,
+            forget_client=self.clients.forget,
+        )
 
     def accounts(self) -> Accounts:
-        return Accounts(db.session, self.passwords, self.clock)
+        return Accounts(db.session, self.passwords, self.clock, self.steps)

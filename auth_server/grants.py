@@ -19,6 +19,7 @@ from auth_server import pkce
 from auth_server.errors import (
     AccessDeniedError,
     AuthorizationPageError,
+    InvalidClientError,
     InvalidGrantError,
     InvalidRequestError,
     OAuth2Error,
@@ -97,6 +98,8 @@ class PasswordGrant(_TesseraGrant, grants.ResourceOwnerPasswordCredentialsGrant)
         if user is None:
             self.components.login_throttle.failed(username, ctx.ip)
             raise InvalidGrantError("The username or password is incorrect.")
+        # Read with the password hash just verified; the issuance re-checks it (epochs.py).
+        self.user_epoch = user.token_epoch
         self.scope = resolve_user_scope(
             self.request.payload.scope, client.scope_list, _user_scopes(user)
         )
@@ -110,6 +113,7 @@ class PasswordGrant(_TesseraGrant, grants.ResourceOwnerPasswordCredentialsGrant)
             self.audience,
             self.GRANT_TYPE,
             self._context(),
+            user_epoch=self.user_epoch,
         )
         return 200, token, self.TOKEN_RESPONSE_HEADER
 
@@ -273,9 +277,24 @@ class AuthorizationCodeGrant(_TesseraGrant, grants.AuthorizationCodeGrant):
         except OAuth2Error as error:
             error.redirect_uri = redirect_uri
             raise
-        code = self.components.tokens().issue_authorization_code(
-            client, user, redirect_uri, scope, self.audience, self.code_challenge
-        )
+        try:
+            code = self.components.tokens().issue_authorization_code(
+                client,
+                user,
+                redirect_uri,
+                scope,
+                self.audience,
+                self.code_challenge,
+                self._context(),
+                # read with the password hash the login page just verified
+                user_epoch=user.token_epoch,
+            )
+        except (InvalidGrantError, InvalidClientError) as error:
+            # The user's or the client's tokens were revoked during this login (RFC 6749
+            # §4.1.2.1 has neither invalid_grant nor invalid_client): the login did not happen.
+            raise AccessDeniedError(
+                description=error.description, redirect_uri=redirect_uri
+            ) from error
         return 303, "", [("Location", self.response_uri({"code": code}))]
 
     def response_uri(self, params: dict) -> str:

@@ -39,6 +39,10 @@ class User(db.Model):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[int] = mapped_column(BigInteger)
     password_changed_at: Mapped[int] = mapped_column(BigInteger)
+    # Revocation epoch: every operation that revokes all of the user's tokens (password change,
+    # disable, revoke-tokens) increments it first, and every issuance re-checks the value it
+    # read with the credentials before committing (auth_server/epochs.py).
+    token_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Client(db.Model):
@@ -65,6 +69,8 @@ class Client(db.Model):
     can_introspect: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[int] = mapped_column(BigInteger)
+    # Revocation epoch of the client (`clients disable` increments it), as on users.
+    token_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     @property
     def grant_type_list(self) -> list[str]:
@@ -137,6 +143,9 @@ class AccessToken(db.Model):
     issued_at: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # Which revocation killed it (password_changed, user_disabled, client_disabled, ...); a
+    # token dead through its family has the reason on the family.
+    revoked_reason: Mapped[str | None] = mapped_column(String(50), default=None)
 
 
 class AuthorizationCode(db.Model):
@@ -163,6 +172,9 @@ class AuthorizationCode(db.Model):
     created_at: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
     consumed_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # The user's revocation epoch at the login that issued the code: the exchange refuses it
+    # once the epoch has moved (a password change between login and exchange).
+    user_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The login this code started, set in the transaction that consumed it.
     family_id: Mapped[int | None] = mapped_column(
         ForeignKey("refresh_families.id"), index=True, default=None

@@ -1,16 +1,25 @@
-"""Revoking tokens: one access token, one refresh family (a login), or everything of a user.
+"""Revoking tokens: one access token, one refresh family (a login), everything of a user, or
+everything of a client.
 
 A family's access tokens are not updated one by one: introspection treats a token whose family
 is revoked as revoked, so a family revocation is one row, and an access token minted by a
-refresh that raced the revocation is dead too (tokens.py locks the family row first).
+refresh that raced the revocation is dead too (tokens.py locks the family row first). Revoking
+everything of a user or client first increments its revocation epoch (epochs.py), so a login
+that overlaps the revocation cannot leave a token behind it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from auth_server import audit
+from auth_server.epochs import Steps, bump_client_epoch, bump_user_epoch, no_steps
 from auth_server.models import AccessToken, AuthorizationCode, RefreshFamily
+from auth_server.store import TokenRecord, find_token
+from shared.digests import sha256_hex
 
 
 def revoke_family(session: Session, family_id: int, reason: str, now: int) -> bool:
@@ -23,43 +32,37 @@ def revoke_family(session: Session, family_id: int, reason: str, now: int) -> bo
     return result.rowcount == 1
 
 
-def revoke_access_token(session: Session, jti: str, now: int) -> bool:
+def revoke_access_token(session: Session, jti: str, reason: str, now: int) -> bool:
     result = session.execute(
         update(AccessToken)
         .where(AccessToken.jti == jti, AccessToken.revoked_at.is_(None))
-        .values(revoked_at=now)
+        .values(revoked_at=now, revoked_reason=reason)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1
 
 
-def revoke_user_tokens(session: Session, user_id: int, reason: str, now: int) -> tuple[int, int]:
-    """Revoke every refresh family and every unexpired access token of a user, and expire the
-    authorization codes not yet exchanged (a code issued a second before a password change
-    must not start a login after it).
-
-    Returns (families, access tokens) revoked. The caller commits.
-    """
+def _revoke_where(
+    session: Session, family_filter, token_filter, code_filter, reason: str, now: int
+):
     families = session.execute(
         update(RefreshFamily)
-        .where(RefreshFamily.user_id == user_id, RefreshFamily.revoked_at.is_(None))
+        .where(family_filter, RefreshFamily.revoked_at.is_(None))
         .values(revoked_at=now, revoked_reason=reason)
         .execution_options(synchronize_session=False)
     )
     tokens = session.execute(
         update(AccessToken)
-        .where(
-            AccessToken.user_id == user_id,
-            AccessToken.revoked_at.is_(None),
-            AccessToken.expires_at > now,
-        )
-        .values(revoked_at=now)
+        .where(token_filter, AccessToken.revoked_at.is_(None), AccessToken.expires_at > now)
+        .values(revoked_at=now, revoked_reason=reason)
         .execution_options(synchronize_session=False)
     )
+    # Codes not yet exchanged: a code issued a second before the revocation must not start a
+    # login after it (the exchange also checks the user's epoch, epochs.py).
     session.execute(
         update(AuthorizationCode)
         .where(
-            AuthorizationCode.user_id == user_id,
+            code_filter,
             AuthorizationCode.consumed_at.is_(None),
             AuthorizationCode.expires_at > now,
         )
@@ -67,3 +70,88 @@ def revoke_user_tokens(session: Session, user_id: int, reason: str, now: int) ->
         .execution_options(synchronize_session=False)
     )
     return families.rowcount or 0, tokens.rowcount or 0
+
+
+def revoke_user_tokens(
+    session: Session, user_id: int, reason: str, now: int, steps: Steps = no_steps
+) -> tuple[int, int]:
+    """Increment the user's epoch, then revoke every refresh family and unexpired access token
+    of the user and expire the codes not yet exchanged.
+
+    Returns (families, access tokens) revoked. The caller commits.
+    """
+    bump_user_epoch(session, user_id)
+    steps("bumped")
+    return _revoke_where(
+        session,
+        RefreshFamily.user_id == user_id,
+        AccessToken.user_id == user_id,
+        AuthorizationCode.user_id == user_id,
+        reason,
+        now,
+    )
+
+
+def revoke_client_tokens(
+    session: Session, client_pk: int, reason: str, now: int, steps: Steps = no_steps
+) -> tuple[int, int]:
+    """The same for every token and code of a client (its own and its users')."""
+    bump_client_epoch(session, client_pk)
+    steps("bumped")
+    return _revoke_where(
+        session,
+        RefreshFamily.client_id == client_pk,
+        AccessToken.client_id == client_pk,
+        AuthorizationCode.client_id == client_pk,
+        reason,
+        now,
+    )
+
+
+@dataclass(frozen=True)
+class RevocationResult:
+    record: TokenRecord | None
+    changed: bool
+
+
+def revoke_presented_token(
+    session: Session,
+    client_pk: int,
+    client_id: str,
+    token: str,
+    hint: str | None,
+    now: int,
+    ip: str | None,
+    steps: Steps = no_steps,
+) -> RevocationResult:
+    """RFC 7009 §2.1 for an authenticated client: revoke `token` if it is the client's.
+
+    Revoking a refresh token is logout: its family goes, with every access token of it.
+    Returns the record found (None: unknown, which is not an error, §2.2). The caller checks
+    that the record belongs to the client before calling with changes (see the endpoint).
+    """
+    record = find_token(session, sha256_hex(token), hint)
+    steps("read")
+    if record is None or record.client_pk != client_pk:
+        return RevocationResult(record, False)
+    if record.kind == "refresh_token":
+        # RFC 7009 §2.1: revoking a refresh token also invalidates its access tokens.
+        changed = revoke_family(session, record.family_id, "revoked_by_client", now)
+    else:
+        changed = revoke_access_token(session, record.jti, "revoked_by_client", now)
+    if changed:
+        audit.record(
+            session,
+            "token_revoked",
+            actor=f"client:{client_id}",
+            at=now,
+            user_id=record.user_pk,
+            client_id=client_id,
+            ip=ip,
+            token_use=record.kind,
+            jti=record.jti,
+            family=record.family_id,
+        )
+    steps("revoked")
+    session.commit()
+    return RevocationResult(record, changed)

@@ -9,7 +9,12 @@ consumed token is reuse and revokes the family, unless it falls inside the confi
 window, in which case it gets the *same* successor back.
 
 Authorization codes (RFC 6749 §4.1) follow the same rule: one conditional UPDATE consumes a
-code, the login it starts is linked to it, and any later use of it revokes that login.
+code, the login it starts is linked to it, and any later use of it that passes every check of a
+real exchange revokes that login.
+
+Every issuance that starts from credentials (a password, a code, a client secret) re-checks the
+revocation epochs it read with them before it writes (epochs.py), so a revocation that returned
+leaves no token of a login that overlapped it.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from auth_server import audit, pkce
-from auth_server.errors import InvalidGrantError
+from auth_server.epochs import Steps, client_epoch_unchanged, no_steps, user_epoch_unchanged
+from auth_server.errors import InvalidClientError, InvalidGrantError
 from auth_server.keys import KeyRing
 from auth_server.models import (
     AccessToken,
@@ -113,11 +119,16 @@ class TokenService:
         policy: TokenPolicy,
         keyring: KeyRing,
         clock: Callable[[], float] = time.time,
+        steps: Steps = no_steps,
+        forget_client: Callable[[str], None] = lambda _client_id: None,
     ):
         self.session = session
         self.policy = policy
         self.keyring = keyring
         self.clock = clock
+        self.steps = steps
+        # Drops a cached client registration whose epoch moved (ClientDirectory.forget).
+        self.forget_client = forget_client
 
     # -- issuing ---------------------------------------------------------------------------
 
@@ -127,6 +138,7 @@ class TokenService:
         """client_credentials (RFC 6749 §4.4): an access token and no refresh token (§4.4.3)."""
         signer = self.keyring.signing_key()
         now = int(self.clock())
+        self._check_epochs(client, None, None, "client_credentials", now, ctx)
         access, jti = self._mint_access_token(signer, client, None, None, scope, audience, now)
         audit.record(
             self.session,
@@ -138,6 +150,7 @@ class TokenService:
             grant_type="client_credentials",
             jti=jti,
         )
+        self.steps("written")
         self.session.commit()
         return self._response(access, scope)
 
@@ -149,10 +162,16 @@ class TokenService:
         audience: Sequence[str],
         grant_type: str,
         ctx: RequestContext,
+        *,
+        user_epoch: int,
     ) -> dict:
-        """A login: an access token and, if the client may refresh, a new refresh family."""
+        """A login: an access token and, if the client may refresh, a new refresh family.
+
+        `user_epoch` is the user's token_epoch read with the password hash that was verified.
+        """
         signer = self.keyring.signing_key()
         now = int(self.clock())
+        self._check_epochs(client, user, user_epoch, grant_type, now, ctx)
         family = None
         if "refresh_token" in client.grant_type_list:
             family = self._start_family(client, user, scope, audience, now)
@@ -190,6 +209,7 @@ class TokenService:
             jti=jti,
             family=family_id,
         )
+        self.steps("written")
         self.session.commit()
         return self._response(access, scope, refresh_value)
 
@@ -203,10 +223,18 @@ class TokenService:
         scope: Sequence[str],
         audience: Sequence[str],
         code_challenge: str,
+        ctx: RequestContext,
+        *,
+        user_epoch: int,
     ) -> str:
         """Store a new code (as its digest) for this login and return it. Commits, with
-        whatever the login added to the session (its audit event)."""
+        whatever the login added to the session (its audit event).
+
+        `user_epoch` (read with the verified password) is stored with the code: the exchange
+        refuses it if a revocation moved the epoch since.
+        """
         now = int(self.clock())
+        self._check_epochs(client, user, user_epoch, "authorization_code", now, ctx)
         code = new_secret()
         self.session.add(
             AuthorizationCode(
@@ -219,8 +247,10 @@ class TokenService:
                 code_challenge=code_challenge,
                 created_at=now,
                 expires_at=now + self.policy.authorization_code_ttl,
+                user_epoch=user_epoch,
             )
         )
+        self.steps("written")
         self.session.commit()
         return code
 
@@ -238,29 +268,35 @@ class TokenService:
         Every token issued from it belongs to a new refresh family linked to the code, so a
         second use of the code can revoke them all (RFC 6749 §4.1.2). A request that does not
         prove the code (another client, another redirect_uri, a wrong code_verifier) changes
-        nothing: only its rightful holder can consume it.
+        nothing, whether the code was used or not: only its rightful holder can consume it, and
+        only a replay that would have been a valid exchange revokes the login it started
+        (security finding 7). Expiry is checked after that: a replay is a replay, however late.
         """
         signer = self.keyring.signing_key()
         now = int(self.clock())
         row = self._find_code(presented)
+        self.steps("read")
         if row is None:
             raise InvalidGrantError("The authorization code is invalid.")
         if row.client_id != client.id:
             # RFC 6749 §4.1.3: bound to the client it was issued to.
             raise InvalidGrantError("The authorization code was issued to another client.")
-        if row.consumed_at is not None:
-            return self._code_reused(row, now, ctx)
-        if row.expires_at <= now:
-            raise InvalidGrantError("The authorization code has expired.")
         if redirect_uri != row.redirect_uri:
             # RFC 6749 §4.1.3: identical to the redirect_uri of the authorization request.
             raise InvalidGrantError("The redirect_uri differs from the authorization request.")
         if not pkce.verify(code_verifier, row.code_challenge):
             # RFC 7636 §4.6
             raise InvalidGrantError("The code_verifier does not match the code_challenge.")
+        if row.consumed_at is not None:
+            return self._code_reused(row, now, ctx)
+        if row.expires_at <= now:
+            raise InvalidGrantError("The authorization code has expired.")
+        self.steps("verified")
         user = row.user
         scope, allowed_audience = _still_allowed(client, user, row.scope, row.audience)
         audience = resolve_audience(resources, allowed_audience)
+        # Before consuming: the user row is locked before the code row, as a revocation does.
+        self._check_epochs(client, user, row.user_epoch, "authorization_code", now, ctx)
 
         if not self._consume(AuthorizationCode, row.id, now):
             # Lost the race: a concurrent exchange consumed it between our read and our update.
@@ -319,6 +355,7 @@ class TokenService:
         signer = self.keyring.signing_key()
         now = int(self.clock())
         row = self._find_refresh_token(presented)
+        self.steps("read")
         if row is None:
             raise InvalidGrantError("The refresh token is invalid.")
         family = row.family
@@ -337,8 +374,11 @@ class TokenService:
         allowed, allowed_audience = _still_allowed(client, user, family.scope, family.audience)
         scope = resolve_scope(requested_scope, allowed)
         audience = resolve_audience(resources, allowed_audience)
+        self.steps("verified")
 
         # Lock the family first: a concurrent revocation or refresh of the same family waits here.
+        # It is also what orders a refresh with revocations of the user or client (they revoke
+        # the family row), so refresh needs no epoch check (epochs.py).
         locked = self.session.execute(
             update(RefreshFamily)
             .where(RefreshFamily.id == family.id, RefreshFamily.revoked_at.is_(None))
@@ -348,6 +388,7 @@ class TokenService:
         if locked.rowcount != 1:
             self.session.rollback()
             raise InvalidGrantError("The refresh token has been revoked.")
+        self.steps("guarded")
         if not self._consume(RefreshToken, row.id, now):
             # Lost the race: another request consumed it between our read and our update.
             self.session.expire_all()
@@ -375,6 +416,7 @@ class TokenService:
             jti=jti,
             family=family.id,
         )
+        self.steps("written")
         self.session.commit()
         return response
 
@@ -405,12 +447,62 @@ class TokenService:
             family=family.id,
             consumed_at=row.consumed_at,
         )
+        self.steps("revoked")
         self.session.commit()
         raise InvalidGrantError(
             "The refresh token was already used; every token of this login is now revoked."
         )
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _check_epochs(
+        self,
+        client: Client,
+        user: User | None,
+        user_epoch: int | None,
+        grant_type: str,
+        now: int,
+        ctx: RequestContext,
+    ) -> None:
+        """Refuse the issuance if the user or the client was revoked since its credentials were
+        read; otherwise hold the lock that keeps any revocation from committing before this
+        transaction does (epochs.py). Call before writing any token, family or code row."""
+        if user is not None and not user_epoch_unchanged(self.session, user.id, user_epoch):
+            self._refuse(client, user, grant_type, "user_revoked", now, ctx)
+            raise InvalidGrantError(
+                "The user's tokens were revoked while this request was in progress; log in again."
+            )
+        if not client_epoch_unchanged(self.session, client.id, client.token_epoch):
+            self._refuse(client, user, grant_type, "client_revoked", now, ctx)
+            self.forget_client(client.client_id)
+            raise InvalidClientError(description="Client authentication failed.", status_code=401)
+        self.steps("guarded")
+
+    def _refuse(
+        self,
+        client: Client,
+        user: User | None,
+        grant_type: str,
+        reason: str,
+        now: int,
+        ctx: RequestContext,
+    ) -> None:
+        """Roll back what the issuance wrote and audit the refusal on its own."""
+        user_id = user.id if user is not None else None
+        subject = user.subject if user is not None else None
+        self.session.rollback()
+        audit.record(
+            self.session,
+            "issuance_refused_revoked",
+            actor=f"user:{subject}" if subject else f"client:{client.client_id}",
+            at=now,
+            user_id=user_id,
+            client_id=client.client_id,
+            ip=ctx.ip,
+            grant_type=grant_type,
+            reason=reason,
+        )
+        self.session.commit()
 
     def _consume(
         self, model: type[AuthorizationCode | RefreshToken], row_id: int, now: int

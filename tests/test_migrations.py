@@ -72,7 +72,7 @@ SERVICES = {
             "audit_events",
             "authorization_codes",
         },
-        "0002",
+        "0003_revocation_epochs",
     ),
     "resource_server": Service(
         "resource_server", "RESOURCE_DATABASE_URL", resource_db, {"notes"}, "0001"

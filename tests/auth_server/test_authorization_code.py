@@ -360,6 +360,45 @@ def test_second_use_of_a_code_is_refused_and_revokes_the_first_exchanges_tokens(
     assert code not in json.dumps(event)
 
 
+@pytest.mark.parametrize(
+    "replay",
+    [
+        pytest.param(dict(verifier=None), id="without-code-verifier"),
+        pytest.param(dict(verifier="wrong"), id="wrong-code-verifier"),
+        pytest.param(dict(redirect_uri=SPA_LOOPBACK_REDIRECT), id="other-redirect-uri"),
+        pytest.param(dict(client=WEB_APP), id="other-client"),
+    ],
+)
+def test_replay_of_a_used_code_failing_any_check_is_invalid_grant_and_revokes_nothing(auth, replay):
+    """Security finding 7: someone who saw a used code (in a log, a Referer, browser history)
+    but cannot prove it (no code_verifier, another redirect_uri or client) must not be able to
+    log the victim out. Only a replay that a real exchange would accept revokes."""
+    code, verifier, _ = get_code(auth)
+    first = exchange(auth, code, verifier).json()
+    args = dict(verifier=verifier, client=SPA_APP, redirect_uri=SPA_REDIRECT)
+    args.update(replay)
+    if args["verifier"] == "wrong":
+        args["verifier"] = pkce_pair()[0]
+    replayed = exchange(auth, code, args["verifier"], args["client"], args["redirect_uri"])
+    assert_error(replayed, 400, "invalid_grant")
+    assert auth.is_active(first["access_token"]) and auth.is_active(first["refresh_token"])
+    assert audit_events(auth, "authorization_code_reuse_detected") == []
+
+
+def test_replay_of_a_used_code_with_every_proof_revokes_even_after_expiry(serve, make_database_url):
+    """A replay is a replay however late: expiry does not shield the login from revocation."""
+    clock = FakeClock()
+    auth = start_auth_server(serve, make_database_url("auth"), clock=clock)
+    code, verifier, _ = get_code(auth)
+    first = exchange(auth, code, verifier).json()
+    clock.advance(61)  # past the code's 60 s, well inside the tokens' lifetimes
+    assert_error(exchange(auth, code, verifier), 400, "invalid_grant")
+    assert not auth.is_active(first["access_token"])
+    assert not auth.is_active(first["refresh_token"])
+    (event,) = audit_events(auth, "authorization_code_reuse_detected")
+    assert event["family_revoked"] is True
+
+
 def test_concurrent_exchanges_of_one_code_issue_tokens_once(auth):
     """The conditional UPDATE decides: one exchange wins; the others are second uses, so the
     winner's tokens are revoked too (RFC 6749 §4.1.2)."""
