@@ -99,7 +99,7 @@ def test_login_page_overlapping_a_revocation_redirects_with_access_denied(auth, 
     finally:
         components.steps = lambda _step: None
     assert fired == ["verified"]
-    assert response.status_code == 302, response.text
+    assert response.status_code == 303, response.text  # RFC 9700 §4.12
     query = query_of(response.headers["Location"])
     assert query["error"] == "access_denied" and "code" not in query
     reason = "user_revoked" if revocation[0] == "users" else "client_revoked"
