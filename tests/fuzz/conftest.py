@@ -24,6 +24,8 @@ from tests.support import (
     auth_settings,
     resource_settings,
     seed,
+    start_auth_server,
+    start_resource_server,
 )
 
 
@@ -98,3 +100,20 @@ def fuzz_stack(request, tmp_path_factory) -> Iterator[FuzzStack]:
 def http() -> Iterator[requests.Session]:
     with requests.Session() as session:
         yield session
+
+
+@pytest.fixture
+def auth(serve, make_database_url):
+    """A seeded authorization server on a werkzeug server, with login throttling out of the
+    way so a fuzzer's many wrong passwords keep reaching the password check."""
+    return start_auth_server(
+        serve,
+        make_database_url("auth"),
+        login_failures_per_username="1000000 per 5 minutes",
+        login_failures_per_ip="1000000 per 5 minutes",
+    )
+
+
+@pytest.fixture
+def notes_api(serve, make_database_url, auth):
+    return start_resource_server(serve, make_database_url("notes"), auth)
