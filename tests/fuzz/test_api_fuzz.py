@@ -24,10 +24,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(max(600, case_budget()))]
 NOTE_ID_CAP = 2**31 - 1
 
 
-def _resource_document() -> dict:
-    return load_document("resource_server")
-
-
 def _cap_note_id(case) -> None:
     note_id = (case.path_parameters or {}).get("note_id")
     if isinstance(note_id, int) and not isinstance(note_id, bool) and note_id > NOTE_ID_CAP:
@@ -35,7 +31,7 @@ def _cap_note_id(case) -> None:
 
 
 def _per_operation() -> int:
-    documents = [load_document("auth_server"), _resource_document()]
+    documents = [load_document("auth_server"), load_document("resource_server")]
     return cases_per_operation(documents, case_budget())
 
 
@@ -63,7 +59,7 @@ def _report(report, expected: int, label: str) -> None:
 
 
 def test_notes_api_answers_every_generated_request_as_documented(fuzz_stack):
-    document = _resource_document()
+    document = load_document("resource_server")
     per_operation = _per_operation()
     bearer = {"alice": fuzz_stack.alice_token, "bob": fuzz_stack.bob_token}
 
