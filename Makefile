@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install lint bench clean
+.PHONY: run test fuzz install lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The fuzzers of tests/fuzz/ with FUZZ_CASES (default here 20000) API cases per database
+# backend and FUZZ_EXAMPLES (default here 2000) per Hypothesis fuzzer; `make test` runs 2000 / 200.
+fuzz: install
+	FUZZ_CASES=$${FUZZ_CASES:-20000} FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-2000} \
+		$(BIN)/python -m pytest tests/fuzz -s
 
 bench: install
 	$(BIN)/python bench/run.py $(ARGS)

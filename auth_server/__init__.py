@@ -23,7 +23,7 @@ from auth_server.passwords import Passwords
 from auth_server.settings import AuthSettings
 from auth_server.throttle import LoginThrottle
 from auth_server.tokens import TokenPolicy
-from shared import request_id
+from shared import openapi, request_id
 from shared.database import configure_engine, engine_options
 from shared.logging import configure_logging
 from shared.proxy import trust_proxies
@@ -148,6 +148,7 @@ def create_app(
         account.bp,
     ):
         app.register_blueprint(blueprint)
+    openapi.init_app(app, __name__)
     errors.register_error_handlers(app)
     request_id.init_app(app)
     trust_proxies(app, settings.trusted_proxies)

@@ -15,6 +15,7 @@ from resource_server.errors import register_error_handlers
 from resource_server.health import bp as health_bp
 from resource_server.metrics import ResourceMetrics
 from resource_server.settings import ResourceSettings
+from shared import openapi
 from shared.introspection import IntrospectionClient
 from shared.logging import configure_logging
 from shared.protect import TokenGuard
@@ -65,6 +66,7 @@ def create_app(settings: ResourceSettings | None = None, *, create_tables: bool 
     register_error_handlers(app, settings.introspection_retry_after)
     app.register_blueprint(health_bp)
     app.register_blueprint(api_bp)
+    openapi.init_app(app, __name__)
     register_cli(app)
 
     if create_tables:

@@ -5,9 +5,12 @@ from __future__ import annotations
 from flask import request
 
 from auth_server.errors import InvalidRequestError
+from shared.bearer import check_description
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_TOKEN_LENGTH = 8192
+# Longer parameter names are not repeated back in an error_description.
+MAX_ECHOED_NAME = 64
 
 
 def require_form(repeatable: frozenset[str] = frozenset()) -> None:
@@ -17,7 +20,19 @@ def require_form(repeatable: frozenset[str] = frozenset()) -> None:
     form = request.form
     for key in form:
         if key not in repeatable and len(form.getlist(key)) > 1:
-            raise InvalidRequestError(f"The parameter {key} is repeated.")
+            raise InvalidRequestError(repeated_parameter_description(key))
+
+
+def repeated_parameter_description(name: str) -> str:
+    """Names the parameter only when RFC 6749 §5.2 allows its characters in error_description:
+    any name can be sent, and Authlib refuses to build an error around a forbidden character
+    (which was a 500)."""
+    if len(name) <= MAX_ECHOED_NAME:
+        try:
+            return check_description(f"The parameter {name} is repeated.")
+        except ValueError:
+            pass
+    return "A parameter is repeated."
 
 
 def token_parameter() -> str:

@@ -139,3 +139,25 @@ def test_secrets_are_stored_only_as_hashes(auth):
         assert {h for kind, h in rows if kind == "public"} == {""}  # public clients: no secret
         assert db.session.scalar(select(AccessToken.token_hash).limit(1))
         assert db.session.scalar(select(RefreshToken.token_hash).limit(1))
+
+
+@pytest.mark.parametrize(
+    "path", ["/oauth/token", "/oauth/introspect", "/oauth/revoke", "/account/password"]
+)
+@pytest.mark.parametrize("name", ["\u00c8j", 'a"b', "a\\b", "tab\there", "x" * 100])
+def test_repeated_parameter_with_any_name_is_invalid_request(auth, path, name):
+    """Found by the schemathesis run: a repeated parameter whose name RFC 6749 §5.2 does not
+    allow in error_description (non-ASCII, quote, backslash, control) was a 500."""
+    before = _snapshot(auth.app)
+    response = requests.post(
+        auth.url + path,
+        data=[(name, "1"), (name, "2")],
+        auth=NOTES_API if path == "/oauth/introspect" else DEMO_APP,
+        timeout=5,
+    )
+    assert response.status_code == 400
+    assert response.headers["Cache-Control"] == "no-store"
+    body = response.json()
+    assert body["error"] == "invalid_request"
+    assert body["error_description"] == "A parameter is repeated."
+    assert _snapshot(auth.app) == before
