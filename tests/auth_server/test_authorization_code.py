@@ -42,6 +42,8 @@ from tests.support import (
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
+    # RFC 9700 §4.2.4: the login page must not leak its URL (client, state) to other sites.
+    "Referrer-Policy": "no-referrer",
 }
 
 
