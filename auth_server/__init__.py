@@ -21,7 +21,7 @@ from auth_server.keys import KeyCipher, KeyRing, create_secret_file
 from auth_server.metrics import AuthMetrics
 from auth_server.passwords import Passwords
 from auth_server.settings import AuthSettings
-from auth_server.throttle import LoginThrottle
+from auth_server.throttle import Limit, LoginThrottle, counter_store
 from auth_server.tokens import TokenPolicy
 from shared import request_id
 from shared.database import configure_engine, engine_options
@@ -102,11 +102,15 @@ def create_app(
             memory_kib=settings.password_hash_memory_kib,
             parallelism=settings.password_hash_parallelism,
             min_length=settings.password_min_length,
+            max_concurrent=settings.password_hash_concurrency,
+            niceness=settings.password_hash_niceness,
         ),
         login_throttle=LoginThrottle(
-            settings.ratelimit_storage_uri,
-            settings.login_failures_per_username,
-            settings.login_failures_per_ip,
+            counter_store(settings.ratelimit_storage_uri, engine),
+            per_username_and_ip=Limit.parse(settings.login_failures_per_username_and_ip),
+            per_ip=Limit.parse(settings.login_failures_per_ip),
+            per_username=Limit.parse(settings.login_failures_per_username),
+            clock=clock,
         ),
         token_policy=TokenPolicy(
             issuer=settings.auth_issuer,
