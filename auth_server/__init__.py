@@ -17,6 +17,7 @@ from auth_server import audit
 from auth_server.clients import ClientDirectory
 from auth_server.components import AuthComponents
 from auth_server.db import db
+from auth_server.hashing_gate import PasswordCheckGate
 from auth_server.keys import KeyCipher, KeyRing, create_secret_file
 from auth_server.metrics import AuthMetrics
 from auth_server.passwords import Passwords
@@ -152,6 +153,10 @@ def create_app(
         app.register_blueprint(blueprint)
     errors.register_error_handlers(app)
     request_id.init_app(app)
+    # Innermost: its refusals skip Flask, and the proxy fix still applies outside it.
+    app.wsgi_app = PasswordCheckGate(  # type: ignore[method-assign]
+        app.wsgi_app, components.passwords, settings.max_request_bytes
+    )
     trust_proxies(app, settings.trusted_proxies)
     components.metrics.init_app(app)
     audit.subscribe(engine, components.metrics.on_audit_event)

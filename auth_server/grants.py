@@ -70,8 +70,12 @@ class PasswordGrant(_TesseraGrant, grants.ResourceOwnerPasswordCredentialsGrant)
             raise InvalidRequestError("The username and password parameters are required.")
         self.audience = resolve_audience(self._resources(), client.audience_list)
         ctx = self._context()
-        # Counted before the hash (429 past a limit); a right password gives its count back.
-        with self.components.login_throttle.attempt(username, ctx.ip) as check:
+        # A hashing slot first (503 at once if none), then counted before the hash (429 past
+        # a limit); a right password gives its count back.
+        with (
+            self.components.passwords.slot(),
+            self.components.login_throttle.attempt(username, ctx.ip) as check,
+        ):
             user = self.components.accounts().authenticate(
                 username, password, client_id=client.client_id, ip=ctx.ip
             )

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 import argon2
@@ -69,6 +70,7 @@ class Passwords:
         self._dummy_hash = self._hasher.hash("tessera-dummy-password")
         # None: unbounded, in the caller's thread (the CLI, and tests that need no bound).
         self._slots = threading.BoundedSemaphore(max_concurrent) if max_concurrent else None
+        self._held = threading.local()
         self._executor = (
             ThreadPoolExecutor(
                 max_workers=max_concurrent,
@@ -80,15 +82,40 @@ class Passwords:
             else None
         )
 
+    busy_retry_after = HASHING_BUSY_RETRY_AFTER
+
+    def busy(self) -> bool:
+        """Every slot is taken right now (a hint: the slot itself decides)."""
+        if self._slots is None or getattr(self._held, "slot", False):
+            return False
+        if self._slots.acquire(blocking=False):
+            self._slots.release()
+            return False
+        return True
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one of this worker's hashing slots for the `with` block, or raise
+        PasswordHashingBusy at once. Views take it before anything else a password check
+        costs (the throttle's database writes), so a refused login is as cheap as it can be;
+        hash() and verify() inside the block use it instead of taking another."""
+        if self._slots is None or getattr(self._held, "slot", False):
+            yield
+            return
+        if not self._slots.acquire(blocking=False):
+            raise PasswordHashingBusy()
+        self._held.slot = True
+        try:
+            yield
+        finally:
+            self._held.slot = False
+            self._slots.release()
+
     def _bounded(self, work: Callable[..., T], *args) -> T:
         if self._slots is None:
             return work(*args)
-        if not self._slots.acquire(blocking=False):
-            raise PasswordHashingBusy()
-        try:
+        with self.slot():
             return self._executor.submit(work, *args).result()
-        finally:
-            self._slots.release()
 
     def hash(self, password: str) -> str:
         return self._bounded(self._hasher.hash, password)

@@ -32,7 +32,7 @@ def change_password():
     ip = oauth_request.client_ip
     # The same counters as every login: a wrong current password is a failed login.
     wrong_password = None
-    with components.login_throttle.attempt(username, ip) as check:
+    with components.passwords.slot(), components.login_throttle.attempt(username, ip) as check:
         try:
             families, access = components.accounts().change_password(username, current, new, ip=ip)
         except WrongPasswordError as exc:

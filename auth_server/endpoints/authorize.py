@@ -87,7 +87,7 @@ def _log_in(components, grant, redirect_uri: str) -> Response:
     ip = request.remote_addr
     # As the password grant: throttled before any hashing, every failure counted and audited.
     try:
-        with components.login_throttle.attempt(username, ip) as check:
+        with components.passwords.slot(), components.login_throttle.attempt(username, ip) as check:
             user = components.accounts().authenticate(
                 username, password, client_id=client.client_id, ip=ip
             )

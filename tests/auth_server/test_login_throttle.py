@@ -309,6 +309,8 @@ def test_login_beyond_the_hashing_bound_is_refused_at_once(serve, make_database_
             assert response.json()["error"] == "temporarily_unavailable"
             assert response.headers["Cache-Control"] == "no-store"
             assert int(response.headers["Retry-After"]) >= 1
+            # Only password checks wait for a slot: other grants are served meanwhile.
+            assert auth.token(grant_type="client_credentials").status_code == 200
         else:
             assert second_path.attempt(WRONG) == "busy"
         assert not first.done()  # refused while the first hash was still running
