@@ -155,7 +155,10 @@ def create_app(
     request_id.init_app(app)
     # Innermost: its refusals skip Flask, and the proxy fix still applies outside it.
     app.wsgi_app = PasswordCheckGate(  # type: ignore[method-assign]
-        app.wsgi_app, components.passwords, settings.max_request_bytes
+        app.wsgi_app,
+        components.passwords,
+        settings.max_request_bytes,
+        on_refused=components.metrics.count_password_hashing_busy,
     )
     trust_proxies(app, settings.trusted_proxies)
     components.metrics.init_app(app)

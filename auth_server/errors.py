@@ -22,7 +22,7 @@ from authlib.oauth2.rfc6749.errors import (
     UnsupportedResponseTypeError,
     UnsupportedTokenTypeError,
 )
-from flask import Flask, Response, json
+from flask import Flask, Response, current_app, json
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
@@ -156,6 +156,7 @@ def _misconfigured(exc: ConfigurationError) -> Response:
 
 
 def _hashing_busy(exc: PasswordHashingBusy) -> Response:
+    current_app.extensions["tessera"].metrics.count_password_hashing_busy()
     # RFC 6749 §5.2 shape; RFC 7231 §7.1.3 Retry-After: the client retries, nothing queues.
     return error_response(
         TemporarilyUnavailableError(

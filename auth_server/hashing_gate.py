@@ -32,10 +32,17 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 class PasswordCheckGate:
-    def __init__(self, app: Callable, passwords: Passwords, max_body: int):
+    def __init__(
+        self,
+        app: Callable,
+        passwords: Passwords,
+        max_body: int,
+        on_refused: Callable[[], None] | None = None,
+    ):
         self.app = app
         self.passwords = passwords
         self.max_body = max_body
+        self.on_refused = on_refused
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if (
@@ -44,6 +51,8 @@ class PasswordCheckGate:
             and self.passwords.busy()
             and self._checks_a_password(environ)
         ):
+            if self.on_refused is not None:
+                self.on_refused()
             start_response(
                 "503 SERVICE UNAVAILABLE",
                 [

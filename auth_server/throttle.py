@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
@@ -130,16 +130,15 @@ class DatabaseCounters:
         table = LoginAttempt.__table__
         with self.engine.begin() as conn:
             for c in counters:
-                conn.execute(
-                    update(table)
-                    .where(
-                        table.c.scope == c.scope,
-                        table.c.key_fingerprint == c.key_fingerprint,
-                        table.c.window_start == c.window_start,
-                        table.c.count > 0,
-                    )
-                    .values(count=table.c.count - 1)
+                row = (
+                    table.c.scope == c.scope,
+                    table.c.key_fingerprint == c.key_fingerprint,
+                    table.c.window_start == c.window_start,
                 )
+                conn.execute(update(table).where(*row).values(count=table.c.count - 1))
+                # A counter back at zero holds nothing: successful logins leave no rows (the
+                # next check's upsert makes it again). Failures stay until `tokens purge`.
+                conn.execute(delete(table).where(*row, table.c.count <= 0))
 
 
 class RedisCounters:

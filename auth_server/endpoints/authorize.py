@@ -98,6 +98,7 @@ def _log_in(components, grant, redirect_uri: str) -> Response:
         response.headers["Retry-After"] = str(error.retry_after)
         return response
     except PasswordHashingBusy as busy:
+        components.metrics.count_password_hashing_busy()
         response = _error_page("Too many sign-ins right now. Try again in a moment.", 503)
         response.headers["Retry-After"] = str(busy.retry_after)
         return response

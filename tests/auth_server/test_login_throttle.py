@@ -317,5 +317,6 @@ def test_login_beyond_the_hashing_bound_is_refused_at_once(serve, make_database_
         blocked.release.set()
         assert first.result(10) == "ok"
     assert failed_logins(auth) == 0
-    with auth.app.app_context():
-        assert db.session.scalar(text("SELECT max(count) FROM login_attempts")) == 0
+    assert counter_rows(auth) == 0  # both checks gave their units back
+    metrics = requests.get(f"{auth.url}/metrics", timeout=10).text
+    assert "tessera_password_hashing_busy_total 1.0" in metrics
