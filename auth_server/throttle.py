@@ -26,6 +26,7 @@ every user out, and the password hash still has to be right.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import math
 import re
@@ -73,6 +74,23 @@ class Counter:
     key_fingerprint: str
     window_start: int
     expires_at: int
+
+
+def address_key(ip: str | None) -> str:
+    """What one client address counts as: an IPv4 address, or an IPv6 /64 (one subscriber's
+    network: anyone holding one has 2^64 addresses, so counting single IPv6 addresses would
+    give each guesser unlimited fresh addresses)."""
+    if not ip:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 def _key(*parts: str) -> str:
@@ -243,7 +261,7 @@ class LoginThrottle:
         back; one that ends normally without `succeeded()` leaves them counted: a failure."""
         now = int(self.clock())
         user = username.casefold()  # Alice == alice: one counter
-        address = ip or "unknown"
+        address = address_key(ip)
         counters = [
             self._counter("user-ip", self.per_username_and_ip, now, user, address),
             self._counter("ip", self.per_ip, now, address),

@@ -209,6 +209,15 @@ def test_forwarded_for_is_ignored_without_a_trusted_proxy(auth):
     assert guesses == ["wrong"] * 10 + ["throttled"] * 2
 
 
+def test_ipv6_addresses_count_per_64_network(proxied_auth):
+    """One IPv6 subscriber holds a /64: rotating addresses inside it dodges nothing."""
+    guesses = [
+        PasswordGrant(proxied_auth, f"2001:db8:1:2::{n:x}").attempt(WRONG) for n in range(1, 13)
+    ]
+    assert guesses == ["wrong"] * 10 + ["throttled"] * 2
+    assert PasswordGrant(proxied_auth, "2001:db8:1:3::1").attempt(ALICE[1]) == "ok"
+
+
 def test_right_passwords_do_not_count(proxied_auth):
     """Checks are counted before the hash; a right password gives its count back, so a user
     (or a NAT full of users) logging in often is never throttled."""
