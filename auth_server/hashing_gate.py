@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable
 from urllib.parse import parse_qs
 
 from auth_server.passwords import Passwords
+from shared import request_id
+from shared.request_id import is_safe_request_id
 
 _BODY = json.dumps(
     {
@@ -53,16 +55,18 @@ class PasswordCheckGate:
         ):
             if self.on_refused is not None:
                 self.on_refused()
-            start_response(
-                "503 SERVICE UNAVAILABLE",
-                [
-                    ("Content-Type", "application/json"),
-                    ("Content-Length", str(len(_BODY))),
-                    ("Cache-Control", "no-store"),
-                    ("Pragma", "no-cache"),
-                    ("Retry-After", str(self.passwords.busy_retry_after)),
-                ],
-            )
+            headers = [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(_BODY))),
+                ("Cache-Control", "no-store"),
+                ("Pragma", "no-cache"),
+                ("Retry-After", str(self.passwords.busy_retry_after)),
+            ]
+            # Echoed as every other answer does (shared/request_id.py); none is made up here.
+            incoming = environ.get("HTTP_X_REQUEST_ID")
+            if incoming and is_safe_request_id(incoming):
+                headers.append((request_id.HEADER, incoming))
+            start_response("503 SERVICE UNAVAILABLE", headers)
             return [_BODY]
         return self.app(environ, start_response)
 

@@ -312,9 +312,11 @@ def test_login_beyond_the_hashing_bound_is_refused_at_once(serve, make_database_
                 f"{auth.url}/oauth/token",
                 data={"grant_type": "password", "username": ALICE[0], "password": WRONG},
                 auth=DEMO_APP,
+                headers={"X-Request-ID": "busy-login-1"},
                 timeout=10,
             )
             assert response.status_code == 503
+            assert response.headers["X-Request-ID"] == "busy-login-1"
             assert response.json()["error"] == "temporarily_unavailable"
             assert response.headers["Cache-Control"] == "no-store"
             assert int(response.headers["Retry-After"]) >= 1
