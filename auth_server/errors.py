@@ -157,7 +157,7 @@ def _misconfigured(exc: ConfigurationError) -> Response:
 
 def _hashing_busy(exc: PasswordHashingBusy) -> Response:
     current_app.extensions["tessera"].metrics.count_password_hashing_busy()
-    # RFC 6749 §5.2 shape; RFC 7231 §7.1.3 Retry-After: the client retries, nothing queues.
+    # RFC 6749 §5.2 shape, RFC 9110 §10.2.3 Retry-After: the client retries, nothing queues.
     return error_response(
         TemporarilyUnavailableError(
             "Too many logins are being checked; retry shortly.", retry_after=exc.retry_after
