@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test fuzz install lint bench clean
+.PHONY: run test fuzz install lint bench bench-login-flood clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ fuzz: install
 
 bench: install
 	$(BIN)/python bench/run.py $(ARGS)
+
+# Introspection p50 idle vs while 16 loops log in (the bound on concurrent password hashing).
+bench-login-flood: install
+	$(BIN)/python bench/login_flood.py $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .

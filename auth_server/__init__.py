@@ -17,11 +17,12 @@ from auth_server import audit
 from auth_server.clients import ClientDirectory
 from auth_server.components import AuthComponents
 from auth_server.db import db
+from auth_server.hashing_gate import PasswordCheckGate
 from auth_server.keys import KeyCipher, KeyRing, create_secret_file
 from auth_server.metrics import AuthMetrics
 from auth_server.passwords import Passwords
 from auth_server.settings import AuthSettings
-from auth_server.throttle import LoginThrottle
+from auth_server.throttle import Limit, LoginThrottle, counter_store
 from auth_server.tokens import TokenPolicy
 from shared import openapi, request_id
 from shared.database import configure_engine, engine_options
@@ -104,11 +105,15 @@ def create_app(
             memory_kib=settings.password_hash_memory_kib,
             parallelism=settings.password_hash_parallelism,
             min_length=settings.password_min_length,
+            max_concurrent=settings.password_hash_concurrency,
+            niceness=settings.password_hash_niceness,
         ),
         login_throttle=LoginThrottle(
-            settings.ratelimit_storage_uri,
-            settings.login_failures_per_username,
-            settings.login_failures_per_ip,
+            counter_store(settings.ratelimit_storage_uri, engine),
+            per_username_and_ip=Limit.parse(settings.login_failures_per_username_and_ip),
+            per_ip=Limit.parse(settings.login_failures_per_ip),
+            per_username=Limit.parse(settings.login_failures_per_username),
+            clock=clock,
         ),
         token_policy=TokenPolicy(
             issuer=settings.auth_issuer,
@@ -151,6 +156,13 @@ def create_app(
     openapi.init_app(app, __name__)
     errors.register_error_handlers(app)
     request_id.init_app(app)
+    # Innermost: its refusals skip Flask, and the proxy fix still applies outside it.
+    app.wsgi_app = PasswordCheckGate(  # type: ignore[method-assign]
+        app.wsgi_app,
+        components.passwords,
+        settings.max_request_bytes,
+        on_refused=components.metrics.count_password_hashing_busy,
+    )
     trust_proxies(app, settings.trusted_proxies)
     components.metrics.init_app(app)
     audit.subscribe(engine, components.metrics.on_audit_event)

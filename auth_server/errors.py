@@ -23,11 +23,12 @@ from authlib.oauth2.rfc6749.errors import (
     UnsupportedResponseTypeError,
     UnsupportedTokenTypeError,
 )
-from flask import Flask, Response, json
+from flask import Flask, Response, current_app, json
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from auth_server.passwords import PasswordHashingBusy
 from shared.settings import ConfigurationError
 
 __all__ = [
@@ -164,7 +165,18 @@ def _misconfigured(exc: ConfigurationError) -> Response:
     return error_response(TemporarilyUnavailableError("The service is temporarily unavailable."))
 
 
+def _hashing_busy(exc: PasswordHashingBusy) -> Response:
+    current_app.extensions["tessera"].metrics.count_password_hashing_busy()
+    # RFC 6749 §5.2 shape, RFC 9110 §10.2.3 Retry-After: the client retries, nothing queues.
+    return error_response(
+        TemporarilyUnavailableError(
+            "Too many logins are being checked; retry shortly.", retry_after=exc.retry_after
+        )
+    )
+
+
 def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(PasswordHashingBusy, _hashing_busy)
     app.register_error_handler(ConfigurationError, _misconfigured)
     app.register_error_handler(OAuth2Error, error_response)
     app.register_error_handler(HTTPException, _http_error)

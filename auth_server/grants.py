@@ -91,12 +91,18 @@ class PasswordGrant(_TesseraGrant, grants.ResourceOwnerPasswordCredentialsGrant)
             raise InvalidRequestError("The username and password parameters are required.")
         self.audience = resolve_audience(self._resources(), client.audience_list)
         ctx = self._context()
-        self.components.login_throttle.check(username, ctx.ip)
-        user = self.components.accounts().authenticate(
-            username, password, client_id=client.client_id, ip=ctx.ip
-        )
+        # A hashing slot first (503 at once if none), then counted before the hash (429 past
+        # a limit); a right password gives its count back.
+        with (
+            self.components.passwords.slot(),
+            self.components.login_throttle.attempt(username, ctx.ip) as check,
+        ):
+            user = self.components.accounts().authenticate(
+                username, password, client_id=client.client_id, ip=ctx.ip
+            )
+            if user is not None:
+                check.succeeded()
         if user is None:
-            self.components.login_throttle.failed(username, ctx.ip)
             raise InvalidGrantError("The username or password is incorrect.")
         # Read with the password hash just verified; the issuance re-checks it (epochs.py).
         self.user_epoch = user.token_epoch

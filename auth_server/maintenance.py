@@ -10,6 +10,7 @@ from auth_server.models import (
     AccessToken,
     AuditEvent,
     AuthorizationCode,
+    LoginAttempt,
     RefreshFamily,
     RefreshToken,
 )
@@ -33,8 +34,9 @@ def purge_expired(
 ) -> dict[str, int]:
     """Rows past expiry: access tokens, families past their absolute lifetime (with their
     refresh tokens and authorization codes), never-used refresh tokens and authorization codes
-    past their expiry, old audit events and retired keys. Consumed refresh tokens and codes of
-    live families stay: they are what reuse detection recognises."""
+    past their expiry, login-throttle counters of past windows, old audit events and retired
+    keys. Consumed refresh tokens and codes of live families stay: they are what reuse
+    detection recognises."""
     counts = {}
     counts["access_tokens"] = _delete_in_batches(
         session, AccessToken, AccessToken.jti, AccessToken.expires_at <= now, batch_size
@@ -72,6 +74,13 @@ def purge_expired(
         AuditEvent,
         AuditEvent.id,
         AuditEvent.at <= now - audit_retention_seconds,
+        batch_size,
+    )
+    counts["login_attempts"] = _delete_in_batches(
+        session,
+        LoginAttempt,
+        LoginAttempt.expires_at,
+        LoginAttempt.expires_at <= now,
         batch_size,
     )
     counts["signing_keys"] = purge_retired_keys(session, now)

@@ -29,12 +29,20 @@ class AuthMetrics(Metrics):
         self.login_throttled = self.counter(
             "login_throttled_total", "Logins refused with 429, by limit.", ["limit"]
         )
+        self.password_hashing_busy = self.counter(
+            "password_hashing_busy_total",
+            "Password checks refused with 503: every hashing slot of the worker was taken.",
+            [],
+        )
         self.audit_events = self.counter(
             "audit_events_total", "Committed audit events, by event.", ["event"]
         )
 
     def count_login_throttled(self, limit: str) -> None:
         self.login_throttled.labels(limit).inc()
+
+    def count_password_hashing_busy(self) -> None:
+        self.password_hashing_busy.inc()
 
     def on_audit_event(self, event: str, fields: dict) -> None:
         self.audit_events.labels(event).inc()

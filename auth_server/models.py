@@ -232,3 +232,20 @@ class AuditEvent(db.Model):
     ip: Mapped[str | None] = mapped_column(String(64), default=None)
     # JSON object with event-specific facts (jti, family id, reason...); never a secret.
     detail: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class LoginAttempt(db.Model):
+    """One login-throttle counter: password checks let through for one key in one fixed window
+    (auth_server/throttle.py). Keys are SHA-256 fingerprints (usernames and addresses never
+    appear raw), and the row is incremented with one atomic upsert before any password is
+    hashed, so every worker and replica shares the count."""
+
+    __tablename__ = "login_attempts"
+
+    # "user-ip", "ip", "user-ip-long", "user": which limit the counter belongs to.
+    scope: Mapped[str] = mapped_column(String(20), primary_key=True)
+    key_fingerprint: Mapped[str] = mapped_column(String(SHA256_HEX), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    # window_start + the window's length: `tokens purge` deletes rows past it.
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    count: Mapped[int] = mapped_column(Integer)

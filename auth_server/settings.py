@@ -72,17 +72,41 @@ class AuthSettings(ServiceSettings):
     password_hash_memory_kib: int = Field(65536, ge=8, description="Argon2id memory in KiB.")
     password_hash_parallelism: int = Field(4, ge=1, description="Argon2id lanes.")
     ratelimit_storage_uri: str = Field(
-        "memory://",
-        description="Where failed-login counters live (`limits` URI). `memory://` counts per "
-        "process; use `redis://host:6379` so every worker and replica shares them.",
+        "database",
+        description="Where the login-throttle counters live: `database` (the authorization "
+        "server's own database, table login_attempts: every worker and replica shares them) or "
+        "a `redis://host:6379/0` URL.",
     )
-    login_failures_per_username: str = Field(
+    login_failures_per_username_and_ip: str = Field(
         "10 per 5 minutes",
-        description="Failed logins (password grant, login page) allowed per username before 429.",
+        description="Password checks (password grant, login page, /account/password) that may "
+        "fail for one username from one client address per window before 429. Counted before "
+        "the hash; a correct password does not count.",
     )
     login_failures_per_ip: str = Field(
         "100 per 5 minutes",
-        description="Failed logins (password grant, login page) allowed per client IP before 429.",
+        description="Password checks that may fail from one client address, any username, per "
+        "window before 429.",
+    )
+    login_failures_per_username: str = Field(
+        "100 per hour",
+        description="Password checks that may fail for one username, from every address "
+        "together, per window. Past it only addresses with no failure for that username in "
+        "the window may still try (so the real user gets in): each other address gets 429.",
+    )
+    password_hash_concurrency: int = Field(
+        1,
+        ge=1,
+        description="Argon2 hashes one worker process runs at once (each uses "
+        "PASSWORD_HASH_PARALLELISM threads); a password check beyond it is refused at once "
+        "with 503 and Retry-After instead of slowing every other request.",
+    )
+    password_hash_niceness: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Linux nice value of the threads that hash passwords (0: as the worker). "
+        "Hashing then takes only CPU that requests such as introspection leave idle.",
     )
     authorization_code_ttl: int = Field(
         60,
@@ -132,6 +156,21 @@ class AuthSettings(ServiceSettings):
             raise ValueError(
                 "AUTH_ISSUER must be https (TLS in front of the server) or http on a loopback "
                 "host; for a development network set AUTH_ALLOW_HTTP_ISSUER=1"
+            )
+        from auth_server.throttle import DATABASE_STORAGE, Limit
+
+        for name in (
+            "login_failures_per_username_and_ip",
+            "login_failures_per_ip",
+            "login_failures_per_username",
+        ):
+            Limit.parse(getattr(self, name))
+        if self.ratelimit_storage_uri != DATABASE_STORAGE and not (
+            self.ratelimit_storage_uri.startswith(("redis://", "rediss://", "unix://"))
+        ):
+            raise ValueError(
+                "RATELIMIT_STORAGE_URI must be `database` or a redis:// URL (`memory://` counted "
+                "per process, so every worker allowed the limit again)"
             )
         if self.refresh_token_idle_ttl > self.refresh_token_max_ttl:
             raise ValueError("REFRESH_TOKEN_IDLE_TTL must not exceed REFRESH_TOKEN_MAX_TTL")

@@ -31,9 +31,13 @@ def current_request_id() -> str:
     return value if value is not None else _assign()
 
 
+def is_safe_request_id(value: str) -> bool:
+    return _SAFE.fullmatch(value) is not None
+
+
 def _assign() -> str:
     incoming = request.headers.get(HEADER)
-    value = incoming if incoming and _SAFE.fullmatch(incoming) else uuid.uuid4().hex
+    value = incoming if incoming and is_safe_request_id(incoming) else uuid.uuid4().hex
     g.request_id = value
     return value
 

@@ -71,8 +71,9 @@ SERVICES = {
             "signing_keys",
             "audit_events",
             "authorization_codes",
+            "login_attempts",
         },
-        "0003_revocation_epochs",
+        "0004_login_attempts",
     ),
     "resource_server": Service(
         "resource_server", "RESOURCE_DATABASE_URL", resource_db, {"notes"}, "0001"

@@ -30,14 +30,21 @@ def change_password():
             "The username, current_password and new_password parameters are required."
         )
     ip = oauth_request.client_ip
-    components.login_throttle.check(username, ip)
-    try:
-        families, access = components.accounts().change_password(username, current, new, ip=ip)
-    except WrongPasswordError as exc:
-        components.login_throttle.failed(username, ip)
-        raise InvalidGrantError(str(exc)) from exc
-    except AccountError as exc:
-        raise InvalidRequestError(str(exc)) from exc
+    # The same counters as every login: a wrong current password is a failed login.
+    wrong_password = None
+    with components.passwords.slot(), components.login_throttle.attempt(username, ip) as check:
+        try:
+            families, access = components.accounts().change_password(username, current, new, ip=ip)
+        except WrongPasswordError as exc:
+            wrong_password = exc
+        except AccountError as exc:
+            # The current password was right; the new one breaks the policy.
+            check.succeeded()
+            raise InvalidRequestError(str(exc)) from exc
+        else:
+            check.succeeded()
+    if wrong_password is not None:
+        raise InvalidGrantError(str(wrong_password))
     response = jsonify(revoked_logins=families, revoked_access_tokens=access)
     response.headers["Cache-Control"] = "no-store"
     return response

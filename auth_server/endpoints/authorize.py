@@ -24,6 +24,7 @@ from auth_server.errors import (
     OAuth2Error,
     TooManyRequestsError,
 )
+from auth_server.passwords import PasswordHashingBusy
 
 bp = Blueprint("authorize", __name__)
 
@@ -86,14 +87,22 @@ def _log_in(components, grant, redirect_uri: str) -> Response:
     ip = request.remote_addr
     # As the password grant: throttled before any hashing, every failure counted and audited.
     try:
-        components.login_throttle.check(username, ip)
+        with components.passwords.slot(), components.login_throttle.attempt(username, ip) as check:
+            user = components.accounts().authenticate(
+                username, password, client_id=client.client_id, ip=ip
+            )
+            if user is not None:
+                check.succeeded()
     except TooManyRequestsError as error:
         response = _error_page("Too many failed logins. Try again later.", 429)
         response.headers["Retry-After"] = str(error.retry_after)
         return response
-    user = components.accounts().authenticate(username, password, client_id=client.client_id, ip=ip)
+    except PasswordHashingBusy as busy:
+        components.metrics.count_password_hashing_busy()
+        response = _error_page("Too many sign-ins right now. Try again in a moment.", 503)
+        response.headers["Retry-After"] = str(busy.retry_after)
+        return response
     if user is None:
-        components.login_throttle.failed(username, ip)
         return _login_form(grant, "The username or password is incorrect.", username)
     try:
         status, _, headers = grant.create_authorization_response(redirect_uri, user)

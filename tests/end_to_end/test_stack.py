@@ -85,11 +85,11 @@ def _local(env: dict[str, str], databases: dict[str, str], auth_url: str) -> dic
     if "RATELIMIT_STORAGE_URI" in local:
         uri = local["RATELIMIT_STORAGE_URI"]
         assert uri.startswith("redis://redis:")
-        # Without a local Redis the counters stay per process; the flow below does not care.
+        # Without a local Redis the counters go to the database (the default store).
         local["RATELIMIT_STORAGE_URI"] = (
             uri.replace("redis://redis:", "redis://127.0.0.1:")
             if _redis_reachable()
-            else "memory://"
+            else "database"
         )
     return local
 
