@@ -1,8 +1,11 @@
 """The authorization server's SQLAlchemy handle; the engine is bound per app in create_app."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session
 
 from shared.database import NAMING_CONVENTION
 
@@ -12,3 +15,18 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+
+
+@contextmanager
+def rolled_back_on_error(session: Session) -> Iterator[None]:
+    """Roll the session back as soon as its block raises, before any outer `with` cleans up.
+
+    The login throttle gives its units back on its own connection when a password check
+    raises; on SQLite that write would wait behind this session's still-open write lock (a
+    failed password change has already updated rows) until the busy timeout.
+    """
+    try:
+        yield
+    except BaseException:
+        session.rollback()
+        raise

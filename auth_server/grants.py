@@ -16,6 +16,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from authlib.oauth2.rfc6749 import grants
 
 from auth_server import pkce
+from auth_server.db import rolled_back_on_error
 from auth_server.errors import (
     AccessDeniedError,
     AuthorizationPageError,
@@ -93,13 +94,13 @@ class PasswordGrant(_TesseraGrant, grants.ResourceOwnerPasswordCredentialsGrant)
         ctx = self._context()
         # A hashing slot first (503 at once if none), then counted before the hash (429 past
         # a limit); a right password gives its count back.
+        accounts = self.components.accounts()
         with (
             self.components.passwords.slot(),
             self.components.login_throttle.attempt(username, ctx.ip) as check,
+            rolled_back_on_error(accounts.session),
         ):
-            user = self.components.accounts().authenticate(
-                username, password, client_id=client.client_id, ip=ctx.ip
-            )
+            user = accounts.authenticate(username, password, client_id=client.client_id, ip=ctx.ip)
             if user is not None:
                 check.succeeded()
         if user is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 
 from auth_server.accounts import AccountError, WrongPasswordError
+from auth_server.db import rolled_back_on_error
 from auth_server.endpoints.forms import require_form
 from auth_server.errors import InvalidGrantError, InvalidRequestError, UnauthorizedClientError
 from auth_server.grants import CLIENT_AUTH_METHODS
@@ -32,9 +33,14 @@ def change_password():
     ip = oauth_request.client_ip
     # The same counters as every login: a wrong current password is a failed login.
     wrong_password = None
-    with components.passwords.slot(), components.login_throttle.attempt(username, ip) as check:
+    accounts = components.accounts()
+    with (
+        components.passwords.slot(),
+        components.login_throttle.attempt(username, ip) as check,
+        rolled_back_on_error(accounts.session),
+    ):
         try:
-            families, access = components.accounts().change_password(username, current, new, ip=ip)
+            families, access = accounts.change_password(username, current, new, ip=ip)
         except WrongPasswordError as exc:
             wrong_password = exc
         except AccountError as exc:

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request, session
 
+from auth_server.db import rolled_back_on_error
 from auth_server.endpoints.forms import FORM_TYPE
 from auth_server.errors import (
     AuthorizationPageError,
@@ -86,11 +87,14 @@ def _log_in(components, grant, redirect_uri: str) -> Response:
     client = grant.request.client
     ip = request.remote_addr
     # As the password grant: throttled before any hashing, every failure counted and audited.
+    accounts = components.accounts()
     try:
-        with components.passwords.slot(), components.login_throttle.attempt(username, ip) as check:
-            user = components.accounts().authenticate(
-                username, password, client_id=client.client_id, ip=ip
-            )
+        with (
+            components.passwords.slot(),
+            components.login_throttle.attempt(username, ip) as check,
+            rolled_back_on_error(accounts.session),
+        ):
+            user = accounts.authenticate(username, password, client_id=client.client_id, ip=ip)
             if user is not None:
                 check.succeeded()
     except TooManyRequestsError as error:
