@@ -28,6 +28,7 @@ from tests.support import (
     code_request,
     pkce_pair,
     query_of,
+    start_auth_server,
 )
 
 pytestmark = pytest.mark.slow
@@ -219,3 +220,26 @@ def test_notes_api_answers_conform_to_its_document(auth, notes_api):
 
     for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
         assert call(f"GET {path}").status_code == 200
+
+
+def test_throttled_logins_answer_as_documented(serve, make_database_url):
+    """429 with Retry-After (RFC 6585 §4) at the token endpoint's password grant and at the
+    login page, as each document says: past the username's limit, before any hashing."""
+    auth = start_auth_server(
+        serve, make_database_url("auth"), login_failures_per_username="2 per 5 minutes"
+    )
+    doc = Conformance("auth_server")
+    wrong = {"grant_type": "password", "username": ALICE[0], "password": "not-it"}
+    answers = [doc.check("POST /oauth/token", auth.token(DEMO_APP, **wrong)) for _ in range(3)]
+    assert [a.status_code for a in answers] == [400, 400, 429]
+    assert int(answers[-1].headers["Retry-After"]) >= 1
+
+    _, challenge = pkce_pair()
+    browser = Browser(auth)
+    page = browser.authorize(**code_request(challenge=challenge))
+    pages = [
+        doc.check("POST /oauth/authorize", browser.submit(page, (BOB[0], "not-it")))
+        for _ in range(3)
+    ]
+    assert [p.status_code for p in pages] == [200, 200, 429]
+    assert int(pages[-1].headers["Retry-After"]) >= 1
