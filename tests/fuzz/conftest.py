@@ -111,6 +111,7 @@ def auth(serve, make_database_url):
         make_database_url("auth"),
         login_failures_per_username="1000000 per 5 minutes",
         login_failures_per_ip="1000000 per 5 minutes",
+        login_failures_per_username_and_ip="1000000 per 5 minutes",
     )
 
 
