@@ -1,9 +1,10 @@
 """gunicorn settings for both services (`gunicorn -c gunicorn.conf.py auth_server.wsgi:app`).
 
 Read from the environment so compose, `make run` and the tests start the same way:
-GUNICORN_WORKERS (default 2), GUNICORN_WORKER_CONNECTIONS (1000), GUNICORN_TIMEOUT (30 s),
-GUNICORN_GRACEFUL_TIMEOUT (20 s), GUNICORN_KEEPALIVE (5 s), GUNICORN_BIND, and the service
-setting METRICS_BIND (the /metrics listener, README "Settings").
+GUNICORN_WORKERS (default 2), GUNICORN_WORKER_CONNECTIONS (1000), GUNICORN_APP_SLOTS (4),
+GUNICORN_TIMEOUT (30 s), GUNICORN_GRACEFUL_TIMEOUT (20 s), GUNICORN_KEEPALIVE (5 s),
+GUNICORN_BIND, and the service settings METRICS_BIND (the /metrics listener) and
+MAX_REQUEST_BYTES (README "Settings").
 """
 
 import os
@@ -21,6 +22,10 @@ workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 worker_class = "gevent"
 # Connections (greenlets) per worker; beyond that new connections wait in the listen backlog.
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
+# Requests inside the app at once per worker, each admitted with its whole body read
+# (shared/serving.py). A request may hold two database connections: keep it at most half of
+# DB_POOL_SIZE + DB_MAX_OVERFLOW (15 by default). 4 is what gthread's threads allowed.
+app_slots = int(os.environ.get("GUNICORN_APP_SLOTS", "4"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 # SIGTERM lets requests in flight finish for this long before workers are killed.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
@@ -48,8 +53,9 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tessera-metrics-")
 
 
+_service_settings = ServiceSettings()
 # /metrics on a listener of its own (METRICS_BIND), never on `bind`: see when_ready.
-metrics_bind = ServiceSettings().metrics_bind
+metrics_bind = _service_settings.metrics_bind
 
 
 def on_starting(server):
@@ -74,3 +80,11 @@ def when_ready(server):
 
         serve_multiprocess_metrics(metrics_bind)
         server.log.info("Serving /metrics at http://%s/metrics", metrics_bind)
+
+
+def post_worker_init(worker):
+    from shared.serving import BufferedApp
+
+    worker.wsgi = BufferedApp(
+        worker.wsgi, slots=app_slots, max_body=_service_settings.max_request_bytes
+    )
