@@ -24,7 +24,7 @@ from auth_server.settings import AuthSettings
 from auth_server.throttle import LoginThrottle
 from auth_server.tokens import TokenPolicy
 from shared import request_id
-from shared.database import configure_engine, engine_options
+from shared.database import configure_engine, end_sessions_without_failing, engine_options
 from shared.logging import configure_logging
 from shared.proxy import trust_proxies
 from shared.settings import ConfigurationError
@@ -65,6 +65,7 @@ def create_app(
         SESSION_COOKIE_SECURE=settings.auth_issuer.startswith("https://"),
     )
     db.init_app(app)
+    end_sessions_without_failing(app, db.session)
     with app.app_context():
         engine = db.engine
         configure_engine(engine, settings)
