@@ -40,7 +40,8 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
     SERVICE=auth_server \
-    GUNICORN_BIND=0.0.0.0:8000
+    GUNICORN_BIND=0.0.0.0:8000 \
+    METRICS_BIND=0.0.0.0:9100
 
 RUN groupadd --system --gid 10001 tessera \
     && useradd --system --uid 10001 --gid tessera --no-create-home \
@@ -51,7 +52,9 @@ WORKDIR /app
 COPY gunicorn.conf.py ./
 
 USER tessera:tessera
-EXPOSE 8000
+# 8000: the service. 9100: /metrics, served by the gunicorn master for Prometheus inside the
+# network; never publish it (docker-compose.yml does not).
+EXPOSE 8000 9100
 # SERVICE picks the app: auth_server or resource_server. exec: gunicorn is PID 1 and gets
 # the SIGTERM of `docker stop` (graceful shutdown, GUNICORN_GRACEFUL_TIMEOUT).
 CMD ["sh", "-c", "exec gunicorn -c /app/gunicorn.conf.py \"${SERVICE}.wsgi:app\""]

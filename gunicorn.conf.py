@@ -1,18 +1,31 @@
 """gunicorn settings for both services (`gunicorn -c gunicorn.conf.py auth_server.wsgi:app`).
 
 Read from the environment so compose, `make run` and the tests start the same way:
-GUNICORN_WORKERS (default 2), GUNICORN_THREADS (default 4), GUNICORN_TIMEOUT (30 s),
-GUNICORN_GRACEFUL_TIMEOUT (20 s), GUNICORN_KEEPALIVE (5 s), GUNICORN_BIND.
+GUNICORN_WORKERS (default 2), GUNICORN_WORKER_CONNECTIONS (1000), GUNICORN_APP_SLOTS (4),
+GUNICORN_TIMEOUT (30 s), GUNICORN_GRACEFUL_TIMEOUT (20 s), GUNICORN_KEEPALIVE (5 s),
+GUNICORN_BIND, and the service settings METRICS_BIND (the /metrics listener) and
+MAX_REQUEST_BYTES (README "Settings").
 """
 
 import os
 import tempfile
 
+from shared.settings import ServiceSettings
+
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-# Threads: a worker waiting on the database or on introspection still serves other requests.
-worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# gevent: one greenlet per connection, so a client that trickles its headers or its body holds
+# a greenlet, not one of a few threads. With gthread, 40 such clients took every thread of
+# 2 workers x 4 and /healthz waited 20 s (security finding 11; tests/faults/test_slow_clients.py).
+# A worker waiting on PostgreSQL (psycopg 3 waits through the patched select), on
+# introspection or on Redis serves its other connections meanwhile.
+worker_class = "gevent"
+# Connections (greenlets) per worker; beyond that new connections wait in the listen backlog.
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
+# Requests inside the app at once per worker, each admitted with its whole body read
+# (shared/serving.py). A request may hold two database connections: keep it at most half of
+# DB_POOL_SIZE + DB_MAX_OVERFLOW (15 by default). 4 is what gthread's threads allowed.
+app_slots = int(os.environ.get("GUNICORN_APP_SLOTS", "4"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 # SIGTERM lets requests in flight finish for this long before workers are killed.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
@@ -40,6 +53,11 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tessera-metrics-")
 
 
+_service_settings = ServiceSettings()
+# /metrics on a listener of its own (METRICS_BIND), never on `bind`: see when_ready.
+metrics_bind = _service_settings.metrics_bind
+
+
 def on_starting(server):
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
@@ -52,3 +70,21 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def when_ready(server):
+    # The master serves the aggregated samples of every worker: it outlives them, so a scrape
+    # never lands on a worker that is busy or restarting, and its port is not the public one.
+    if metrics_bind:
+        from shared.metrics import serve_multiprocess_metrics
+
+        serve_multiprocess_metrics(metrics_bind)
+        server.log.info("Serving /metrics at http://%s/metrics", metrics_bind)
+
+
+def post_worker_init(worker):
+    from shared.serving import BufferedApp
+
+    worker.wsgi = BufferedApp(
+        worker.wsgi, slots=app_slots, max_body=_service_settings.max_request_bytes
+    )

@@ -25,7 +25,7 @@ from auth_server.settings import AuthSettings
 from auth_server.throttle import Limit, LoginThrottle, counter_store
 from auth_server.tokens import TokenPolicy
 from shared import openapi, request_id
-from shared.database import configure_engine, engine_options
+from shared.database import configure_engine, end_sessions_without_failing, engine_options
 from shared.logging import configure_logging
 from shared.proxy import trust_proxies
 from shared.request_body import limit_request_bodies
@@ -68,6 +68,7 @@ def create_app(
     # First of the hooks: 413 for bodies over MAX_REQUEST_BYTES, chunked ones included.
     limit_request_bodies(app, settings.max_request_bytes)
     db.init_app(app)
+    end_sessions_without_failing(app, db.session)
     with app.app_context():
         engine = db.engine
         configure_engine(engine, settings)

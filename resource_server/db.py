@@ -7,7 +7,12 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
-from shared.database import NAMING_CONVENTION, configure_engine, engine_options
+from shared.database import (
+    NAMING_CONVENTION,
+    configure_engine,
+    end_sessions_without_failing,
+    engine_options,
+)
 from shared.settings import ServiceSettings
 
 
@@ -22,6 +27,7 @@ def init_db(app: Flask, url: str, settings: ServiceSettings) -> None:
     app.config["SQLALCHEMY_DATABASE_URI"] = url
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(url, settings)
     db.init_app(app)
+    end_sessions_without_failing(app, db.session)
     with app.app_context():
         # Before the first connection, so every pooled connection gets the SQLite pragmas.
         configure_engine(db.engine, settings)

@@ -14,8 +14,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import scoped_session
 
 from shared.settings import DEFAULT_INSTANCE_DIR, ServiceSettings
 
@@ -143,3 +146,20 @@ def configure_engine(engine: Engine, settings: ServiceSettings) -> None:
         # other writer, and the next user of this connection would commit the failed rows.
         if dbapi_connection.in_transaction:
             dbapi_connection.rollback()
+
+
+def end_sessions_without_failing(app: Flask, session: scoped_session) -> None:
+    """Call right after `db.init_app(app)`: ends each request's session before Flask-SQLAlchemy
+    removes it, and a connection that died after the request's last statement (the database
+    went away meanwhile) is invalidated instead of failing the closing rollback. Otherwise the
+    rollback's error escapes the app after the answer was made, and the client gets a 500
+    (tests/faults/test_database_down.py)."""
+
+    # Registered after Flask-SQLAlchemy's own teardown, so it runs before it (Flask runs
+    # teardown functions in reverse order); that one then finds the session closed.
+    @app.teardown_appcontext
+    def _end_session(_exc: BaseException | None) -> None:
+        try:
+            session.close()
+        except SQLAlchemyError:
+            session.invalidate()

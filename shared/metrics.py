@@ -1,8 +1,11 @@
-"""Prometheus metrics for a Flask service (`GET /metrics`).
+"""Prometheus metrics for a Flask service.
 
 Each app gets its own registry, so tests can build many apps in one process. Under gunicorn,
-PROMETHEUS_MULTIPROC_DIR is set (gunicorn.conf.py does it) and prometheus-client's
-multiprocess mode aggregates what every worker recorded; /metrics then reads that directory.
+PROMETHEUS_MULTIPROC_DIR is set (gunicorn.conf.py does it): every worker writes its samples
+there, and the gunicorn master serves them, aggregated, on a listener of its own
+(`serve_multiprocess_metrics`, METRICS_BIND). The service's public port has no /metrics route:
+what it counts (token issuance, revocations, introspection results) is for the operator only,
+and a scrape through the public port would be one more way to load the service.
 
 Requests are labelled by route template (`/api/notes/<int:note_id>`), never by raw path, so
 an attacker cannot blow up the number of time series.
@@ -10,17 +13,11 @@ an attacker cannot blow up the number of time series.
 
 from __future__ import annotations
 
-import os
 import time
+from wsgiref.simple_server import WSGIServer
 
 from flask import Flask, Response, g, request
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -57,24 +54,26 @@ class Metrics:
         app.extensions["tessera_metrics"] = self
         app.before_request(_start_timer)
         app.after_request(self._observe)
-        app.add_url_rule("/metrics", "metrics", self.render, methods=["GET"])
 
     def _observe(self, response: Response) -> Response:
         started = g.get("_metrics_started")
         rule = request.url_rule
         endpoint = rule.rule if rule is not None else "unmatched"
-        if endpoint != "/metrics" and started is not None:
+        if started is not None:
             self.requests.labels(endpoint, request.method, str(response.status_code)).inc()
             self.latency.labels(endpoint, request.method).observe(time.perf_counter() - started)
         return response
 
-    def render(self) -> Response:
-        registry = self.registry
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry)
-        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
-
 
 def _start_timer() -> None:
     g._metrics_started = time.perf_counter()
+
+
+def serve_multiprocess_metrics(bind: str) -> WSGIServer:
+    """Serve every process's samples (PROMETHEUS_MULTIPROC_DIR) on `bind` ("host:port") from a
+    daemon thread; the gunicorn master calls it once, before it forks the workers."""
+    host, _, port = bind.rpartition(":")
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    server, _thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+    return server

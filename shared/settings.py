@@ -59,6 +59,15 @@ class ServiceSettings(BaseSettings):
     max_request_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest request body accepted; larger ones get 413."
     )
+    metrics_bind: str | None = Field(
+        None,
+        pattern=r"^$|^[^\s:]+:[0-9]{1,5}$|^\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}$",
+        description="`host:port` of the separate listener that serves Prometheus `/metrics` "
+        "under gunicorn (every worker's samples, aggregated by the master); unset: none. The "
+        "service's own port answers 404 for `/metrics`. Keep it off the public network: "
+        "`make run` uses 127.0.0.1:9100 (AS) and :9101 (notes API), the image 0.0.0.0:9100, "
+        "which compose does not publish.",
+    )
 
     @classmethod
     def env_reference(cls) -> list[tuple[str, str, str]]:

@@ -45,12 +45,14 @@ class GunicornService:
         env: dict[str, str],
         *,
         workers: int = 2,
-        threads: int = 4,
         port: int | None = None,
     ):
         self.module = module
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # /metrics is served by the master on a port of its own (METRICS_BIND), never self.url
+        self.metrics_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "RESOURCE_"))},
             # idle keep-alive connections would hold a graceful stop for the whole timeout
@@ -58,7 +60,7 @@ class GunicornService:
             **env,
             "GUNICORN_BIND": f"127.0.0.1:{self.port}",
             "GUNICORN_WORKERS": str(workers),
-            "GUNICORN_THREADS": str(threads),
+            "METRICS_BIND": f"127.0.0.1:{self.metrics_port}",
         }
         self.env.setdefault(
             "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="metrics-", dir=_WORKDIR.name)

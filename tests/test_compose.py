@@ -180,6 +180,24 @@ def test_proxy_finds_scaled_replicas_through_docker_dns():
     assert re.search(r"listen 8000;.*listen 8001;", conf, re.S)
 
 
+def test_metrics_listen_apart_from_the_service_port_and_are_never_published_or_proxied():
+    final = _final_stage(DOCKERFILE.read_text())
+    service_port = re.search(r"GUNICORN_BIND=\S+:(\d+)", final).group(1)
+    metrics_port = re.search(r"METRICS_BIND=\S+:(\d+)", final).group(1)
+    assert metrics_port != service_port
+    for name in ("auth-server", "resource-server"):
+        assert "METRICS_BIND" not in service_environment(COMPOSE, name)  # the image's, as is
+    published = [port for service in SERVICES.values() for port in service.get("ports", [])]
+    assert not [port for port in published if port.split(":")[-1] == metrics_port]
+    conf = (PROJECT_ROOT / "deploy" / "nginx.conf").read_text()
+    directives = [line.split("#")[0] for line in conf.splitlines()]
+    assert not [line for line in directives if f":{metrics_port}" in line]
+    # and each public server answers 404 itself rather than forwarding /metrics
+    servers = re.split(r"\n    server \{", conf)[1:]
+    assert len(servers) == 2
+    assert all(re.search(r"location = /metrics \{\s*return 404;", block) for block in servers)
+
+
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed here")
 def test_nginx_accepts_the_proxy_configuration(tmp_path):
     conf = (PROJECT_ROOT / "deploy" / "nginx.conf").read_text()

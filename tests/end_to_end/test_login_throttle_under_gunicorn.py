@@ -58,7 +58,7 @@ def two_replicas(request, make_database_url):
     with app.app_context():
         app.extensions["tessera"].accounts().create_user(username, "right-password-1")
     replicas = [
-        GunicornService("auth_server", settings_env(settings), workers=2, threads=4, port=port)
+        GunicornService("auth_server", settings_env(settings), workers=2, port=port)
         for port in (first_port, free_port())
     ]
     try:

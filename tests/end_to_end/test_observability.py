@@ -34,7 +34,7 @@ def stack(gunicorn_auth, make_database_url):
 
 
 def _samples(url: str) -> dict[str, float]:
-    response = requests.get(f"{url}/metrics", timeout=5)
+    response = requests.get(url, timeout=5)
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain")
     samples = {}
@@ -45,8 +45,11 @@ def _samples(url: str) -> dict[str, float]:
     return samples
 
 
-def test_metrics_count_across_workers(stack):
+def test_metrics_count_across_workers_on_the_metrics_listener_only(stack):
     auth, notes = stack
+    # The public ports have no /metrics: the gunicorn master serves it on METRICS_BIND.
+    for url in (auth.url, notes.url):
+        assert requests.get(f"{url}/metrics", timeout=5).status_code == 404
     tokens = [auth.login()["access_token"] for _ in range(4)]
     for token in tokens:
         for _ in range(3):
@@ -58,7 +61,7 @@ def test_metrics_count_across_workers(stack):
             )
     requests.get(f"{notes.url}/api/me", headers={"Authorization": "Bearer nope"}, timeout=5)
     auth.refresh(auth.login()["refresh_token"])
-    auth_samples = _samples(auth.url)
+    auth_samples = _samples(auth.server.metrics_url)
     assert auth_samples['tessera_tokens_issued_total{grant_type="password"}'] == 5
     assert auth_samples['tessera_tokens_issued_total{grant_type="refresh_token"}'] == 1
     assert auth_samples['tessera_introspections_total{result="active"}'] == 12
@@ -69,7 +72,7 @@ def test_metrics_count_across_workers(stack):
         ]
         == 13
     )
-    notes_samples = _samples(notes.url)
+    notes_samples = _samples(notes.metrics_url)
     assert (
         notes_samples['tessera_http_requests_total{endpoint="/api/me",method="GET",status="200"}']
         == 12

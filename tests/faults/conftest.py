@@ -71,7 +71,6 @@ def start_auth(gunicorn_services) -> Callable[..., AuthServer]:
         *,
         seed_url: str | None = None,
         workers: int = 2,
-        threads: int = 4,
         env: dict[str, str] | None = None,
         **overrides,
     ) -> AuthServer:
@@ -87,7 +86,6 @@ def start_auth(gunicorn_services) -> Callable[..., AuthServer]:
             "auth_server",
             {**settings_env(settings), **(env or {})},
             workers=workers,
-            threads=threads,
             port=port,
         )
         gunicorn_services.append(service)

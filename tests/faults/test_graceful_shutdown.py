@@ -98,11 +98,8 @@ def _load(url: str, token: str, stop: threading.Event, outcomes: list) -> None:
 def test_sigterm_finishes_requests_in_flight_then_refuses_connections(
     make_database_url, start_auth
 ):
-    # 8 threads per worker: the 4 held requests cannot starve the load, wherever they land.
     auth = start_auth(
-        make_database_url("auth"),
-        threads=8,
-        env={"GUNICORN_GRACEFUL_TIMEOUT": str(GRACEFUL_TIMEOUT)},
+        make_database_url("auth"), env={"GUNICORN_GRACEFUL_TIMEOUT": str(GRACEFUL_TIMEOUT)}
     )
     service = auth.server
     token = auth.login()["access_token"]

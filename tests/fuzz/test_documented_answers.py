@@ -161,7 +161,6 @@ def test_authorization_server_answers_conform_to_its_document(auth):
         "/.well-known/jwks.json",
         "/healthz",
         "/readyz",
-        "/metrics",
         "/openapi.json",
     ):
         assert doc.check(f"GET {path}", http.get(url + path, timeout=10)).status_code == 200
@@ -218,7 +217,7 @@ def test_notes_api_answers_conform_to_its_document(auth, notes_api):
     )
     assert chunked_big.status_code == 413
 
-    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+    for path in ("/healthz", "/readyz", "/openapi.json"):
         assert call(f"GET {path}").status_code == 200
 
 
