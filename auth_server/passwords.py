@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,19 @@ class PasswordHashingBusy(Exception):
     at once rather than queue (a queue of hashes is what starved every other request)."""
 
     retry_after = HASHING_BUSY_RETRY_AFTER
+
+
+def _under_gevent() -> bool:
+    """True in a gevent worker: `threading` is then monkey-patched, and a ThreadPoolExecutor's
+    "threads" are greenlets of the worker's one OS thread (a hash there would stop every other
+    request of the worker, and renicing it would renice the whole worker)."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("threading")
+
+
+def _on_os_thread(niceness: int, work: Callable[..., T], *args) -> T:
+    _lower_priority(niceness)
+    return work(*args)
 
 
 def _lower_priority(niceness: int) -> None:
@@ -71,6 +85,7 @@ class Passwords:
         # None: unbounded, in the caller's thread (the CLI, and tests that need no bound).
         self._slots = threading.BoundedSemaphore(max_concurrent) if max_concurrent else None
         self._held = threading.local()
+        self._niceness = niceness
         self._executor = (
             ThreadPoolExecutor(
                 max_workers=max_concurrent,
@@ -115,6 +130,13 @@ class Passwords:
         if self._slots is None:
             return work(*args)
         with self.slot():
+            if _under_gevent():
+                import gevent  # only ever imported where gevent already runs
+
+                # gevent's own pool runs real OS threads; this greenlet waits cooperatively.
+                return gevent.get_hub().threadpool.apply(
+                    _on_os_thread, (self._niceness, work, *args)
+                )
             return self._executor.submit(work, *args).result()
 
     def hash(self, password: str) -> str:
