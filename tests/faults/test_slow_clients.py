@@ -199,7 +199,8 @@ def compose_services(make_database_url, gunicorn_services):
     auth_env = {
         **service_environment(compose, "auth-server"),
         "AUTH_DATABASE_URL": auth_database,
-        "RATELIMIT_STORAGE_URI": "memory://",
+        # compose's Redis host does not exist here: the counters live in the AS database
+        "RATELIMIT_STORAGE_URI": "database",
     }
     auth = GunicornService("auth_server", auth_env, port=auth_port)
     gunicorn_services.append(auth)
