@@ -88,7 +88,7 @@ def main() -> None:
             secret=API[1],
             grant_types=[],
             scopes=[],
-            audiences=[],
+            audiences=[AUDIENCE],  # what it serves: introspection answers only about these
             can_introspect=True,
         )
     auth = GunicornService(
