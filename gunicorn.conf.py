@@ -3,14 +3,25 @@
 Read from the environment so compose, `make run` and the tests start the same way:
 GUNICORN_WORKERS (default 2), GUNICORN_WORKER_CONNECTIONS (1000), GUNICORN_APP_SLOTS (4),
 GUNICORN_TIMEOUT (30 s), GUNICORN_GRACEFUL_TIMEOUT (20 s), GUNICORN_KEEPALIVE (5 s),
-GUNICORN_BIND, and the service settings METRICS_BIND (the /metrics listener) and
-MAX_REQUEST_BYTES (README "Settings").
+GUNICORN_BIND, PSYCOPG_WAIT_FUNC (wait_c: see below), and the service settings METRICS_BIND
+(the /metrics listener) and MAX_REQUEST_BYTES (README "Settings").
 """
 
+import importlib.util
 import os
 import tempfile
 
-from shared.settings import ServiceSettings
+# psycopg 3 waits cooperatively once gevent has patched `select`: every database round trip
+# then hands the worker to each other ready greenlet first. A Tessera query is one indexed
+# lookup of well under a millisecond, so that hand-off costs more than the wait, and under a
+# flood of cheap requests (16 login loops refused with 503) it made one introspection on
+# PostgreSQL 56x slower; blocking for the round trip made it 2.4x (docs/benchmarks.md, login
+# flood). DB_STATEMENT_TIMEOUT_MS and the connect timeout bound how long a worker can block.
+# Set before any worker imports psycopg; only where psycopg's C wait exists.
+if importlib.util.find_spec("psycopg_binary") or importlib.util.find_spec("psycopg_c"):
+    os.environ.setdefault("PSYCOPG_WAIT_FUNC", "wait_c")
+
+from shared.settings import ServiceSettings  # noqa: E402
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
