@@ -162,4 +162,5 @@ def end_sessions_without_failing(app: Flask, session: scoped_session) -> None:
         try:
             session.close()
         except SQLAlchemyError:
-            session.invalidate()
+            # scoped_session does not proxy invalidate(): ask the request's own Session.
+            session.registry().invalidate()
