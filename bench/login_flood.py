@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import sys
 import tempfile
 import threading
@@ -32,12 +31,16 @@ sys.path.insert(0, str(ROOT))
 import requests  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from auth_server import create_app as create_auth_app  # noqa: E402
-from auth_server.clients import register_client  # noqa: E402
-from auth_server.db import db  # noqa: E402
-from auth_server.settings import AuthSettings  # noqa: E402
 from bench.load import Request, Result, run  # noqa: E402
-from bench.run import API, APP, AUDIENCE, FORM, USER, database_urls  # noqa: E402
+from bench.run import (  # noqa: E402
+    API,
+    APP,
+    FORM,
+    USER,
+    bench_auth_settings,
+    database_urls,
+    seed_auth_server,
+)
 from shared.basic_auth import basic_credentials_header  # noqa: E402
 from tests.processes import GunicornService, free_port, settings_env  # noqa: E402
 
@@ -62,35 +65,14 @@ def main() -> None:
     workdir = Path(scratch.name)
     auth_url_db, _, schemas = database_urls(args.database, workdir, args.postgres_url)
     auth_port = free_port()
-    settings = AuthSettings(
-        auth_issuer=f"http://127.0.0.1:{auth_port}",
-        auth_database_url=auth_url_db,
-        auth_key_encryption_key_file=str(workdir / "kek"),
-        auth_session_secret=secrets.token_urlsafe(32),
-        log_level="WARNING",
+    settings = bench_auth_settings(
+        auth_port,
+        auth_url_db,
+        workdir,
         password_hash_concurrency=args.hash_concurrency,
         password_hash_niceness=args.niceness,
     )
-    app = create_auth_app(settings, create_tables=True)
-    with app.app_context():
-        app.extensions["tessera"].accounts().create_user(*USER)
-        register_client(
-            db.session,
-            APP[0],
-            secret=APP[1],
-            audiences=[AUDIENCE],
-            grant_types=["password"],
-            scopes=["profile"],
-        )
-        register_client(
-            db.session,
-            API[0],
-            secret=API[1],
-            grant_types=[],
-            scopes=[],
-            audiences=[AUDIENCE],  # what it serves: introspection answers only about these
-            can_introspect=True,
-        )
+    seed_auth_server(settings, app_grant_types=["password"], app_scopes=["profile"])
     auth = GunicornService(
         "auth_server",
         {**settings_env(settings), "GUNICORN_LOG_LEVEL": "warning"},

@@ -61,6 +61,44 @@ def database_urls(kind: str, workdir: Path, pg_url: str) -> tuple[str, str, list
     return urls[0], urls[1], schemas
 
 
+def bench_auth_settings(port: int, database_url: str, workdir: Path, **overrides) -> AuthSettings:
+    """The authorization server of a benchmark: its own issuer, database and secrets."""
+    return AuthSettings(
+        auth_issuer=f"http://127.0.0.1:{port}",
+        auth_database_url=database_url,
+        auth_key_encryption_key_file=str(workdir / "kek"),
+        auth_session_secret=secrets.token_urlsafe(32),
+        log_level="WARNING",
+        **overrides,
+    )
+
+
+def seed_auth_server(
+    settings: AuthSettings, app_grant_types: list[str], app_scopes: list[str]
+) -> None:
+    """Create the tables, the benchmark's user, its app client and its resource server."""
+    app = create_auth_app(settings, create_tables=True)
+    with app.app_context():
+        app.extensions["tessera"].accounts().create_user(*USER)
+        register_client(
+            db.session,
+            APP[0],
+            secret=APP[1],
+            audiences=[AUDIENCE],
+            grant_types=app_grant_types,
+            scopes=app_scopes,
+        )
+        register_client(
+            db.session,
+            API[0],
+            secret=API[1],
+            grant_types=[],
+            scopes=[],
+            audiences=[AUDIENCE],  # what it serves: introspection answers only about these
+            can_introspect=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -77,33 +115,12 @@ def main() -> None:
     workdir = Path(scratch.name)
     auth_url_db, notes_url_db, schemas = database_urls(args.database, workdir, args.postgres_url)
     auth_port = free_port()
-    auth_settings = AuthSettings(
-        auth_issuer=f"http://127.0.0.1:{auth_port}",
-        auth_database_url=auth_url_db,
-        auth_key_encryption_key_file=str(workdir / "kek"),
-        auth_session_secret=secrets.token_urlsafe(32),
-        log_level="WARNING",
+    auth_settings = bench_auth_settings(auth_port, auth_url_db, workdir)
+    seed_auth_server(
+        auth_settings,
+        app_grant_types=["password", "refresh_token", "client_credentials"],
+        app_scopes=["profile", "notes:read", "notes:write"],
     )
-    app = create_auth_app(auth_settings, create_tables=True)
-    with app.app_context():
-        app.extensions["tessera"].accounts().create_user(*USER)
-        register_client(
-            db.session,
-            APP[0],
-            secret=APP[1],
-            audiences=[AUDIENCE],
-            grant_types=["password", "refresh_token", "client_credentials"],
-            scopes=["profile", "notes:read", "notes:write"],
-        )
-        register_client(
-            db.session,
-            API[0],
-            secret=API[1],
-            grant_types=[],
-            scopes=[],
-            audiences=[AUDIENCE],  # what it serves: introspection answers only about these
-            can_introspect=True,
-        )
     notes_settings = ResourceSettings(
         resource_database_url=notes_url_db,
         auth_server_url=auth_settings.auth_issuer,
