@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test fuzz install lint bench bench-login-flood clean
+.PHONY: browser run test fuzz install lint bench bench-login-flood clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,15 @@ install: $(BIN)/.installed
 run: install
 	scripts/run-demo
 
-test: install
+# Debian's Chromium for tests/browser (Playwright drives it; nothing is downloaded by Playwright).
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	apt-get install -y --no-install-recommends chromium >/dev/null || \
+		(apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium >/dev/null)
+
+browser: $(CHROMIUM)
+
+test: install browser
 	$(BIN)/python -m pytest
 
 # The fuzzers of tests/fuzz/ with FUZZ_CASES (default here 20000) API cases per database
