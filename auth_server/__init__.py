@@ -53,7 +53,8 @@ def create_app(
     settings = settings or AuthSettings()
     configure_logging(settings.log_level, settings.log_format)
 
-    app = Flask(__name__, static_folder=None)
+    # /static/: the stylesheet of the pages people see (auth_server/static/tessera.css).
+    app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.config.update(
         SQLALCHEMY_DATABASE_URI=settings.auth_database_url,
         SQLALCHEMY_ENGINE_OPTIONS=engine_options(settings.auth_database_url, settings),

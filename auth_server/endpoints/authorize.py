@@ -1,12 +1,13 @@
 """RFC 6749 §4.1 authorization endpoint: the browser login of first-party apps.
 
 `GET /oauth/authorize?...` checks the authorization request and shows a login form (a
-server-rendered page, no JavaScript); the form posts the username, the password and a CSRF
-token back to the same URL, and a correct password redirects the browser to the client's
-redirect_uri with a code, the state and the issuer. Only first-party apps are registered, so
-there is no consent screen: logging in is the decision. There is no single sign-on session
-either: every authorization request asks for the password, so `prompt=none` always gets
-`login_required`. The only cookie holds the CSRF token of the form.
+server-rendered page styled by /static/tessera.css, no JavaScript); the form posts the
+username, the password and a CSRF token back to the same URL, and a correct password redirects
+the browser to the client's redirect_uri with a code, the state and the issuer. Only
+first-party apps are registered, so there is no consent screen: logging in is the decision.
+There is no single sign-on session either: every authorization request asks for the password,
+so `prompt=none` always gets `login_required`. The only cookie holds the CSRF token of the
+form.
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ _PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "Pragma": "no-cache",
     "X-Frame-Options": "DENY",
-    # No script, style or subresource at all. No form-action: browsers apply it to the
-    # redirect that follows the form, which goes to the client's redirect_uri.
-    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+    # No script and no subresource but the same-origin stylesheet. No form-action: browsers
+    # apply it to the redirect that follows the form, which goes to the client's redirect_uri.
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
     "X-Content-Type-Options": "nosniff",
     # The page's URL holds the authorization request: not for other sites.
     "Referrer-Policy": "no-referrer",
