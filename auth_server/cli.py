@@ -51,6 +51,16 @@ DEMO_CLIENTS = [
         redirect_uris=["http://127.0.0.1:8002/callback"],
     ),
     dict(
+        # The demo web app (examples/demo_web, on 127.0.0.1:8002): a backend-for-frontend.
+        client_id="demo-web",
+        secret="demo-web-secret",
+        name="Tessera Notes",
+        grant_types=["authorization_code", "refresh_token"],
+        scopes=DEMO_SCOPES,
+        audiences=["urn:tessera:notes"],
+        redirect_uris=["http://127.0.0.1:8002/callback"],
+    ),
+    dict(
         client_id="notes-api",
         secret="notes-api-secret",
         name="Notes resource server",
@@ -309,7 +319,7 @@ def demo_setup() -> None:
             set_served_audiences(db.session, client.client_id, spec["audiences"])
     click.echo(
         "demo data: user alice/wonderland; clients demo-app/demo-app-secret, "
-        "demo-spa (public), notes-api/notes-api-secret"
+        "demo-spa (public), demo-web/demo-web-secret, notes-api/notes-api-secret"
     )
 
 

@@ -237,7 +237,7 @@ def test_demo_setup_seeds_a_freshly_migrated_database(make_database_url, tmp_pat
     apps.append(app)
     with app.app_context():
         clients = {c.client_id: c for c in auth_db.session.scalars(select(Client))}
-        assert set(clients) == {"demo-app", "demo-spa", "notes-api"}
+        assert set(clients) == {"demo-app", "demo-spa", "demo-web", "notes-api"}
         assert clients["demo-spa"].client_type == "public"
         assert clients["demo-spa"].redirect_uris == "http://127.0.0.1:8002/callback"
         assert auth_db.session.scalars(select(User.username)).all() == ["alice"]

@@ -1,0 +1,1 @@
+"""Example applications built on Tessera; not part of either service."""

@@ -1,0 +1,19 @@
+import pytest
+
+from tests.demo_web.support import start_demo_web
+from tests.support import start_auth_server, start_resource_server
+
+
+@pytest.fixture
+def auth(serve, make_database_url):
+    return start_auth_server(serve, make_database_url("auth"))
+
+
+@pytest.fixture
+def notes_api(serve, make_database_url, auth):
+    return start_resource_server(serve, make_database_url("notes"), auth)
+
+
+@pytest.fixture
+def demo_web(serve, auth, notes_api, tmp_path):
+    return start_demo_web(serve, auth, notes_api, tmp_path)
