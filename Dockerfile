@@ -31,6 +31,8 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 COPY auth_server ./auth_server
 COPY resource_server ./resource_server
 COPY shared ./shared
+# The demo web app (SERVICE=examples.demo_web in docker-compose.yml).
+COPY examples ./examples
 RUN pip install --no-deps . && pip check
 
 # --- runtime: no compilers, no source tree, not root ---------------------------------------
@@ -55,6 +57,6 @@ USER tessera:tessera
 # 8000: the service. 9100: /metrics, served by the gunicorn master for Prometheus inside the
 # network; never publish it (docker-compose.yml does not).
 EXPOSE 8000 9100
-# SERVICE picks the app: auth_server or resource_server. exec: gunicorn is PID 1 and gets
+# SERVICE picks the app: auth_server, resource_server or examples.demo_web. exec: gunicorn is PID 1 and gets
 # the SIGTERM of `docker stop` (graceful shutdown, GUNICORN_GRACEFUL_TIMEOUT).
 CMD ["sh", "-c", "exec gunicorn -c /app/gunicorn.conf.py \"${SERVICE}.wsgi:app\""]

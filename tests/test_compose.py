@@ -9,9 +9,11 @@ import subprocess
 
 import pytest
 
+from auth_server.cli import DEMO_CLIENTS
 from auth_server.settings import AuthSettings
+from examples.demo_web.settings import DemoWebSettings
 from resource_server.settings import ResourceSettings
-from shared.settings import PROJECT_ROOT
+from shared.settings import PROJECT_ROOT, ServiceSettings
 from tests.compose import (
     DOCKERFILE,
     env_files,
@@ -30,6 +32,9 @@ KNOWN = {
     "resource-server": RESOURCE_NAMES,
     # migrate runs `flask --app auth_server ...` and `flask --app resource_server ...`
     "migrate": AUTH_NAMES | RESOURCE_NAMES,
+    # gunicorn.conf.py reads the services' common settings (METRICS_BIND) in every container
+    "demo-web": {name.upper() for name in DemoWebSettings.model_fields}
+    | {name.upper() for name in ServiceSettings.model_fields},
 }
 # Read by the image or gunicorn, not by the settings modules: the Dockerfile's SERVICE, and
 # gunicorn.conf.py's variables.
@@ -44,6 +49,7 @@ def test_the_stack_has_its_services():
         "migrate",
         "auth-server",
         "resource-server",
+        "demo-web",
         "proxy",
     }
     assert SERVICES["postgres"]["image"].startswith("postgres:16")
@@ -51,7 +57,9 @@ def test_the_stack_has_its_services():
     assert any(v.startswith("postgres-data:") for v in SERVICES["postgres"]["volumes"])
 
 
-@pytest.mark.parametrize("name", ["postgres", "redis", "auth-server", "resource-server"])
+@pytest.mark.parametrize(
+    "name", ["postgres", "redis", "auth-server", "resource-server", "demo-web"]
+)
 def test_long_running_services_have_healthchecks(name):
     test = SERVICES[name]["healthcheck"]["test"]
     assert test and test[0] in ("CMD", "CMD-SHELL")
@@ -89,7 +97,7 @@ def test_only_the_proxy_publishes_ports():
     assert published == {"proxy"}
     assert "container_name" not in SERVICES["resource-server"]
     ports = [port.split(":")[-2:] for port in SERVICES["proxy"]["ports"]]
-    assert ports == [["8000", "8000"], ["8001", "8001"]]
+    assert ports == [["8000", "8000"], ["8001", "8001"], ["8002", "8002"]]
 
 
 def test_migrate_upgrades_both_databases_then_seeds_only_in_demo_mode():
@@ -104,7 +112,7 @@ def test_migrate_upgrades_both_databases_then_seeds_only_in_demo_mode():
     assert SERVICES["migrate"]["restart"] == "no"
 
 
-@pytest.mark.parametrize("name", ["auth-server", "resource-server", "migrate"])
+@pytest.mark.parametrize("name", ["auth-server", "resource-server", "migrate", "demo-web"])
 def test_every_variable_a_service_gets_is_one_it_reads(name):
     """A misspelt or stale name would be silently ignored by the settings (extra="ignore")."""
     env = service_environment(COMPOSE, name)
@@ -177,7 +185,8 @@ def test_proxy_finds_scaled_replicas_through_docker_dns():
     assert "proxy_pass $auth_server;" in conf and "proxy_pass $resource_server;" in conf
     assert "proxy_set_header X-Forwarded-For" in conf
     assert "proxy_set_header X-Request-ID" in conf
-    assert re.search(r"listen 8000;.*listen 8001;", conf, re.S)
+    assert re.search(r"listen 8000;.*listen 8001;.*listen 8002;", conf, re.S)
+    assert "set $demo_web http://demo-web:8000;" in conf and "proxy_pass $demo_web;" in conf
 
 
 def test_metrics_listen_apart_from_the_service_port_and_are_never_published_or_proxied():
@@ -194,7 +203,7 @@ def test_metrics_listen_apart_from_the_service_port_and_are_never_published_or_p
     assert not [line for line in directives if f":{metrics_port}" in line]
     # and each public server answers 404 itself rather than forwarding /metrics
     servers = re.split(r"\n    server \{", conf)[1:]
-    assert len(servers) == 2
+    assert len(servers) == 3
     assert all(re.search(r"location = /metrics \{\s*return 404;", block) for block in servers)
 
 
@@ -244,6 +253,21 @@ def test_dockerignore_keeps_local_state_out_of_the_image():
         "auth_server",
         "resource_server",
         "shared",
+        "examples",
     }
     copied = re.findall(r"(?m)^COPY\s+(?!--from)(.+)\s+\S+$", DOCKERFILE.read_text())
     assert {src for line in copied for src in line.split()} <= allowed
+
+
+def test_the_demo_web_app_signs_in_at_the_public_issuer_and_calls_inside_the_network():
+    demo = service_environment(COMPOSE, "demo-web")
+    auth = service_environment(COMPOSE, "auth-server")
+    assert demo["SERVICE"] == "examples.demo_web"
+    assert demo["DEMO_WEB_ISSUER"] == auth["AUTH_ISSUER"]
+    assert demo["DEMO_WEB_AUTH_SERVER_URL"] == "http://auth-server:8000"
+    assert demo["DEMO_WEB_NOTES_URL"] == "http://resource-server:8000/api"
+    settings = DemoWebSettings(**{k.lower(): v for k, v in demo.items() if k in KNOWN["demo-web"]})
+    # The redirect URI and secret the demo seed registers for it.
+    (seeded,) = [c for c in DEMO_CLIENTS if c["client_id"] == settings.demo_web_client_id]
+    assert seeded["redirect_uris"] == [settings.redirect_uri]
+    assert seeded["secret"] == settings.demo_web_client_secret

@@ -117,12 +117,20 @@ def make_run(tmp_path):
     """scripts/run-demo, as `make run` runs it, on free ports and with its files in tmp_path."""
     ports = {
         name: free_port()
-        for name in ("AUTH_PORT", "RESOURCE_PORT", "AUTH_METRICS_PORT", "RESOURCE_METRICS_PORT")
+        for name in (
+            "AUTH_PORT",
+            "RESOURCE_PORT",
+            "AUTH_METRICS_PORT",
+            "RESOURCE_METRICS_PORT",
+            "DEMO_WEB_PORT",
+        )
     }
     env = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith(("AUTH_", "RESOURCE_", "GUNICORN_", "METRICS_", "PROMETHEUS_"))
+        if not name.startswith(
+            ("AUTH_", "RESOURCE_", "GUNICORN_", "METRICS_", "PROMETHEUS_", "DEMO_WEB_")
+        )
     }
     env.update({name: str(port) for name, port in ports.items()})
     env.update(
@@ -134,6 +142,7 @@ def make_run(tmp_path):
         RESOURCE_DATABASE_URL=f"sqlite:///{tmp_path / 'resource.sqlite3'}",
         AUTH_KEY_ENCRYPTION_KEY_FILE=str(tmp_path / "key-encryption.key"),
         AUTH_SESSION_SECRET_FILE=str(tmp_path / "session-secret.key"),
+        DEMO_WEB_SESSION_DB=str(tmp_path / "demo-web-sessions.sqlite3"),
     )
     log_path = tmp_path / "run-demo.log"
     with log_path.open("wb") as log:
