@@ -1,12 +1,18 @@
 import pytest
 
 from tests.demo_web.support import start_demo_web
-from tests.support import start_auth_server, start_resource_server
+from tests.support import FakeClock, start_auth_server, start_resource_server
 
 
 @pytest.fixture
-def auth(serve, make_database_url):
-    return start_auth_server(serve, make_database_url("auth"))
+def clock():
+    """The authorization server's clock: advancing it expires the access tokens it issued."""
+    return FakeClock()
+
+
+@pytest.fixture
+def auth(serve, make_database_url, clock):
+    return start_auth_server(serve, make_database_url("auth"), clock=clock)
 
 
 @pytest.fixture

@@ -4,6 +4,8 @@ of the authorization response. tests/browser/test_demo_web.py drives it in Chrom
 from __future__ import annotations
 
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode, urlsplit
 
 import pytest
@@ -212,3 +214,28 @@ def test_a_session_id_of_any_shape_is_just_signed_out(demo_web):
         http.cookies.set("demo_session", value)
         page = http.get(demo_web.url + "/", timeout=10)
         assert page.status_code == 200 and "Sign in" in page.text
+
+
+def test_two_tabs_refreshing_one_login_at_once_keep_it(demo_web, auth, clock):
+    """Both tabs' calls get 401 invalid_token at once; one refreshes, the other uses its
+    result. Presenting the same refresh token twice would be reuse: the AS would revoke the
+    login and sign both tabs out."""
+    http = _sign_in(demo_web, auth)
+    (before,) = _tokens(demo_web)
+    clock.advance(auth.settings.access_token_ttl + 1)
+    tabs = 4
+    barrier = threading.Barrier(tabs)
+
+    def open_tab(_) -> requests.Response:
+        tab = requests.Session()
+        tab.cookies.update(http.cookies)
+        barrier.wait(timeout=10)
+        return tab.get(demo_web.url + "/", timeout=20)
+
+    with ThreadPoolExecutor(tabs) as pool:
+        pages = list(pool.map(open_tab, range(tabs)))
+    assert [page.status_code for page in pages] == [200] * tabs
+    assert all("Add note" in page.text for page in pages)
+    (after,) = _tokens(demo_web)
+    assert after["refresh_token"] != before["refresh_token"]
+    assert auth.is_active(after["refresh_token"])
