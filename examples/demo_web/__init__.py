@@ -42,6 +42,8 @@ def create_app(
 ) -> Flask:
     settings = settings or DemoWebSettings()
     app = Flask(__name__, static_folder="static", static_url_path="/static")
+    # Its forms are a CSRF token and a note (at most 10,000 characters): nothing bigger.
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.extensions["demo_web"] = DemoWeb(settings, clock)
 
     from examples.demo_web import views

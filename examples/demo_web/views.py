@@ -139,11 +139,19 @@ def index() -> Response:
     except (OAuthClientError, requests.RequestException) as exc:
         log.warning("notes API or authorization server unreachable: %s", type(exc).__name__)
         return _notes_page(data, [], "The notes service cannot be reached right now.", 503)
-    if answer.status_code != 200:
+    notes = _json(answer).get("notes") if answer.status_code == 200 else None
+    if not isinstance(notes, list):
         log.warning("notes API answered %s to GET /notes", answer.status_code)
         return _notes_page(data, [], "The notes service could not list your notes.", 502)
-    notes = answer.json().get("notes", [])
-    return _notes_page(data, notes, notice)
+    return _notes_page(data, [n for n in notes if isinstance(n, dict)], notice)
+
+
+def _json(answer: requests.Response) -> dict:
+    try:
+        body = answer.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def _notes_page(data: dict, notes: list, notice: str | None, status: int = 200) -> Response:
@@ -190,6 +198,10 @@ def callback() -> Response:
     try:
         # A callback without a live pending request reads nothing but `state`.
         metadata = app.metadata.get() if pending else {}
+    except (OAuthClientError, requests.RequestException, ValueError) as exc:
+        log.warning("authorization server metadata unavailable: %s", type(exc).__name__)
+        return _page("problem.html", 503, message="Sign-in is unavailable right now.")
+    try:
         code = check_callback(params, pending, metadata, app.settings.demo_web_issuer, app.clock())
     except CallbackError as error:
         response = _page("problem.html", 400, message=str(error))
@@ -216,7 +228,7 @@ def _username(client: DemoWebClient) -> str | None:
         return None
     if answer.status_code != 200:
         return None
-    username = answer.json().get("username")
+    username = _json(answer).get("username")
     return username if isinstance(username, str) else None
 
 

@@ -190,3 +190,16 @@ def test_a_wrong_password_shows_a_clear_error_and_signs_nobody_in(demo_web, new_
     assert page.evaluate("document.activeElement.id") == "password"
     shot(page, "login-error")
     assert stored_tokens(demo_web) == []
+
+
+def test_a_sign_in_response_this_browser_did_not_ask_for_shows_a_problem_page(
+    demo_web, new_context, shot
+):
+    page = new_context().new_page()
+    page.goto(demo_web.url + "/callback?code=planted-code&state=planted-state")
+    assert page.get_by_role("heading", name="Something went wrong").is_visible()
+    assert "was not started here" in page.get_by_role("alert").inner_text()
+    shot(page, "problem")
+    page.get_by_role("link", name="Back to Tessera Notes").click()
+    assert page.get_by_role("link", name="Sign in").is_visible()
+    assert stored_tokens(demo_web) == []

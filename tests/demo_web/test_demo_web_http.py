@@ -239,3 +239,37 @@ def test_two_tabs_refreshing_one_login_at_once_keep_it(demo_web, auth, clock):
     (after,) = _tokens(demo_web)
     assert after["refresh_token"] != before["refresh_token"]
     assert auth.is_active(after["refresh_token"])
+
+
+def test_a_body_too_large_is_refused_with_413(demo_web, auth):
+    http = _sign_in(demo_web, auth)
+    token = _csrf(http.get(demo_web.url + "/", timeout=10))
+    answer = http.post(
+        demo_web.url + "/notes", data={"csrf_token": token, "body": "x" * 100_000}, timeout=10
+    )
+    assert answer.status_code == 413
+    assert _notes(demo_web, http) == []
+
+
+def test_a_note_too_long_for_the_notes_api_is_refused_with_a_message(demo_web, auth):
+    http = _sign_in(demo_web, auth)
+    token = _csrf(http.get(demo_web.url + "/", timeout=10))
+    page = http.post(
+        demo_web.url + "/notes", data={"csrf_token": token, "body": "x" * 10_001}, timeout=10
+    )
+    assert page.status_code == 200 and "A note is 1 to 10,000 characters." in page.text
+    assert _notes(demo_web, http) == []
+    # The message is shown once.
+    assert "A note is 1 to" not in http.get(demo_web.url + "/", timeout=10).text
+
+
+def test_a_callback_while_the_authorization_server_is_down_is_a_503(demo_web, auth):
+    """The app restarted during a sign-in (its metadata cache is empty) and the authorization
+    server is unreachable when the browser comes back."""
+    http = requests.Session()
+    http.get(demo_web.url + "/login", allow_redirects=False, timeout=10)
+    restarted = create_app(demo_web.settings).test_client()
+    restarted.set_cookie("demo_session", http.cookies["demo_session"])
+    auth.server.stop()
+    answer = restarted.get("/callback?state=x&code=y")
+    assert answer.status_code == 503 and "Sign-in is unavailable" in answer.text
