@@ -244,6 +244,7 @@ def main() -> None:
         load = dict(processes=args.processes, connections=args.connections, seconds=args.seconds)
         rates: dict[str, list[float]] = {"healthz": [], "me_cached": []}
         introspected = served = 0.0
+        outcomes_before = cache_outcomes(replicas[0].metrics_url)
         for _ in range(2):  # alternated, the machine is shared
             rates["healthz"].append(run(healthz, **load).rate)
             before = sample(auth.metrics_url, "tessera_introspections_total")
@@ -253,6 +254,7 @@ def main() -> None:
             rates["me_cached"].append(result.rate)
             if result.errors or set(result.statuses) != {200}:
                 raise RuntimeError(f"/api/me: {result.statuses}, {result.errors} errors")
+        outcomes_after = cache_outcomes(replicas[0].metrics_url)
         uncached_rate = run(Request("GET", f"{uncached.url}/api/me", headers=bearer), **load).rate
         best = {name: max(values) for name, values in rates.items()}
         report["throughput"] = {
@@ -264,6 +266,10 @@ def main() -> None:
             ),
             "api_me_uncached / rs_healthz (best)": round(uncached_rate / best["healthz"], 3),
             "as_introspections_per_cached_request": round(introspected / served, 6),
+            "replica0_cache_outcomes_during_api_me": {
+                name: outcomes_after.get(name, 0) - outcomes_before.get(name, 0)
+                for name in ("hit", "miss", "bypass")
+            },
         }
         print(json.dumps(report["throughput"], indent=2), flush=True)
     finally:
@@ -298,10 +304,17 @@ def wait_until_caching(auth_url: str, replicas: list[GunicornService], timeout: 
 
 
 def _hits(replica: GunicornService) -> bool:
-    for line in requests.get(replica.metrics_url, timeout=5).text.splitlines():
-        if line.startswith('tessera_introspection_cache_total{outcome="hit"}'):
-            return float(line.rsplit(" ", 1)[1]) > 0
-    return False
+    return cache_outcomes(replica.metrics_url).get("hit", 0) > 0
+
+
+def cache_outcomes(metrics_url: str) -> dict[str, float]:
+    """The replica's tessera_introspection_cache_total by outcome (hit, miss, bypass)."""
+    outcomes = {}
+    prefix = 'tessera_introspection_cache_total{outcome="'
+    for line in requests.get(metrics_url, timeout=5).text.splitlines():
+        if line.startswith(prefix):
+            outcomes[line[len(prefix) :].split('"', 1)[0]] = float(line.rsplit(" ", 1)[1])
+    return outcomes
 
 
 if __name__ == "__main__":
