@@ -4,10 +4,10 @@ It listens to committed audit events (audit.subscribe): every revoking operation
 writes one in its own transaction, and the listeners run inside `session.commit()`, so the
 event is out after the commit and before the view answers, with no hook at the call sites.
 
-A failed publish is logged and counted (`auth_server_revocation_events_total{result=
+A failed publish is logged and counted (`tessera_revocation_events_total{result=
 "failed"}`) and the call still answers as it would have: the revocation is committed and
 introspection already says so; a resource server that missed the event is stale for at most
-its INTROSPECTION_CACHE_TTL (docs/revocation-events.md, "When the channel breaks").
+its INTROSPECTION_CACHE_TTL (docs/revocation-events.md, "Staleness bound and failure modes").
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ class ResourceMetrics(Metrics):
             ["outcome"],
         )
         self.revocation_events = self.counter(
-            "revocation_events_total",
+            "revocation_events_received_total",
             "Revocation events received, by outcome (applied, unreadable).",
             ["outcome"],
         )
