@@ -6,6 +6,7 @@ is in step again."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -282,26 +283,49 @@ def test_an_unreadable_event_drops_the_whole_cache(auth, cached_api, channel):
     assert _poll(lambda: len(subscriber.cache) == 0)
 
 
-def test_an_event_is_a_caep_session_revoked_set_naming_no_secret(auth, channel, caplog):
+def test_an_event_is_a_caep_session_revoked_set_naming_no_secret(auth, cached_api, channel):
     pubsub = redis.Redis.from_url(REDIS).pubsub()
     pubsub.subscribe(channel)
     assert pubsub.get_message(timeout=5)["type"] == "subscribe"
     login = auth.login()
-    with caplog.at_level(logging.DEBUG):
+    warm(cached_api, auth, login["access_token"])
+    sid = auth.introspect(login["access_token"]).json()["sid"]
+    with tessera_log() as lines:
         _logout(auth, login)
+        assert cached_api.get("/api/me", login["access_token"]).status_code == 401
+        # The subscriber's thread may log a moment after the 401 (it need not have run yet).
+        assert _poll(lambda: any("cached answers dropped" in line for line in lines))
     message = pubsub.get_message(timeout=5)
     pubsub.close()
     body = json.loads(message["data"])
     assert set(body) == {"iss", "jti", "iat", "events"}
     assert body["iss"] == auth.settings.auth_issuer
     event = body["events"][revocation_events.SESSION_REVOKED]
-    assert event["subject"]["format"] == "complex"
-    assert event["subject"]["session"]["format"] == "opaque"
-    sid = auth.introspect(auth.login()["access_token"]).json()["sid"]
-    assert sid.isdigit() and event["subject"]["session"]["id"] != sid
+    assert event["subject"] == {"format": "complex", "session": {"format": "opaque", "id": sid}}
+    assert event["reason_admin"] == {"en": "logout"}
+    # Both sides logged the event (the publisher and the subscriber), by sid only.
+    text = "\n".join(lines)
+    assert "revocation event published" in text
     for secret in (login["access_token"], login["refresh_token"]):
         assert secret not in message["data"].decode()
-        assert secret not in caplog.text
+        assert secret not in text
+
+
+@contextlib.contextmanager
+def tessera_log():
+    """Every line the `tessera` loggers write meanwhile, at DEBUG (they do not propagate)."""
+    lines: list[str] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("tessera")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def test_the_cache_keeps_no_token_in_its_keys(auth, cached_api):
