@@ -15,14 +15,17 @@ import pytest
 import redis
 import requests
 
+import resource_server
 from resource_server import SUBSCRIBER_KEY
 from shared import revocation_events
 from tests.auth_server.test_authorization_code import exchange, get_code
+from tests.processes import GunicornService, settings_env
 from tests.support import (
     ALICE,
     BOB,
     DEMO_APP,
     SERVICE_APP,
+    resource_settings,
     start_auth_server,
     start_resource_server,
 )
@@ -360,3 +363,45 @@ def _poll(condition, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.01)
     return condition()
+
+
+def test_gevent_workers_under_gunicorn_drop_the_revoked_token_before_the_next_request(
+    auth, make_database_url, channel
+):
+    """The deployed shape: gevent workers, where the subscriber is a greenlet."""
+    settings = resource_settings(
+        make_database_url("notes"),
+        auth,
+        introspection_cache_ttl=60,
+        revocation_events_url=REDIS,
+        revocation_events_channel=channel,
+    )
+    resource_server.create_app(settings, create_tables=True)
+    api = GunicornService("resource_server", settings_env(settings), workers=2).start()
+    try:
+        login = auth.login()
+        http = requests.Session()
+        headers = {"Authorization": f"Bearer {login['access_token']}"}
+
+        def cache_hits() -> float:
+            prefix = 'tessera_introspection_cache_total{outcome="hit"}'
+            for line in requests.get(api.metrics_url, timeout=5).text.splitlines():
+                if line.startswith(prefix):
+                    return float(line.rsplit(" ", 1)[1])
+            return 0.0
+
+        # Requests, each on a new connection so that either worker may take it, until 10 were
+        # answered from a cache: most likely both workers hold the token by then.
+        assert _poll(
+            lambda: (
+                requests.get(f"{api.url}/api/me", headers=headers, timeout=5).ok
+                and cache_hits() >= 10
+            ),
+            timeout=20,
+        )
+        assert http.get(f"{api.url}/api/me", headers=headers, timeout=5).status_code == 200
+        _logout(auth, login)
+        for _ in range(20):
+            assert requests.get(f"{api.url}/api/me", headers=headers, timeout=5).status_code == 401
+    finally:
+        api.stop()
