@@ -8,7 +8,9 @@ import base64
 import json
 
 import pytest
+from pydantic import ValidationError
 
+from resource_server.settings import ResourceSettings
 from shared import revocation_events as events
 from shared.introspection import IntrospectionResult
 from shared.introspection_cache import IntrospectionCache, token_key
@@ -108,3 +110,14 @@ def test_events_round_trip_and_malformed_ones_are_refused():
     for bad in (b"[]", b'{"events": {}}', b'{"events": {"x": 1}}', b"not json"):
         with pytest.raises(ValueError):
             events.targets(bad, None)
+
+
+def test_the_resource_server_refuses_a_cache_without_revocation_events():
+    base = dict(resource_client_id="api", resource_client_secret="secret")
+    with pytest.raises(ValidationError, match="REVOCATION_EVENTS_URL"):
+        ResourceSettings(introspection_cache_ttl=60, **base)
+    assert ResourceSettings(**base).introspection_cache_ttl == 0  # off by default
+    on = ResourceSettings(
+        introspection_cache_ttl=60, revocation_events_url="redis://127.0.0.1:6379/0", **base
+    )
+    assert on.introspection_cache_ttl == 60
