@@ -21,6 +21,7 @@ from auth_server.hashing_gate import PasswordCheckGate
 from auth_server.keys import KeyCipher, KeyRing, create_secret_file
 from auth_server.metrics import AuthMetrics
 from auth_server.passwords import Passwords
+from auth_server.revocation_events import RevocationPublisher
 from auth_server.settings import AuthSettings
 from auth_server.throttle import Limit, LoginThrottle, counter_store
 from auth_server.tokens import TokenPolicy
@@ -168,6 +169,17 @@ def create_app(
     trust_proxies(app, settings.trusted_proxies)
     components.metrics.init_app(app)
     audit.subscribe(engine, components.metrics.on_audit_event)
+    if settings.revocation_events_url:
+        publisher = RevocationPublisher(
+            settings.revocation_events_url,
+            settings.revocation_events_channel,
+            settings.auth_issuer,
+            engine,
+            timeout=settings.revocation_events_publish_timeout,
+            clock=components.clock,
+            on_publish=components.metrics.count_revocation_event,
+        )
+        audit.subscribe(engine, publisher.on_audit_event)
     components.login_throttle.on_throttled = components.metrics.count_login_throttled
     cli.register(app)
     return app

@@ -34,9 +34,17 @@ class AuthMetrics(Metrics):
             "Password checks refused with 503: every hashing slot of the worker was taken.",
             [],
         )
+        self.revocation_events = self.counter(
+            "revocation_events_total",
+            "Revocation events for resource-server caches, by result (published, failed).",
+            ["result"],
+        )
         self.audit_events = self.counter(
             "audit_events_total", "Committed audit events, by event.", ["event"]
         )
+
+    def count_revocation_event(self, result: str) -> None:
+        self.revocation_events.labels(result).inc()
 
     def count_login_throttled(self, limit: str) -> None:
         self.login_throttled.labels(limit).inc()

@@ -60,6 +60,12 @@ class AuthSettings(ServiceSettings):
         description="File holding the Fernet key when AUTH_KEY_ENCRYPTION_KEY is unset; demo "
         "set-up generates it. If neither exists, keys are stored unencrypted (with a warning).",
     )
+    revocation_events_publish_timeout: float = Field(
+        0.5,
+        gt=0,
+        description="Most seconds a revoking call waits for Redis to take its revocation event; "
+        "on failure it still answers (logged and counted, docs/revocation-events.md).",
+    )
     client_cache_seconds: float = Field(
         5.0,
         ge=0,

@@ -17,12 +17,15 @@ from resource_server.metrics import ResourceMetrics
 from resource_server.settings import ResourceSettings
 from shared import openapi
 from shared.introspection import IntrospectionClient
+from shared.introspection_cache import CachingIntrospector, IntrospectionCache
 from shared.logging import configure_logging
 from shared.protect import TokenGuard
 from shared.proxy import trust_proxies
 from shared.request_body import limit_request_bodies
+from shared.revocation_subscriber import RevocationSubscriber
 
 SETTINGS_KEY = "tessera_settings"
+SUBSCRIBER_KEY = "tessera_revocation_subscriber"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
@@ -46,18 +49,19 @@ def create_app(settings: ResourceSettings | None = None, *, create_tables: bool 
     metrics = ResourceMetrics()
     metrics.init_app(app)
     trust_proxies(app, settings.trusted_proxies)
+    introspection_client = IntrospectionClient(
+        settings.introspection_url,
+        client_id,
+        client_secret,
+        connect_timeout=settings.introspection_connect_timeout,
+        read_timeout=settings.introspection_read_timeout,
+        total_timeout=settings.introspection_total_timeout,
+        max_response_bytes=settings.introspection_max_response_bytes,
+        on_call=metrics.on_introspection,
+    )
     TokenGuard(
         app,
-        introspection_client=IntrospectionClient(
-            settings.introspection_url,
-            client_id,
-            client_secret,
-            connect_timeout=settings.introspection_connect_timeout,
-            read_timeout=settings.introspection_read_timeout,
-            total_timeout=settings.introspection_total_timeout,
-            max_response_bytes=settings.introspection_max_response_bytes,
-            on_call=metrics.on_introspection,
-        ),
+        introspection_client=_with_cache(app, settings, introspection_client, metrics),
         audience=settings.resource_audience,
         realm=settings.resource_realm,
         expected_issuer=settings.expected_issuer,
@@ -73,3 +77,26 @@ def create_app(settings: ResourceSettings | None = None, *, create_tables: bool 
         with app.app_context():
             db.create_all()
     return app
+
+
+def _with_cache(app: Flask, settings: ResourceSettings, client: IntrospectionClient, metrics):
+    """The introspection client, behind the revocation-event cache if INTROSPECTION_CACHE_TTL
+    turns it on (off by default: every request introspected)."""
+    if settings.introspection_cache_ttl <= 0:
+        return client
+    assert settings.revocation_events_url is not None  # the settings validator requires it
+    cache = IntrospectionCache(
+        settings.introspection_cache_ttl,
+        settings.introspection_cache_negative_ttl,
+        settings.introspection_cache_max_entries,
+    )
+    subscriber = RevocationSubscriber(
+        settings.revocation_events_url,
+        settings.revocation_events_channel,
+        cache,
+        issuer=settings.expected_issuer,
+        on_event=metrics.on_revocation_event,
+    )
+    # Started here, in the worker (gunicorn loads the app after forking), never in a master.
+    app.extensions[SUBSCRIBER_KEY] = subscriber.start()
+    return CachingIntrospector(client, cache, subscriber, on_lookup=metrics.on_cache_lookup)

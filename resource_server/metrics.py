@@ -19,6 +19,24 @@ class ResourceMetrics(Metrics):
             "Introspection calls that got no usable answer (the request got 503), by outcome.",
             ["outcome"],
         )
+        self.introspection_cache = self.counter(
+            "introspection_cache_total",
+            "With INTROSPECTION_CACHE_TTL: token checks answered from the cache (hit), "
+            "introspected and cached (miss), or introspected because the revocation channel "
+            "was not live (bypass).",
+            ["outcome"],
+        )
+        self.revocation_events = self.counter(
+            "revocation_events_received_total",
+            "Revocation events received, by outcome (applied, unreadable).",
+            ["outcome"],
+        )
+
+    def on_cache_lookup(self, outcome: str) -> None:
+        self.introspection_cache.labels(outcome).inc()
+
+    def on_revocation_event(self, outcome: str) -> None:
+        self.revocation_events.labels(outcome).inc()
 
     def on_introspection(self, duration: float, outcome: str) -> None:
         self.introspection_calls.labels(outcome).observe(duration)

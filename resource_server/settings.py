@@ -75,8 +75,30 @@ class ResourceSettings(ServiceSettings):
         "database cannot answer.",
     )
 
+    introspection_cache_ttl: float = Field(
+        0,
+        ge=0,
+        description="0 (default): every request is introspected. Above 0: seconds an active "
+        "token's introspection answer may be reused (never past its `exp`), kept exact by "
+        "revocation events; needs REVOCATION_EVENTS_URL (docs/revocation-events.md). Also the "
+        "longest a revoked token stays accepted if the authorization server cannot publish.",
+    )
+    introspection_cache_negative_ttl: float = Field(
+        2.0,
+        ge=0,
+        description="With the cache on: seconds an inactive answer is reused (0: never).",
+    )
+    introspection_cache_max_entries: int = Field(
+        10000, ge=1, description="With the cache on: most answers kept per worker (LRU)."
+    )
+
     @model_validator(mode="after")
     def _check(self) -> ResourceSettings:
+        if self.introspection_cache_ttl > 0 and not self.revocation_events_url:
+            raise ValueError(
+                "INTROSPECTION_CACHE_TTL needs REVOCATION_EVENTS_URL: without revocation events "
+                "a cached answer would outlive its token's revocation"
+            )
         if self.auth_server_url.endswith("/"):
             raise ValueError("AUTH_SERVER_URL must not end with '/'")
         try:

@@ -69,6 +69,19 @@ class ServiceSettings(BaseSettings):
         "which compose does not publish.",
     )
 
+    revocation_events_url: str | None = Field(
+        None,
+        pattern=r"^$|^(redis|rediss|unix)://",
+        description="Redis URL of the revocation-event channel (docs/revocation-events.md). "
+        "Authorization server: set, it publishes an event for every revocation. Resource "
+        "server: required when INTROSPECTION_CACHE_TTL is above 0. Unset: no events.",
+    )
+    revocation_events_channel: str = Field(
+        "tessera:revocation-events",
+        min_length=1,
+        description="Redis pub/sub channel of the revocation events; the same on every service.",
+    )
+
     @classmethod
     def env_reference(cls) -> list[tuple[str, str, str]]:
         """(ENV_NAME, default, description) for every setting, for docs and their drift test."""

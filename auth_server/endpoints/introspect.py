@@ -72,6 +72,10 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
         }
         if record.username is not None:
             payload["username"] = record.username
+        if record.family_id is not None:
+            # Non-standard: the login (refresh family) the token belongs to, so a resource
+            # server's cache can drop it on a session-revoked event (docs/revocation-events.md).
+            payload["sid"] = str(record.family_id)
         return payload
 
 
