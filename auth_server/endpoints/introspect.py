@@ -72,6 +72,10 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
         }
         if record.username is not None:
             payload["username"] = record.username
+        if record.dpop_jkt is not None:
+            # RFC 9449 §6.2: the key the token is bound to, and its type.
+            payload["cnf"] = {"jkt": record.dpop_jkt}
+            payload["token_type"] = "DPoP"
         return payload
 
 
