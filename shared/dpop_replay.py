@@ -1,10 +1,11 @@
 """Which DPoP proofs were already used (RFC 9449 §11.1), in the service's own database.
 
-A proof's `jti` may be used once while the proof is fresh. Every worker and replica of a service
-shares its database, so the database decides: one ``INSERT ... ON CONFLICT DO NOTHING`` on a
-unique key per proof, in its own short transaction, and the one request whose insert added the
-row is the first use. Rows carry the time their proof stops being fresh; past it the proof is
-refused by its `iat` anyway, so they are pruned, at most once a minute per process.
+A proof's `jti` may be used once while the proof is fresh. Every worker and replica of a
+service shares its database, so the database decides: one ``INSERT ... ON CONFLICT DO NOTHING
+RETURNING`` on a unique key per proof, in its own short transaction; a row comes back only to
+the one request whose insert added it, which is the first use. Rows carry the time their proof
+stops being fresh; past it the proof is refused by its `iat` anyway, so they are pruned, at
+most once a minute per process.
 """
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ class SeenProofs:
             insert(self._table)
             .values(proof_hash=key, expires_at=fresh_until)
             .on_conflict_do_nothing(index_elements=["proof_hash"])
+            # RETURNING, not rowcount: psycopg reports no rowcount for this statement.
+            .returning(self._table.c.proof_hash)
         )
         with engine.begin() as connection:
-            added = connection.execute(statement).rowcount == 1
+            added = connection.execute(statement).first() is not None
         self._prune(engine, now)
         return added
 
