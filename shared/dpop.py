@@ -18,11 +18,13 @@ import binascii
 import copy
 import hashlib
 import json
+import re
 import secrets
+import string
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from joserfc import jws
 from joserfc.errors import JoseError
@@ -46,8 +48,10 @@ _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _THUMBPRINT = 43  # base64url of 32 bytes, unpadded
 _B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-# RFC 3986 §2.3: percent-encoded unreserved characters are the same URI decoded (§6.2.2.2).
-_UNRESERVED_SAFE = "/:@!$&'()*+,;="
+# RFC 3986 §6.2.2.2: a percent-encoded unreserved character (§2.3) is the character itself;
+# any other percent-encoding stays, with its hex digits in upper case (§6.2.2.1).
+_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 
 
 def _quiet(alg):
@@ -127,12 +131,13 @@ def normalize_htu(url: str) -> str:
         host = f"[{host}]"
     port = parts.port
     netloc = host if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
-    path = quote(unquote(parts.path), safe=_UNRESERVED_SAFE + "%") or "/"
+    path = _PERCENT.sub(_normalize_escape, parts.path) or "/"
     return urlunsplit((scheme, netloc, path, "", ""))
 
 
-def new_nonce() -> str:
-    return secrets.token_urlsafe(16)
+def _normalize_escape(match: re.Match) -> str:
+    char = chr(int(match.group(1), 16))
+    return char if char in _UNRESERVED else "%" + match.group(1).upper()
 
 
 def verify_proof(

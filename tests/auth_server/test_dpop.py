@@ -23,6 +23,7 @@ from tests.support import (
     SPA_APP,
     SPA_REDIRECT,
     Browser,
+    FakeClock,
     code_request,
     pkce_pair,
     query_of,
@@ -257,3 +258,34 @@ def test_with_nonces_required_a_proof_without_the_nonce_gets_use_dpop_nonce(
     assert retry.status_code == 200, retry.text
     assert retry.headers["DPoP-Nonce"]
     assert_bound(auth, retry.json(), key)
+
+
+# -- the replay table stays small ----------------------------------------------------------
+
+
+def seen_rows(auth) -> int:
+    return stored_counts(auth)[2]
+
+
+def test_seen_proofs_are_pruned_once_stale_and_by_tokens_purge(serve, make_database_url):
+    clock = FakeClock()
+    auth = start_auth_server(serve, make_database_url("auth"), clock=clock, access_token_ttl=600)
+    key = DPoPKey()
+    url = f"{auth.url}/oauth/token"
+
+    def use_proof():
+        proof = key.proof("POST", url, now=clock())
+        response = token_request(
+            auth, None, SERVICE_APP, proof=proof, grant_type="client_credentials"
+        )
+        assert response.status_code == 200, response.text
+
+    use_proof()
+    assert seen_rows(auth) == 1
+    clock.advance(120)  # past the first proof's freshness, and past the prune interval
+    use_proof()
+    assert seen_rows(auth) == 1  # the stale row went when the worker pruned
+    clock.advance(120)
+    result = auth.app.test_cli_runner().invoke(args=["tokens", "purge"])
+    assert result.exit_code == 0, result.output
+    assert seen_rows(auth) == 0
