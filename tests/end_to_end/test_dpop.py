@@ -4,7 +4,9 @@ each a 401 with a DPoP challenge and nothing stored."""
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -163,3 +165,72 @@ def test_proof_for_the_external_url_is_accepted_behind_a_trusted_proxy(
         timeout=10,
     )
     assert_dpop_challenge(internal, "invalid_dpop_proof")
+
+
+# -- one use per proof across workers and replicas ---------------------------------------------
+
+RACERS = 12
+
+
+def race(n: int, fn) -> list:
+    """fn(i) in n threads released at once; the results in order."""
+    barrier = threading.Barrier(n)
+
+    def run(i):
+        barrier.wait()
+        return fn(i)
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(run, range(n)))
+
+
+def test_a_proof_raced_through_three_gunicorn_workers_is_accepted_once(gunicorn_auth):
+    auth = gunicorn_auth(workers=3)
+    key = DPoPKey()
+    proof = key.proof("POST", f"{auth.url}/oauth/token")
+
+    def attempt(_):
+        with requests.Session() as http:
+            return http.post(
+                f"{auth.url}/oauth/token",
+                data={"grant_type": "client_credentials"},
+                auth=SERVICE_APP,
+                headers={"DPoP": proof},
+                timeout=30,
+            )
+
+    responses = race(RACERS, attempt)
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] + [400] * (RACERS - 1), statuses
+    assert all(r.json()["error"] == "invalid_dpop_proof" for r in responses if r.status_code == 400)
+
+
+def test_a_proof_raced_through_two_replicas_of_the_notes_api_is_accepted_once(
+    auth, serve, make_database_url
+):
+    database = make_database_url("notes")
+    replicas = [start_resource_server(serve, database, auth, trusted_proxies=1) for _ in range(2)]
+    key = DPoPKey()
+    token = dpop_token(auth, key)
+    # Both replicas answer for the same public URL (a load balancer in front): the Host header.
+    public = "https://notes.example.com/api/notes"
+    proof = key.proof("POST", public, access_token=token)
+
+    def attempt(i):
+        api = replicas[i % 2]
+        return requests.post(
+            f"{api.url}/api/notes",
+            json={"body": f"racer {i}"},
+            headers={
+                "Authorization": f"DPoP {token}",
+                "DPoP": proof,
+                "Host": "notes.example.com",
+                "X-Forwarded-Proto": "https",
+            },
+            timeout=30,
+        )
+
+    responses = race(RACERS, attempt)
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] + [401] * (RACERS - 1), statuses
+    assert stored(replicas[0])[0] == 1
