@@ -8,7 +8,8 @@ was seen before is the caller's question (``shared/dpop_replay.py``): it needs t
 database, and is asked last, so a proof that fails any other check burns nothing.
 
 Signatures are checked by joserfc with exactly the one algorithm the header names, and only
-ES256, EdDSA (Ed25519) and RS256 (2048 bits or more) are accepted: never `none`, never a MAC.
+ES256, EdDSA or Ed25519 (an Ed25519 key) and RS256 (2048 bits or more) are accepted: never
+`none`, never a MAC.
 """
 
 from __future__ import annotations
@@ -35,7 +36,14 @@ from shared import json_input
 
 PROOF_TYPE = "dpop+jwt"
 # What the proof may be signed with, and the key type and curve each needs.
-ALGORITHMS = {"ES256": (ECKey, "P-256"), "EdDSA": (OKPKey, "Ed25519"), "RS256": (RSAKey, None)}
+# Ed25519 is RFC 9864's fully-specified name for EdDSA with that curve, what current clients
+# (oauth4webapi among them) sign with.
+ALGORITHMS = {
+    "ES256": (ECKey, "P-256"),
+    "EdDSA": (OKPKey, "Ed25519"),
+    "Ed25519": (OKPKey, "Ed25519"),
+    "RS256": (RSAKey, None),
+}
 SUPPORTED_ALGS = tuple(ALGORITHMS)
 MIN_RSA_BITS = 2048
 MAX_PROOF_LENGTH = 8192

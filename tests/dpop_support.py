@@ -24,6 +24,7 @@ class DPoPKey:
         self.key = {
             "ES256": lambda: ECKey.generate_key("P-256"),
             "EdDSA": lambda: OKPKey.generate_key("Ed25519"),
+            "Ed25519": lambda: OKPKey.generate_key("Ed25519"),
             "RS256": lambda: RSAKey.generate_key(2048),
         }[kind]()
 
@@ -32,7 +33,7 @@ class DPoPKey:
         return self.key.thumbprint()
 
     def proof(self, method: str, url: str, **kwargs) -> str:
-        return create_proof(self.key, method, url, **kwargs)
+        return create_proof(self.key, method, url, alg=self.alg, **kwargs)
 
     def signed(self, header: dict, claims: dict, key=None, alg: str | None = None) -> str:
         """A proof with exactly these header members and claims, signed by `key`."""

@@ -67,7 +67,7 @@ def assert_bound(auth, body: dict, key: DPoPKey) -> None:
     assert introspection["token_type"] == "DPoP"
 
 
-@pytest.mark.parametrize("alg", ["ES256", "EdDSA", "RS256"])
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA", "Ed25519", "RS256"])
 def test_client_credentials_with_a_proof_gets_a_token_bound_to_its_key(auth, alg):
     key = DPoPKey(alg)
     response = token_request(auth, key, SERVICE_APP, grant_type="client_credentials")
@@ -95,7 +95,12 @@ def test_without_a_proof_tokens_stay_bearer_tokens(auth):
 
 def test_metadata_advertises_the_dpop_algorithms(auth):
     metadata = requests.get(f"{auth.url}/.well-known/oauth-authorization-server", timeout=10)
-    assert metadata.json()["dpop_signing_alg_values_supported"] == ["ES256", "EdDSA", "RS256"]
+    assert metadata.json()["dpop_signing_alg_values_supported"] == [
+        "ES256",
+        "EdDSA",
+        "Ed25519",
+        "RS256",
+    ]
 
 
 def test_every_bad_proof_is_invalid_dpop_proof_and_stores_nothing(auth):

@@ -17,7 +17,7 @@ from resource_server.models import DPoPProofSeen, Note
 from tests.dpop_support import DPoPKey, broken_proofs, wrong_ath_proof
 from tests.support import SERVICE_APP, start_resource_server
 
-ALGS = 'algs="ES256 EdDSA RS256"'
+ALGS = 'algs="ES256 EdDSA Ed25519 RS256"'
 
 
 def dpop_token(auth, key: DPoPKey) -> str:
@@ -57,7 +57,7 @@ def assert_dpop_challenge(response, error: str) -> None:
     assert response.headers["Cache-Control"] == "no-store"
 
 
-@pytest.mark.parametrize("alg", ["ES256", "EdDSA", "RS256"])
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA", "Ed25519", "RS256"])
 def test_bound_token_with_a_proof_of_its_key_reads_and_writes_notes(auth, notes_api, alg):
     key = DPoPKey(alg)
     token = dpop_token(auth, key)

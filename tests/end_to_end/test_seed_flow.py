@@ -23,7 +23,7 @@ from tests.support import (
 )
 
 # RFC 9449 §7.2: the notes API accepts Bearer and DPoP, and offers both.
-BARE_CHALLENGE = 'Bearer realm="tessera", DPoP realm="tessera", algs="ES256 EdDSA RS256"'
+BARE_CHALLENGE = 'Bearer realm="tessera", DPoP realm="tessera", algs="ES256 EdDSA Ed25519 RS256"'
 
 
 def _challenge(response) -> dict:

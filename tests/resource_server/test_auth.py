@@ -21,7 +21,7 @@ from tests.resource_server.helpers import add_note, bearer, note_count
 
 REALM = 'Bearer realm="tessera"'
 # RFC 9449 §7.2: a resource server accepting both schemes offers both in the bare challenge.
-BARE_CHALLENGE = f'{REALM}, DPoP realm="tessera", algs="ES256 EdDSA RS256"'
+BARE_CHALLENGE = f'{REALM}, DPoP realm="tessera", algs="ES256 EdDSA Ed25519 RS256"'
 # RFC 6750 §3: realm, error, error_description (RFC 6749 §5.2 characters), optional scope.
 CHALLENGE = re.compile(
     r'Bearer realm="tessera", error="(invalid_request|invalid_token|insufficient_scope)", '
