@@ -234,3 +234,30 @@ def test_a_proof_raced_through_two_replicas_of_the_notes_api_is_accepted_once(
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [201] + [401] * (RACERS - 1), statuses
     assert stored(replicas[0])[0] == 1
+
+
+def test_insufficient_scope_of_a_dpop_request_is_a_dpop_challenge(auth, notes_api):
+    key = DPoPKey()
+    response = auth.http.post(
+        f"{auth.url}/oauth/token",
+        data={"grant_type": "client_credentials", "scope": "notes:read"},
+        auth=SERVICE_APP,
+        headers={"DPoP": key.proof("POST", f"{auth.url}/oauth/token")},
+        timeout=10,
+    )
+    token = response.json()["access_token"]
+    url = f"{notes_api.url}/api/notes"
+    refused = call(
+        notes_api,
+        "POST",
+        "/api/notes",
+        token,
+        key.proof("POST", url, access_token=token),
+        json={"body": "x"},
+    )
+    assert refused.status_code == 403
+    challenge = refused.headers["WWW-Authenticate"]
+    assert (
+        challenge.startswith('DPoP realm="tessera"') and 'error="insufficient_scope"' in challenge
+    )
+    assert stored(notes_api) == (0, 0)  # the proof was not remembered either
