@@ -17,9 +17,11 @@ from auth_server import audit
 from auth_server.clients import ClientDirectory
 from auth_server.components import AuthComponents
 from auth_server.db import db
+from auth_server.dpop import DPoPNonces, TokenEndpointDPoP
 from auth_server.hashing_gate import PasswordCheckGate
 from auth_server.keys import KeyCipher, KeyRing, create_secret_file
 from auth_server.metrics import AuthMetrics
+from auth_server.models import DPoPProofSeen
 from auth_server.passwords import Passwords
 from auth_server.revocation_events import RevocationPublisher
 from auth_server.settings import AuthSettings
@@ -27,6 +29,7 @@ from auth_server.throttle import Limit, LoginThrottle, counter_store
 from auth_server.tokens import TokenPolicy
 from shared import openapi, request_id
 from shared.database import configure_engine, end_sessions_without_failing, engine_options
+from shared.dpop_replay import SeenProofs
 from shared.logging import configure_logging
 from shared.proxy import trust_proxies
 from shared.request_body import limit_request_bodies
@@ -129,6 +132,11 @@ def create_app(
         clock=clock,
         metrics=AuthMetrics(),
         clients=ClientDirectory(settings.client_cache_seconds),
+        dpop=TokenEndpointDPoP(
+            SeenProofs(lambda: engine, DPoPProofSeen.__table__),
+            settings.dpop_proof_max_age,
+            DPoPNonces(app.config["SECRET_KEY"]) if settings.dpop_nonce_required else None,
+        ),
     )
     from auth_server.server import TesseraAuthorizationServer
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from auth_server.accounts import Accounts
 from auth_server.clients import ClientDirectory
 from auth_server.db import db
+from auth_server.dpop import TokenEndpointDPoP
 from auth_server.epochs import Steps, no_steps
 from auth_server.keys import KeyCipher, KeyRing
 from auth_server.metrics import AuthMetrics
@@ -32,6 +33,7 @@ class AuthComponents:
     token_policy: TokenPolicy
     metrics: AuthMetrics
     clients: ClientDirectory
+    dpop: TokenEndpointDPoP
     server: TesseraAuthorizationServer | None = None
     # Every expiry decision reads this clock; tests pass one they can move forward.
     clock: Callable[[], float] = field(default=time.time)

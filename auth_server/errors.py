@@ -34,6 +34,7 @@ from shared.settings import ConfigurationError
 __all__ = [
     "AccessDeniedError",
     "InvalidClientError",
+    "InvalidDPoPProofError",
     "InvalidGrantError",
     "InvalidRequestError",
     "InvalidScopeError",
@@ -47,6 +48,7 @@ __all__ = [
     "UnsupportedGrantTypeError",
     "UnsupportedResponseTypeError",
     "UnsupportedTokenTypeError",
+    "UseDPoPNonceError",
     "error_response",
     "register_error_handlers",
 ]
@@ -61,6 +63,26 @@ class InvalidTargetError(OAuth2Error):
     """RFC 8707 §2: the requested resource is invalid, unknown, or not allowed for this client."""
 
     error = "invalid_target"
+
+
+class InvalidDPoPProofError(OAuth2Error):
+    """RFC 9449 §5: the DPoP proof of a token request is missing where needed, malformed,
+    stale, replayed or for another request."""
+
+    error = "invalid_dpop_proof"
+
+
+class UseDPoPNonceError(OAuth2Error):
+    """RFC 9449 §8: the proof must carry the server's nonce, sent in the DPoP-Nonce header."""
+
+    error = "use_dpop_nonce"
+
+    def __init__(self, nonce: str, description: str | None = None):
+        super().__init__(description=description)
+        self.nonce = nonce
+
+    def get_headers(self):
+        return [*super().get_headers(), ("DPoP-Nonce", self.nonce)]
 
 
 class UserScopeError(InvalidScopeError):

@@ -31,6 +31,7 @@ from auth_server.errors import (
 from auth_server.models import Client, User
 from auth_server.policy import resolve_audience, resolve_scope, resolve_user_scope
 from auth_server.tokens import RequestContext
+from shared.dpop import is_thumbprint
 
 # Confidential clients: their secret, in the Authorization header or the form.
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
@@ -73,6 +74,11 @@ class _TesseraGrant:
 
     def _resources(self) -> list[str]:
         return self.request.form.getlist("resource")
+
+    def _dpop_jkt(self) -> str | None:
+        """The thumbprint of the key this request's DPoP proof proved (RFC 9449), if any."""
+        proof = getattr(self.request, "dpop_proof", None)
+        return proof.jkt if proof is not None else None
 
 
 def _user_scopes(user: User) -> list[str] | None:
@@ -121,6 +127,7 @@ class PasswordGrant(_TesseraGrant, grants.ResourceOwnerPasswordCredentialsGrant)
             self.GRANT_TYPE,
             self._context(),
             user_epoch=self.user_epoch,
+            dpop_jkt=self._dpop_jkt(),
         )
         return 200, token, self.TOKEN_RESPONSE_HEADER
 
@@ -135,7 +142,11 @@ class ClientCredentialsGrant(_TesseraGrant, grants.ClientCredentialsGrant):
 
     def create_token_response(self):
         token = self.components.tokens().issue_client_token(
-            self.request.client, self.scope, self.audience, self._context()
+            self.request.client,
+            self.scope,
+            self.audience,
+            self._context(),
+            dpop_jkt=self._dpop_jkt(),
         )
         return 200, token, self.TOKEN_RESPONSE_HEADER
 
@@ -161,6 +172,7 @@ class RefreshTokenGrant(_TesseraGrant, grants.RefreshTokenGrant):
             self.request.payload.scope,
             self._resources(),
             self._context(),
+            dpop_jkt=self._dpop_jkt(),
         )
         return 200, token, self.TOKEN_RESPONSE_HEADER
 
@@ -176,6 +188,7 @@ _SINGLE_PARAMETERS = (
     "code_challenge",
     "code_challenge_method",
     "prompt",
+    "dpop_jkt",
 )
 MAX_AUTHORIZATION_REQUEST = 8192
 
@@ -195,6 +208,7 @@ class AuthorizationCodeGrant(_TesseraGrant, grants.AuthorizationCodeGrant):
     code_challenge: str | None = None
     requested_scope: str | None = None
     audience: list[str] | None = None
+    dpop_jkt: str | None = None
 
     # -- authorization endpoint ------------------------------------------------------------
 
@@ -269,6 +283,11 @@ class AuthorizationCodeGrant(_TesseraGrant, grants.AuthorizationCodeGrant):
         resolve_scope(self.requested_scope, client.scope_list)
         self.audience = resolve_audience(params.get("resource", []), client.audience_list)
         self.prompt = (payload.get("prompt") or "").split()
+        dpop_jkt = payload.get("dpop_jkt")
+        if dpop_jkt is not None and not is_thumbprint(dpop_jkt):
+            # RFC 9449 §10: the base64url SHA-256 JWK thumbprint of the client's DPoP key.
+            raise InvalidRequestError("The dpop_jkt parameter is not a JWK SHA-256 thumbprint.")
+        self.dpop_jkt = dpop_jkt
 
     def create_authorization_response(self, redirect_uri: str, grant_user: User):
         """Issue a code for the logged-in user; (status, body, headers) redirecting to the
@@ -295,6 +314,7 @@ class AuthorizationCodeGrant(_TesseraGrant, grants.AuthorizationCodeGrant):
                 self._context(),
                 # read with the password hash the login page just verified
                 user_epoch=user.token_epoch,
+                dpop_jkt=self.dpop_jkt,
             )
         except (InvalidGrantError, InvalidClientError) as error:
             # The user's or the client's tokens were revoked during this login (RFC 6749
@@ -342,5 +362,6 @@ class AuthorizationCodeGrant(_TesseraGrant, grants.AuthorizationCodeGrant):
             self.request.form.get("code_verifier"),
             self._resources(),
             self._context(),
+            dpop_jkt=self._dpop_jkt(),
         )
         return 200, token, self.TOKEN_RESPONSE_HEADER

@@ -10,6 +10,7 @@ from auth_server.models import (
     AccessToken,
     AuditEvent,
     AuthorizationCode,
+    DPoPProofSeen,
     LoginAttempt,
     RefreshFamily,
     RefreshToken,
@@ -34,9 +35,9 @@ def purge_expired(
 ) -> dict[str, int]:
     """Rows past expiry: access tokens, families past their absolute lifetime (with their
     refresh tokens and authorization codes), never-used refresh tokens and authorization codes
-    past their expiry, login-throttle counters of past windows, old audit events and retired
-    keys. Consumed refresh tokens and codes of live families stay: they are what reuse
-    detection recognises."""
+    past their expiry, login-throttle counters of past windows, old audit events, retired keys
+    and DPoP proofs too old to be accepted anyway. Consumed refresh tokens and codes of live
+    families stay: they are what reuse detection recognises."""
     counts = {}
     counts["access_tokens"] = _delete_in_batches(
         session, AccessToken, AccessToken.jti, AccessToken.expires_at <= now, batch_size
@@ -81,6 +82,13 @@ def purge_expired(
         LoginAttempt,
         LoginAttempt.expires_at,
         LoginAttempt.expires_at <= now,
+        batch_size,
+    )
+    counts["dpop_proofs_seen"] = _delete_in_batches(
+        session,
+        DPoPProofSeen,
+        DPoPProofSeen.proof_hash,
+        DPoPProofSeen.expires_at < now,
         batch_size,
     )
     counts["signing_keys"] = purge_retired_keys(session, now)

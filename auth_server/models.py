@@ -16,6 +16,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from auth_server.db import db
 
 SHA256_HEX = 64
+# RFC 7638 SHA-256 JWK thumbprint, base64url: what binds a token to a DPoP key (RFC 9449).
+JKT_LENGTH = 43
 # What identifiers may look like; anything else is never looked up (a NUL byte or a lone
 # surrogate would be a database error, not a miss).
 CLIENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{1,100}$")
@@ -105,6 +107,9 @@ class RefreshFamily(db.Model):
     last_used_at: Mapped[int] = mapped_column(BigInteger)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
     revoked_reason: Mapped[str | None] = mapped_column(String(50), default=None)
+    # RFC 9449 §5: a public client's login is bound to the DPoP key it logged in with; every
+    # refresh must prove that key. NULL: not bound (confidential clients, or no proof).
+    dpop_jkt: Mapped[str | None] = mapped_column(String(JKT_LENGTH), default=None)
 
     user: Mapped[User] = relationship(lazy="joined")
     client: Mapped[Client] = relationship(lazy="joined")
@@ -146,6 +151,8 @@ class AccessToken(db.Model):
     # Which revocation killed it (password_changed, user_disabled, client_disabled, ...); a
     # token dead through its family has the reason on the family.
     revoked_reason: Mapped[str | None] = mapped_column(String(50), default=None)
+    # RFC 9449: the thumbprint of the DPoP key the token is bound to (`cnf.jkt`); NULL: bearer.
+    dpop_jkt: Mapped[str | None] = mapped_column(String(JKT_LENGTH), default=None)
 
 
 class AuthorizationCode(db.Model):
@@ -175,6 +182,8 @@ class AuthorizationCode(db.Model):
     # The user's revocation epoch at the login that issued the code: the exchange refuses it
     # once the epoch has moved (a password change between login and exchange).
     user_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # RFC 9449 §10: `dpop_jkt` of the authorization request; the exchange must prove that key.
+    dpop_jkt: Mapped[str | None] = mapped_column(String(JKT_LENGTH), default=None)
     # The login this code started, set in the transaction that consumed it.
     family_id: Mapped[int | None] = mapped_column(
         ForeignKey("refresh_families.id"), index=True, default=None
@@ -249,3 +258,14 @@ class LoginAttempt(db.Model):
     # window_start + the window's length: `tokens purge` deletes rows past it.
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
     count: Mapped[int] = mapped_column(Integer)
+
+
+class DPoPProofSeen(db.Model):
+    """A DPoP proof already used at the token endpoint (RFC 9449 §11.1): the digest of its key
+    thumbprint and jti, kept until the proof is too old to be accepted anyway
+    (shared/dpop_replay.py inserts with ON CONFLICT DO NOTHING and prunes)."""
+
+    __tablename__ = "dpop_proofs_seen"
+
+    proof_hash: Mapped[str] = mapped_column(String(SHA256_HEX), primary_key=True)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)

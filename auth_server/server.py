@@ -8,6 +8,7 @@ from authlib.common.security import is_secure_transport
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
 from authlib.oauth2.rfc6749 import OAuth2Request
+from flask import g
 from flask import request as flask_request
 
 from auth_server.db import db
@@ -114,6 +115,8 @@ class _OAuthRequest(FlaskOAuth2Request):
         self._request = request
         self.payload = payload_class(request)
         self.client_ip = request.remote_addr
+        # The DPoP proof the token endpoint verified (endpoints/token.py), or None.
+        self.dpop_proof = g.get("dpop_proof")
 
 
 def _check(query_client, client_id, client_secret):

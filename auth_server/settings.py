@@ -141,6 +141,12 @@ class AuthSettings(ServiceSettings):
         "code flow: the token endpoint then answers `unsupported_grant_type` and the metadata no "
         "longer lists it.",
     )
+    dpop_nonce_required: bool = Field(
+        False,
+        description="Require a server nonce in every DPoP proof at the token endpoint (RFC 9449 "
+        "§8): a proof without the current one gets `use_dpop_nonce` and a `DPoP-Nonce` header. "
+        "Nonces derive from the session secret, so every worker and replica agrees on them.",
+    )
     audit_retention_days: int = Field(
         90, ge=1, description="`tokens purge` deletes audit events older than this."
     )

@@ -57,6 +57,8 @@ class TokenRecord:
     jti: str | None = None
     family_id: int | None = None
     consumed: bool = False
+    # RFC 9449: the thumbprint of the DPoP key an access token is bound to, else None.
+    dpop_jkt: str | None = None
 
     def is_active(self, now: int) -> bool:
         return not self.revoked and not self.consumed and self.expires_at > now
@@ -75,6 +77,7 @@ _ACCESS_TOKEN_BY_HASH = (
         AccessToken.expires_at,
         AccessToken.revoked_at,
         AccessToken.family_id,
+        AccessToken.dpop_jkt,
         Client.client_id.label("client_name"),
         User.username,
         User.subject,
@@ -106,6 +109,7 @@ def find_access_token(session: Session, token_hash: str) -> TokenRecord | None:
         revoked=row.revoked_at is not None or row.family_revoked_at is not None,
         jti=row.jti,
         family_id=row.family_id,
+        dpop_jkt=row.dpop_jkt,
     )
 
 

@@ -12,6 +12,11 @@ Authorization codes (RFC 6749 §4.1) follow the same rule: one conditional UPDAT
 code, the login it starts is linked to it, and any later use of it that passes every check of a
 real exchange revokes that login.
 
+With a DPoP proof (RFC 9449) the access token carries `cnf.jkt`, the thumbprint of the proof's
+key, and the response says `token_type: DPoP`. A public client's login and its authorization
+code may be bound to a key too: then a refresh or the exchange that cannot prove that key is
+refused like any stranger, and changes nothing.
+
 Every issuance that starts from credentials (a password, a code, a client secret) re-checks the
 revocation epochs it read with them before it writes (epochs.py), so a revocation that returned
 leaves no token of a login that overlapped it.
@@ -133,13 +138,21 @@ class TokenService:
     # -- issuing ---------------------------------------------------------------------------
 
     def issue_client_token(
-        self, client: Client, scope: Sequence[str], audience: Sequence[str], ctx: RequestContext
+        self,
+        client: Client,
+        scope: Sequence[str],
+        audience: Sequence[str],
+        ctx: RequestContext,
+        *,
+        dpop_jkt: str | None = None,
     ) -> dict:
         """client_credentials (RFC 6749 §4.4): an access token and no refresh token (§4.4.3)."""
         signer = self.keyring.signing_key()
         now = int(self.clock())
         self._check_epochs(client, None, None, "client_credentials", now, ctx)
-        access, jti = self._mint_access_token(signer, client, None, None, scope, audience, now)
+        access, jti = self._mint_access_token(
+            signer, client, None, None, scope, audience, now, dpop_jkt
+        )
         audit.record(
             self.session,
             "token_issued",
@@ -152,7 +165,7 @@ class TokenService:
         )
         self.steps("written")
         self.session.commit()
-        return self._response(access, scope)
+        return self._response(access, scope, dpop_jkt=dpop_jkt)
 
     def issue_user_tokens(
         self,
@@ -164,6 +177,7 @@ class TokenService:
         ctx: RequestContext,
         *,
         user_epoch: int,
+        dpop_jkt: str | None = None,
     ) -> dict:
         """A login: an access token and, if the client may refresh, a new refresh family.
 
@@ -174,9 +188,9 @@ class TokenService:
         self._check_epochs(client, user, user_epoch, grant_type, now, ctx)
         family = None
         if "refresh_token" in client.grant_type_list:
-            family = self._start_family(client, user, scope, audience, now)
+            family = self._start_family(client, user, scope, audience, now, dpop_jkt)
         return self._finish_login(
-            signer, client, user, family, scope, audience, grant_type, now, ctx
+            signer, client, user, family, scope, audience, grant_type, now, ctx, dpop_jkt
         )
 
     def _finish_login(
@@ -190,13 +204,16 @@ class TokenService:
         grant_type: str,
         now: int,
         ctx: RequestContext,
+        dpop_jkt: str | None,
     ) -> dict:
         """Mint the tokens of a login (a refresh token if the client may refresh), audit, commit."""
         family_id = family.id if family is not None else None
         refresh_value = None
         if family is not None and "refresh_token" in client.grant_type_list:
             refresh_value = self._mint_refresh_token(family, now)
-        access, jti = self._mint_access_token(signer, client, user, family_id, scope, audience, now)
+        access, jti = self._mint_access_token(
+            signer, client, user, family_id, scope, audience, now, dpop_jkt
+        )
         audit.record(
             self.session,
             "token_issued",
@@ -211,7 +228,7 @@ class TokenService:
         )
         self.steps("written")
         self.session.commit()
-        return self._response(access, scope, refresh_value)
+        return self._response(access, scope, refresh_value, dpop_jkt)
 
     # -- authorization code (RFC 6749 §4.1, RFC 7636) -------------------------------------
 
@@ -226,6 +243,7 @@ class TokenService:
         ctx: RequestContext,
         *,
         user_epoch: int,
+        dpop_jkt: str | None = None,
     ) -> str:
         """Store a new code (as its digest) for this login and return it. Commits, with
         whatever the login added to the session (its audit event).
@@ -248,6 +266,7 @@ class TokenService:
                 created_at=now,
                 expires_at=now + self.policy.authorization_code_ttl,
                 user_epoch=user_epoch,
+                dpop_jkt=dpop_jkt,
             )
         )
         self.steps("written")
@@ -262,6 +281,8 @@ class TokenService:
         code_verifier: str | None,
         resources: Sequence[str],
         ctx: RequestContext,
+        *,
+        dpop_jkt: str | None = None,
     ) -> dict:
         """Exchange a code for an access token and, if the client may refresh, a refresh token.
 
@@ -287,6 +308,9 @@ class TokenService:
         if not pkce.verify(code_verifier, row.code_challenge):
             # RFC 7636 §4.6
             raise InvalidGrantError("The code_verifier does not match the code_challenge.")
+        if row.dpop_jkt is not None and row.dpop_jkt != dpop_jkt:
+            # RFC 9449 §10: the code is bound to the key named by dpop_jkt.
+            raise InvalidGrantError("The DPoP key does not match the dpop_jkt of the request.")
         if row.consumed_at is not None:
             return self._code_reused(row, now, ctx)
         if row.expires_at <= now:
@@ -303,7 +327,7 @@ class TokenService:
             self.session.expire_all()
             return self._code_reused(self._find_code(presented), now, ctx)
 
-        family = self._start_family(client, user, scope, audience, now)
+        family = self._start_family(client, user, scope, audience, now, dpop_jkt)
         self.session.execute(
             update(AuthorizationCode)
             .where(AuthorizationCode.id == row.id)
@@ -311,7 +335,7 @@ class TokenService:
             .execution_options(synchronize_session=False)
         )
         return self._finish_login(
-            signer, client, user, family, scope, audience, "authorization_code", now, ctx
+            signer, client, user, family, scope, audience, "authorization_code", now, ctx, dpop_jkt
         )
 
     def _code_reused(self, row: AuthorizationCode, now: int, ctx: RequestContext) -> dict:
@@ -351,6 +375,8 @@ class TokenService:
         requested_scope: str | None,
         resources: Sequence[str],
         ctx: RequestContext,
+        *,
+        dpop_jkt: str | None = None,
     ) -> dict:
         signer = self.keyring.signing_key()
         now = int(self.clock())
@@ -362,6 +388,10 @@ class TokenService:
         if family.client_id != client.id:
             # RFC 6749 §6: bound to the client it was issued to; a stranger changes nothing.
             raise InvalidGrantError("The refresh token was issued to another client.")
+        if family.dpop_jkt is not None and family.dpop_jkt != dpop_jkt:
+            # RFC 9449 §5: a public client's refresh token is bound to its DPoP key; without
+            # that key the presenter is a stranger, and a stranger changes nothing.
+            raise InvalidGrantError("The refresh token is bound to another DPoP key.")
         if family.revoked_at is not None:
             raise InvalidGrantError("The refresh token has been revoked.")
         if row.consumed_at is not None:
@@ -396,8 +426,10 @@ class TokenService:
             return self._reused(row, presented, now, ctx)
 
         refresh_value = self._mint_refresh_token(family, now)
-        access, jti = self._mint_access_token(signer, client, user, family.id, scope, audience, now)
-        response = self._response(access, scope, refresh_value)
+        access, jti = self._mint_access_token(
+            signer, client, user, family.id, scope, audience, now, dpop_jkt
+        )
+        response = self._response(access, scope, refresh_value, dpop_jkt)
         if self.policy.refresh_reuse_grace:
             self.session.execute(
                 update(RefreshToken)
@@ -529,6 +561,7 @@ class TokenService:
         scope: Sequence[str],
         audience: Sequence[str],
         now: int,
+        dpop_jkt: str | None = None,
     ) -> RefreshFamily:
         family = RefreshFamily(
             user_id=user.id,
@@ -538,6 +571,9 @@ class TokenService:
             created_at=now,
             expires_at=now + self.policy.refresh_token_max_ttl,
             last_used_at=now,
+            # RFC 9449 §5: only a public client's refresh token is bound to its key; a
+            # confidential client's is bound to its authentication already.
+            dpop_jkt=dpop_jkt if client.client_type == "public" else None,
         )
         self.session.add(family)
         self.session.flush()
@@ -565,6 +601,7 @@ class TokenService:
         scope: Sequence[str],
         audience: Sequence[str],
         now: int,
+        dpop_jkt: str | None = None,
     ) -> tuple[str, str]:
         jti = secrets.token_urlsafe(18)
         expires_at = now + self.policy.access_token_ttl
@@ -579,6 +616,9 @@ class TokenService:
             "exp": expires_at,
             "jti": jti,
         }
+        if dpop_jkt is not None:
+            # RFC 9449 §6.1: the confirmation claim names the key the token is bound to.
+            claims["cnf"] = {"jkt": dpop_jkt}
         kid, alg, key = signer
         # RFC 9068 §2.1: typ "at+jwt", so an ID token can never be mistaken for an access token.
         header = {"alg": alg, "typ": "at+jwt", "kid": kid}
@@ -594,15 +634,23 @@ class TokenService:
                 audience=" ".join(audience),
                 issued_at=now,
                 expires_at=expires_at,
+                dpop_jkt=dpop_jkt,
             )
         )
         return token, jti
 
-    def _response(self, access: str, scope: Sequence[str], refresh: str | None = None) -> dict:
+    def _response(
+        self,
+        access: str,
+        scope: Sequence[str],
+        refresh: str | None = None,
+        dpop_jkt: str | None = None,
+    ) -> dict:
         # RFC 6749 §5.1; scope always included since it may differ from the request.
         body = {
             "access_token": access,
-            "token_type": "Bearer",
+            # RFC 9449 §5: a token bound to a DPoP key is of type DPoP.
+            "token_type": "DPoP" if dpop_jkt is not None else "Bearer",
             "expires_in": self.policy.access_token_ttl,
             "scope": " ".join(scope),
         }

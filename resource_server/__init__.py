@@ -14,8 +14,11 @@ from resource_server.db import db, init_db
 from resource_server.errors import register_error_handlers
 from resource_server.health import bp as health_bp
 from resource_server.metrics import ResourceMetrics
+from resource_server.models import DPoPProofSeen
 from resource_server.settings import ResourceSettings
 from shared import openapi
+from shared.dpop_replay import SeenProofs
+from shared.dpop_resource import ResourceDPoP
 from shared.introspection import IntrospectionClient
 from shared.introspection_cache import CachingIntrospector, IntrospectionCache
 from shared.logging import configure_logging
@@ -66,6 +69,9 @@ def create_app(settings: ResourceSettings | None = None, *, create_tables: bool 
         realm=settings.resource_realm,
         expected_issuer=settings.expected_issuer,
         retry_after=settings.introspection_retry_after,
+        dpop=ResourceDPoP(
+            SeenProofs(lambda: db.engine, DPoPProofSeen.__table__), settings.dpop_proof_max_age
+        ),
     )
     register_error_handlers(app, settings.introspection_retry_after)
     app.register_blueprint(health_bp)

@@ -31,3 +31,13 @@ class Note(db.Model):
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "body": self.body, "created_at": self.created_at}
+
+
+class DPoPProofSeen(db.Model):
+    """A DPoP proof already used here (RFC 9449 §11.1): the digest of its key thumbprint and
+    jti, kept until the proof is too old to be accepted anyway (shared/dpop_replay.py)."""
+
+    __tablename__ = "dpop_proofs_seen"
+
+    proof_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)

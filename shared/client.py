@@ -23,6 +23,13 @@ lock and only the first one to get there asks the authorization server; the othe
 got. When the refresh token itself is refused (``invalid_grant``: expired, revoked, reused), the
 ``relogin`` callback runs, or ``LoginRequired`` is raised.
 
+With ``dpop=True`` (or a ``DPoPKey``) the client proves possession of a key (RFC 9449): every
+token request carries a DPoP proof, so the tokens it gets are bound to that key and useless to
+anyone who copies them, and every API request sends ``Authorization: DPoP`` with a proof for
+its method, URL and token. A server's ``use_dpop_nonce`` answer (with a ``DPoP-Nonce`` header)
+is retried once with the nonce, which is then used for that origin. The key is generated
+(ES256), or loaded from and saved to a token store that keeps keys (``KeyringTokenStore``).
+
 Token values are never logged, only their SHA-256 fingerprints, and ``repr(Tokens)`` shows only
 those. Request bodies are sent again on the retry, so pass bytes, str, dict or ``json=``, not a
 stream. Several processes sharing one token store each rotate on their own: give the
@@ -48,6 +55,7 @@ from requests.auth import AuthBase, HTTPBasicAuth
 
 from shared import json_input
 from shared.digests import fingerprint
+from shared.dpop_client import DPoPKey, NonceBook
 
 log = logging.getLogger("tessera.client")
 
@@ -108,15 +116,18 @@ class Tokens:
     token_type: str = "Bearer"
 
     @classmethod
-    def from_response(cls, body: Mapping[str, Any], now: float) -> Tokens:
-        """A successful RFC 6749 §5.1 token response, received at ``now`` (seconds)."""
+    def from_response(cls, body: Mapping[str, Any], now: float, dpop: bool = False) -> Tokens:
+        """A successful RFC 6749 §5.1 token response, received at ``now`` (seconds); with
+        ``dpop`` (a proof was sent), a DPoP token (RFC 9449 §5) is understood too."""
         access = body.get("access_token")
         if not isinstance(access, str) or not access:
             raise ProtocolError("The token response has no access_token")
         token_type = body.get("token_type")
         # RFC 6749 §7.1: a client MUST NOT use a token whose type it does not understand.
-        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        understood = ("bearer", "dpop") if dpop else ("bearer",)
+        if not isinstance(token_type, str) or token_type.lower() not in understood:
             raise ProtocolError(f"The token response has token_type {token_type!r}, not Bearer")
+        token_type = "DPoP" if token_type.lower() == "dpop" else "Bearer"
         expires_in = body.get("expires_in")
         # Finite: 1e999 (infinity to json.loads) or NaN would make the token never expire
         # here, and a 400-digit integer would overflow the addition below.
@@ -216,6 +227,18 @@ class KeyringTokenStore:
         with contextlib.suppress(self._keyring.errors.PasswordDeleteError):
             self._keyring.delete_password(self.service_name, self.account)
 
+    # The DPoP key lives in its own entry: logging out forgets the tokens, not the key.
+    def load_dpop_key(self) -> DPoPKey | None:
+        raw = self._keyring.get_password(self.service_name, self.account + "#dpop")
+        try:
+            return DPoPKey.from_json(raw) if raw else None
+        except (ValueError, TypeError, KeyError):
+            log.warning("ignoring an unreadable DPoP key entry for %s", self.service_name)
+            return None
+
+    def save_dpop_key(self, key: DPoPKey) -> None:
+        self._keyring.set_password(self.service_name, self.account + "#dpop", key.to_json())
+
 
 # -- WWW-Authenticate (RFC 7235 §4.1) ---------------------------------------------------------
 
@@ -263,14 +286,19 @@ def _unquote(quoted: str) -> str:
 
 
 def is_invalid_token(response: requests.Response) -> bool:
-    """RFC 6750 §3.1: only 401 with a Bearer challenge saying invalid_token means "refresh"."""
+    """RFC 6750 §3.1: only 401 with a Bearer (or RFC 9449 DPoP) challenge saying invalid_token
+    means "refresh"."""
+    return _challenge_error(response) == "invalid_token"
+
+
+def _challenge_error(response: requests.Response) -> str | None:
     if response.status_code != 401:
-        return False
+        return None
     header = response.headers.get("WWW-Authenticate", "")
-    return any(
-        scheme == "bearer" and params.get("error") == "invalid_token"
-        for scheme, params in parse_www_authenticate(header)
-    )
+    for scheme, params in parse_www_authenticate(header):
+        if scheme in ("bearer", "dpop") and params.get("error"):
+            return params["error"]
+    return None
 
 
 # -- the client -------------------------------------------------------------------------------
@@ -284,6 +312,22 @@ class _Bearer(AuthBase):
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["Authorization"] = f"Bearer {self.token}"
+        return request
+
+
+class _DPoP(AuthBase):
+    """RFC 9449 §7.1: the token under the DPoP scheme and a proof for this very request."""
+
+    def __init__(self, token: str, key: DPoPKey, nonce: str | None) -> None:
+        self.token = token
+        self.key = key
+        self.nonce = nonce
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"DPoP {self.token}"
+        request.headers["DPoP"] = self.key.proof(
+            request.method or "GET", request.url or "", access_token=self.token, nonce=self.nonce
+        )
         return request
 
 
@@ -316,6 +360,7 @@ class OAuthClient:
         expiry_skew: float | None = DEFAULT_EXPIRY_SKEW,
         insecure_transport: bool = False,
         clock: Callable[[], float] = time.time,
+        dpop: bool | DPoPKey = False,
     ) -> None:
         self.issuer, self.metadata_url = _issuer_and_metadata_url(issuer_or_metadata_url)
         self._appended_metadata_url = (
@@ -338,11 +383,26 @@ class OAuthClient:
         # Serialises renewals (refresh, re-login). Re-entrant: relogin may call request().
         self._renew_lock = threading.RLock()
         self._tokens = self.store.load()
+        self.dpop_key = self._dpop_key(dpop)
+        self._nonces = NonceBook()
         # Set by login_client_credentials: such a login has no refresh token; we just ask again.
         self._client_credentials: tuple[ScopeArg, ResourceArg] | None = None
 
     def __repr__(self) -> str:
         return f"OAuthClient(issuer={self.issuer!r}, client_id={self.client_id!r})"
+
+    def _dpop_key(self, dpop: bool | DPoPKey) -> DPoPKey | None:
+        """The key given, or the store's, or a new one (saved if the store keeps keys)."""
+        if isinstance(dpop, DPoPKey):
+            return dpop
+        if not dpop:
+            return None
+        key = self.store.load_dpop_key() if hasattr(self.store, "load_dpop_key") else None
+        if key is None:
+            key = DPoPKey.generate()
+            if hasattr(self.store, "save_dpop_key"):
+                self.store.save_dpop_key(key)
+        return key
 
     @property
     def tokens(self) -> Tokens | None:
@@ -458,14 +518,30 @@ class OAuthClient:
         ):
             tokens = self._renew(tokens)
             renewed = True
-        response = self.session.request(method, url, auth=_Bearer(tokens.access_token), **kwargs)
+        response = self._send(method, url, tokens, kwargs)
         # Renew and retry once at most: a second 401 goes back to the caller, never a loop.
         if renewed or not is_invalid_token(response):
             return response
         log.info("access token %s refused; renewing", _fp(tokens.access_token))
         response.close()
         tokens = self._renew(tokens)
-        return self.session.request(method, url, auth=_Bearer(tokens.access_token), **kwargs)
+        return self._send(method, url, tokens, kwargs)
+
+    def _send(self, method: str, url: str, tokens: Tokens, kwargs: dict) -> requests.Response:
+        if tokens.token_type != "DPoP":
+            return self.session.request(method, url, auth=_Bearer(tokens.access_token), **kwargs)
+        if self.dpop_key is None:
+            raise OAuthClientError("A DPoP-bound token needs the DPoP key it was issued for")
+        auth = _DPoP(tokens.access_token, self.dpop_key, self._nonces.get(url))
+        response = self.session.request(method, url, auth=auth, **kwargs)
+        # RFC 9449 §9: the resource server wants its nonce in the proof: once more with it.
+        if self._nonces.remember(url, response.headers) and (
+            _challenge_error(response) == "use_dpop_nonce"
+        ):
+            response.close()
+            auth.nonce = self._nonces.get(url)
+            response = self.session.request(method, url, auth=auth, **kwargs)
+        return response
 
     def get(self, url: str, **kwargs: Any) -> requests.Response:
         return self.request("GET", url, **kwargs)
@@ -552,12 +628,20 @@ class OAuthClient:
             form["resource"] = [resource] if isinstance(resource, str) else list(resource)
         # Taken before sending, so expires_at errs on the early side.
         now = self._clock()
-        response = self._post(self.metadata["token_endpoint"], form)
+        endpoint = self.metadata["token_endpoint"]
+        response = self._post(endpoint, form, dpop=True)
         if response.status_code != 200:
-            raise _endpoint_error(response, "the token endpoint")
-        return Tokens.from_response(_json_object(response, "the token response"), now)
+            error = _endpoint_error(response, "the token endpoint")
+            # RFC 9449 §8: the server wants its nonce in the proof: once more with it.
+            if error.error != "use_dpop_nonce" or not self._nonces.get(endpoint):
+                raise error
+            response = self._post(endpoint, form, dpop=True)
+            if response.status_code != 200:
+                raise _endpoint_error(response, "the token endpoint")
+        body = _json_object(response, "the token response")
+        return Tokens.from_response(body, now, dpop=self.dpop_key is not None)
 
-    def _post(self, endpoint: str, form: dict[str, Any]) -> requests.Response:
+    def _post(self, endpoint: str, form: dict[str, Any], dpop: bool = False) -> requests.Response:
         if self._client_secret is None:
             auth = None
             form = {**form, "client_id": self.client_id}
@@ -566,10 +650,23 @@ class OAuthClient:
             auth = HTTPBasicAuth(
                 quote(self.client_id, safe=""), quote(self._client_secret, safe="")
             )
+        headers = {}
+        if dpop and self.dpop_key is not None:
+            headers["DPoP"] = self.dpop_key.proof(
+                "POST", endpoint, nonce=self._nonces.get(endpoint)
+            )
         # No redirects: following one would send the credentials in the body somewhere else.
-        return self.session.post(
-            endpoint, data=form, auth=auth, timeout=self.timeout, allow_redirects=False
+        response = self.session.post(
+            endpoint,
+            data=form,
+            auth=auth,
+            headers=headers,
+            timeout=self.timeout,
+            allow_redirects=False,
         )
+        if dpop and self.dpop_key is not None:
+            self._nonces.remember(endpoint, response.headers)
+        return response
 
     # -- storage ------------------------------------------------------------------------------
 

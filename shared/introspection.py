@@ -74,6 +74,8 @@ class IntrospectionResult:
     iat: int | None = None
     jti: str | None = None
     token_use: str | None = None
+    # RFC 9449 §6.2: `cnf.jkt`, the thumbprint of the DPoP key the token is bound to.
+    cnf_jkt: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     duration: float = field(default=0.0, compare=False)
 
@@ -98,6 +100,7 @@ class IntrospectionResult:
             iat=_optional_time(data, "iat"),
             jti=_optional_string(data, "jti"),
             token_use=_optional_string(data, "token_use"),
+            cnf_jkt=_confirmation_jkt(data.get("cnf")),
             raw=raw,
             duration=duration,
         )
@@ -124,6 +127,18 @@ def _optional_time(data: Mapping[str, Any], name: str) -> int | None:
     if number is None:
         raise ValueError(f"'{name}' is not a finite number")
     return value if isinstance(value, int) else int(number)
+
+
+def _confirmation_jkt(value: Any) -> str | None:
+    # RFC 7800 §3.1: an object of confirmation methods; only jkt (RFC 9449) is understood. A
+    # malformed one fails closed (503) rather than letting a bound token pass as a bearer one.
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError("'cnf' is not an object")
+    jkt = _optional_string(value, "jkt")
+    # Bound by some other method (mTLS x5t#S256...): a binding no DPoP proof can satisfy.
+    return "" if jkt is None and value else jkt
 
 
 def _audiences(value: Any) -> tuple[str, ...]:

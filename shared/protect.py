@@ -8,6 +8,10 @@
     def things():
         return {"sub": current_token().sub}
 
+With ``dpop=ResourceDPoP(...)`` (shared/dpop_resource.py) the guard also accepts RFC 9449
+`Authorization: DPoP` requests and refuses bound tokens sent as bearer tokens; without it,
+only bearer requests get through and a bound token never does.
+
 Every request is introspected (no cache), so a revoked token stops working at once. This is
 the hot path of every protected request: it parses the header, makes one pooled HTTP call and
 compares a few fields, nothing more.
@@ -25,13 +29,16 @@ from flask import Flask, Response, current_app, g, request
 
 from shared import request_id
 from shared.bearer import (
+    BEARER,
+    DPOP,
     NO_STORE,
     BearerError,
     challenge_response,
     check_realm,
     check_scope_token,
-    token_from_request,
+    credentials_from_request,
 )
+from shared.dpop_resource import ResourceDPoP
 from shared.introspection import IntrospectionClient, IntrospectionResult, IntrospectionUnavailable
 
 EXTENSION_KEY = "tessera_token_guard"
@@ -54,6 +61,7 @@ class TokenGuard:
         expected_issuer: str | None = None,
         retry_after: int = 5,
         clock: Callable[[], float] = time.time,
+        dpop: ResourceDPoP | None = None,
     ) -> None:
         if not audience:
             raise ValueError("audience is required")
@@ -63,6 +71,7 @@ class TokenGuard:
         self.expected_issuer = expected_issuer
         self.retry_after = int(retry_after)
         self._clock = clock
+        self.dpop = dpop
         if app is not None:
             self.init_app(app)
 
@@ -75,7 +84,18 @@ class TokenGuard:
 
         IntrospectionUnavailable passes through: the caller answers 503.
         """
-        token = token_from_request(request)
+        scheme, token = credentials_from_request(
+            request, (BEARER, DPOP) if self.dpop else (BEARER,)
+        )
+        try:
+            return self._verify(scheme, token, scopes)
+        except BearerError as error:
+            if scheme == DPOP:
+                error.scheme = DPOP  # RFC 9449 §7.1: a DPoP request gets a DPoP challenge
+            raise
+
+    def _verify(self, scheme: str, token: str, scopes: tuple[str, ...]) -> IntrospectionResult:
+        proof = self.dpop.proof_of(request, scheme, token) if self.dpop else None
         result = self.introspection_client.introspect(
             token, request_id=request_id.current_request_id()
         )
@@ -93,17 +113,23 @@ class TokenGuard:
         # as invalid (401 invalid_token); it is not a token that merely lacks a scope here.
         if self.audience not in result.aud:
             raise BearerError.invalid_token("The access token is not meant for this resource")
+        if self.dpop is not None:
+            self.dpop.confirm(proof, result)
+        elif result.cnf_jkt is not None:
+            raise BearerError.invalid_token("The access token is bound to a key (DPoP)")
         # RFC 6750 §3.1: a valid token for this resource without a required scope.
         for scope in scopes:
             if scope not in result.scope:
                 raise BearerError.insufficient_scope(
                     "The access token lacks a scope this request requires", scopes
                 )
+        if self.dpop is not None:
+            self.dpop.first_use(proof)  # last: only a request that passed remembers its proof
         return result
 
     def challenge(self, error: BearerError) -> Response:
         """The RFC 6750 §3 response for ``error`` in this guard's realm."""
-        return challenge_response(error, self.realm)
+        return challenge_response(error, self.realm, self.dpop.algs if self.dpop else ())
 
     def unavailable(self) -> Response:
         """503 when the authorization server cannot say whether the token is valid."""

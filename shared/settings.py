@@ -68,6 +68,13 @@ class ServiceSettings(BaseSettings):
         "`make run` uses 127.0.0.1:9100 (AS) and :9101 (notes API), the image 0.0.0.0:9100, "
         "which compose does not publish.",
     )
+    dpop_proof_max_age: int = Field(
+        60,
+        ge=5,
+        le=600,
+        description="Seconds a DPoP proof (RFC 9449) is accepted after its `iat` (plus 5 s of "
+        "clock skew either way); its `jti` is remembered in the service's database this long.",
+    )
 
     revocation_events_url: str | None = Field(
         None,

@@ -72,11 +72,16 @@ SERVICES = {
             "audit_events",
             "authorization_codes",
             "login_attempts",
+            "dpop_proofs_seen",
         },
-        "0004_login_attempts",
+        "0006_dpop",
     ),
     "resource_server": Service(
-        "resource_server", "RESOURCE_DATABASE_URL", resource_db, {"notes"}, "0001"
+        "resource_server",
+        "RESOURCE_DATABASE_URL",
+        resource_db,
+        {"notes", "dpop_proofs_seen"},
+        "0002_dpop",
     ),
 }
 

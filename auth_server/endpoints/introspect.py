@@ -76,6 +76,10 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
             # Non-standard: the login (refresh family) the token belongs to, so a resource
             # server's cache can drop it on a session-revoked event (docs/revocation-events.md).
             payload["sid"] = str(record.family_id)
+        if record.dpop_jkt is not None:
+            # RFC 9449 §6.2: the key the token is bound to, and its type.
+            payload["cnf"] = {"jkt": record.dpop_jkt}
+            payload["token_type"] = "DPoP"
         return payload
 
 

@@ -9,6 +9,7 @@ from auth_server.grants import (
     PUBLIC_CLIENT_AUTH_METHODS,
     supported_grant_types,
 )
+from shared.dpop import SUPPORTED_ALGS as DPOP_ALGS
 
 bp = Blueprint("metadata", __name__)
 
@@ -32,6 +33,8 @@ def build_metadata(issuer: str, grant_types: list[str]) -> dict:
         "token_endpoint_auth_methods_supported": PUBLIC_CLIENT_AUTH_METHODS,
         "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
         "revocation_endpoint_auth_methods_supported": PUBLIC_CLIENT_AUTH_METHODS,
+        # RFC 9449 §5.1: the algorithms a DPoP proof may be signed with.
+        "dpop_signing_alg_values_supported": list(DPOP_ALGS),
     }
 
 

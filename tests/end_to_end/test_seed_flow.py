@@ -22,7 +22,8 @@ from tests.support import (
     start_resource_server,
 )
 
-BARE_CHALLENGE = 'Bearer realm="tessera"'
+# RFC 9449 §7.2: the notes API accepts Bearer and DPoP, and offers both.
+BARE_CHALLENGE = 'Bearer realm="tessera", DPoP realm="tessera", algs="ES256 EdDSA Ed25519 RS256"'
 
 
 def _challenge(response) -> dict:

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 # What a header value can hold on the wire (HTTP/1.1 field-value, decoded as latin-1 by WSGI).
 HEADER_CHARS = st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f")
 SCHEMES = st.sampled_from(
-    ["Bearer", "bearer", "BEARER", "Basic", "basic", "Digest", "", "Bearer\t"]
+    ["Bearer", "bearer", "BEARER", "DPoP", "dpop", "Basic", "basic", "Digest", "", "Bearer\t"]
 )
 SEPARATORS = st.sampled_from([" ", "  ", "", "\t", " \t "])
 TOKENISH = st.one_of(
@@ -145,7 +145,7 @@ def test_authorization_server_answers_any_authorization_header_with_a_4xx(auth):
     attempt()
 
 
-def test_notes_api_answers_any_authorization_header_with_a_bearer_challenge(notes_api):
+def test_notes_api_answers_any_authorization_header_with_a_bearer_or_dpop_challenge(notes_api):
     http = requests.Session()
 
     @bounded()
@@ -153,7 +153,9 @@ def test_notes_api_answers_any_authorization_header_with_a_bearer_challenge(note
     def attempt(value):
         response = http.get(notes_api.url + "/api/me", headers={"Authorization": value}, timeout=10)
         assert response.status_code in (400, 401), (value, response.status_code, response.text)
-        assert response.headers["WWW-Authenticate"].startswith('Bearer realm="')
+        # RFC 9449 §7.1: a DPoP request gets a DPoP challenge.
+        challenge = response.headers["WWW-Authenticate"]
+        assert challenge.startswith(('Bearer realm="', 'DPoP realm="')), challenge
         assert response.headers["Cache-Control"] == "no-store"
 
     attempt()

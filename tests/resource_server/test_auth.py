@@ -20,6 +20,8 @@ from tests.resource_server.fake_as import TricklingAuthorizationServer
 from tests.resource_server.helpers import add_note, bearer, note_count
 
 REALM = 'Bearer realm="tessera"'
+# RFC 9449 §7.2: a resource server accepting both schemes offers both in the bare challenge.
+BARE_CHALLENGE = f'{REALM}, DPoP realm="tessera", algs="ES256 EdDSA Ed25519 RS256"'
 # RFC 6750 §3: realm, error, error_description (RFC 6749 §5.2 characters), optional scope.
 CHALLENGE = re.compile(
     r'Bearer realm="tessera", error="(invalid_request|invalid_token|insufficient_scope)", '
@@ -50,10 +52,11 @@ def assert_unavailable(response) -> None:
 
 
 def test_missing_authorization_header_gets_401_without_error_code(client, fake_as):
-    """No Authorization header: 401, `Bearer realm="tessera"` only, no error in the body."""
+    """No Authorization header: 401, the Bearer and DPoP challenges without an error code, no
+    error in the body."""
     response = client.get("/api/notes")
     assert response.status_code == 401
-    assert response.headers["WWW-Authenticate"] == REALM
+    assert response.headers["WWW-Authenticate"] == BARE_CHALLENGE
     assert response.headers["Cache-Control"] == "no-store"
     assert response.json == {}
     assert fake_as.calls == []
@@ -61,10 +64,10 @@ def test_missing_authorization_header_gets_401_without_error_code(client, fake_a
 
 @pytest.mark.parametrize("value", ["Basic YWxpY2U6c2VjcmV0", "Digest abc", "Token abc"])
 def test_other_authorization_scheme_gets_401_without_error_code(client, value):
-    """A non-Bearer scheme is no bearer authentication: the bare challenge."""
+    """A scheme other than Bearer or DPoP is no token authentication: the bare challenge."""
     response = client.get("/api/notes", headers={"Authorization": value})
     assert response.status_code == 401
-    assert response.headers["WWW-Authenticate"] == REALM
+    assert response.headers["WWW-Authenticate"] == BARE_CHALLENGE
     assert response.json == {}
 
 
