@@ -8,10 +8,11 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 from flask import Flask
 from flask_migrate import Migrate
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import scoped_session, sessionmaker
 
 from auth_server import audit
 from auth_server.clients import ClientDirectory
@@ -68,7 +69,7 @@ def create_app(
     # First of the hooks: 413 for bodies over MAX_REQUEST_BYTES, chunked ones included.
     limit_request_bodies(app, settings.max_request_bytes)
     db.init_app(app)
-    end_sessions_without_failing(app, db.session)
+    end_sessions_without_failing(app, cast("scoped_session[Any]", db.session))
     with app.app_context():
         engine = db.engine
         configure_engine(engine, settings)

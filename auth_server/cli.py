@@ -5,6 +5,8 @@ Run from the checkout with no environment, they act on the same database `make r
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
@@ -32,7 +34,7 @@ demo = AppGroup("demo", help="The embedded demo (make run).")
 
 DEMO_USER = ("alice", "wonderland")
 DEMO_SCOPES = ["profile", "notes:read", "notes:write"]
-DEMO_CLIENTS = [
+DEMO_CLIENTS: list[dict[str, Any]] = [
     dict(
         client_id="demo-app",
         secret="demo-app-secret",

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from joserfc import jwk
@@ -27,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from auth_server import audit
 from auth_server.models import SigningKey
-from shared.database import make_private_dirs
+from shared.database import affected_rows, make_private_dirs
 from shared.settings import ConfigurationError
 
 log = logging.getLogger("tessera.auth.keys")
@@ -36,7 +37,11 @@ log = logging.getLogger("tessera.auth.keys")
 # publish EdDSA because that is what deployed JOSE libraries understand.
 warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
 
-KEY_TYPES = {"ES256": ("EC", "P-256"), "RS256": ("RSA", 2048), "EdDSA": ("OKP", "Ed25519")}
+KEY_TYPES: dict[str, tuple[Any, Any]] = {
+    "ES256": ("EC", "P-256"),
+    "RS256": ("RSA", 2048),
+    "EdDSA": ("OKP", "Ed25519"),
+}
 PUBLISHED_STATES = ("next", "active", "retired")
 
 
@@ -196,7 +201,7 @@ def rotate_signing_keys(
         .values(state="retired", retired_at=now, remove_after=now + retire_for)
         .execution_options(synchronize_session=False)
     )
-    if retired.rowcount != 1:
+    if affected_rows(retired) != 1:
         session.rollback()
         return None
     promoted = session.execute(
@@ -205,7 +210,7 @@ def rotate_signing_keys(
         .values(state="active", activated_at=now)
         .execution_options(synchronize_session=False)
     )
-    if promoted.rowcount != 1:
+    if affected_rows(promoted) != 1:
         session.rollback()
         return None
     new_next = generate_signing_key(alg, "next", cipher, now)
@@ -243,13 +248,13 @@ def purge_retired_keys(session: Session, now: int) -> int:
     result = session.execute(
         delete(SigningKey).where(SigningKey.state == "retired", SigningKey.remove_after <= now)
     )
-    return result.rowcount or 0
+    return affected_rows(result)
 
 
 @dataclass(frozen=True)
 class LoadedKeys:
     loaded_at: float
-    signing: tuple[str, str, object] | None  # (kid, alg, joserfc private key)
+    signing: tuple[str, str, jwk.Key] | None  # (kid, alg, joserfc private key)
     activated_at: int | None
     jwks: dict = field(default_factory=dict)
 
@@ -277,7 +282,7 @@ class KeyRing:
         self._lock = threading.Lock()
         self._loaded: LoadedKeys | None = None
 
-    def signing_key(self) -> tuple[str, str, object]:
+    def signing_key(self) -> tuple[str, str, jwk.Key]:
         loaded = self._current()
         if loaded.signing is None:
             raise ConfigurationError(f"no active {self.alg} signing key")

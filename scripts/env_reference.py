@@ -11,7 +11,7 @@ from resource_server.settings import ResourceSettings
 from shared.settings import PROJECT_ROOT, ServiceSettings
 
 
-def table(settings: type[ServiceSettings], skip: set[str] = frozenset()) -> str:
+def table(settings: type[ServiceSettings], skip: frozenset[str] | set[str] = frozenset()) -> str:
     lines = ["| Variable | Default | Meaning |", "|---|---|---|"]
     for name, default, description in settings.env_reference():
         if name in skip:

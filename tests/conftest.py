@@ -17,6 +17,19 @@ TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 DATABASE_BACKENDS = ["sqlite", "postgresql"] if TEST_DATABASE_URL else ["sqlite"]
 
 
+# Fixtures that start a server, a process or a browser: a test using one of them, directly or
+# through another fixture, is marked `live` (`make test-fast` leaves those out).
+LIVE_FIXTURES = frozenset(
+    {"serve", "gunicorn_auth", "gunicorn_services", "chromium", "fuzz_stack", "fake_as_server"}
+)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if LIVE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.live)
+
+
 @pytest.fixture(params=DATABASE_BACKENDS)
 def database_backend(request) -> str:
     return request.param
