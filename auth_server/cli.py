@@ -21,7 +21,7 @@ from auth_server.clients import (
     set_served_audiences,
 )
 from auth_server.db import db
-from auth_server.keys import ensure_signing_keys, rotate_signing_keys
+from auth_server.keys import ensure_signing_keys, prepare_signing_keys, rotate_signing_keys
 from auth_server.maintenance import purge_expired
 from auth_server.models import Client, SigningKey, User
 from auth_server.store import find_client, find_user
@@ -318,3 +318,24 @@ def demo_setup() -> None:
 def register(app: Flask) -> None:
     for group in (users, clients, keys, tokens, demo):
         app.cli.add_command(group)
+
+
+@keys.command("prepare")
+def prepare_keys() -> None:
+    """Create missing signing keys and rotate the active one if SIGNING_KEY_ROTATION_DAYS says
+    it is due. Start-up does the same; schedule this (daily) when rotation is on, since serving
+    requests only ever reads the keys."""
+    components = _components()
+    settings = components.settings
+    result = prepare_signing_keys(
+        db.session,
+        settings.signing_alg,
+        components.cipher,
+        components.now(),
+        settings.key_retirement_seconds,
+        settings.signing_key_rotation_days,
+    )
+    if result is None:
+        click.echo("signing keys ready; no rotation due")
+    else:
+        click.echo(f"rotated: active {result.active_kid}, retired {result.retired_kid}")

@@ -4,6 +4,12 @@ A key is published (JWKS) one rotation before it signs (`next`), signs while `ac
 published while `retired` until every token it signed has expired. Each worker caches the keys
 for KEY_CACHE_SECONDS and re-reads them, so a rotation made by any process (the CLI, another
 worker, another replica) reaches every worker within that time and without a restart.
+
+Reading the keys never writes: the key ring is read on unauthenticated paths (JWKS, /readyz)
+and inside requests that hold a transaction, and on SQLite a second writer there would wait
+behind the first. Keys are created and rotated by `prepare_signing_keys`, which runs at
+start-up (create_app), in `flask --app auth_server keys prepare` (schedule it when
+SIGNING_KEY_ROTATION_DAYS is set), in `keys rotate` and in `demo setup`.
 """
 
 from __future__ import annotations
@@ -251,6 +257,39 @@ def purge_retired_keys(session: Session, now: int) -> int:
     return affected_rows(result)
 
 
+def rotation_due(active: SigningKey, now: int, rotation_days: int) -> bool:
+    """SIGNING_KEY_ROTATION_DAYS (0: never) have passed since `active` started signing."""
+    return bool(rotation_days) and (
+        (active.activated_at or active.created_at) + rotation_days * 86400 <= now
+    )
+
+
+def prepare_signing_keys(
+    session: Session,
+    alg: str,
+    cipher: KeyCipher,
+    now: int,
+    retire_for: int,
+    rotation_days: int = 0,
+) -> RotationResult | None:
+    """The writing side of the life cycle: create the first keys of `alg` (retiring another
+    algorithm's after SIGNING_ALG changed), or rotate when the active key is due. Safe when
+    several processes run it at once. Returns the rotation if this call made one."""
+    active = session.scalar(
+        select(SigningKey).where(SigningKey.alg == alg, SigningKey.state == "active")
+    )
+    if active is None:
+        ensure_signing_keys(session, alg, cipher, now)
+        retire_other_algorithms(session, alg, now, retire_for)
+        return None
+    if not rotation_due(active, now, rotation_days):
+        session.rollback()
+        return None
+    return rotate_signing_keys(
+        session, alg, cipher, now, retire_for, expected_active=active.kid, actor="system"
+    )
+
+
 @dataclass(frozen=True)
 class LoadedKeys:
     loaded_at: float
@@ -260,7 +299,9 @@ class LoadedKeys:
 
 
 class KeyRing:
-    """Per-process cache of the signing key and the JWKS, refreshed every `cache_seconds`."""
+    """Per-process cache of the signing key and the JWKS, refreshed every `cache_seconds`.
+
+    Read-only: it never creates or rotates keys (see the module's docstring)."""
 
     def __init__(
         self,
@@ -268,7 +309,6 @@ class KeyRing:
         cipher: KeyCipher,
         alg: str,
         cache_seconds: float,
-        retire_for: int,
         rotation_days: int = 0,
         clock: Callable[[], float] = time.time,
     ):
@@ -276,8 +316,7 @@ class KeyRing:
         self._cipher = cipher
         self.alg = alg
         self._cache_seconds = cache_seconds
-        self._retire_for = retire_for
-        self._rotation_seconds = rotation_days * 86400
+        self._rotation_days = rotation_days
         self._clock = clock
         self._lock = threading.Lock()
         self._loaded: LoadedKeys | None = None
@@ -318,22 +357,16 @@ class KeyRing:
             rows = self._published(session, now)
             active = next((k for k in rows if k.state == "active" and k.alg == self.alg), None)
             if active is None:
-                ensure_signing_keys(session, self.alg, self._cipher, now)
-                retire_other_algorithms(session, self.alg, now, self._retire_for)
-                rows = self._published(session, now)
-                active = next(k for k in rows if k.state == "active" and k.alg == self.alg)
-            elif self._rotation_due(active, now):
-                rotate_signing_keys(
-                    session,
-                    self.alg,
-                    self._cipher,
-                    now,
-                    self._retire_for,
-                    expected_active=active.kid,
-                    actor="system",
+                raise ConfigurationError(
+                    f"no active {self.alg} signing key: the service creates it at start-up, "
+                    "or run `flask --app auth_server keys prepare`"
                 )
-                rows = self._published(session, now)
-                active = next(k for k in rows if k.state == "active" and k.alg == self.alg)
+            if rotation_due(active, now, self._rotation_days):
+                log.warning(
+                    "signing key %s is due for rotation (SIGNING_KEY_ROTATION_DAYS); "
+                    "run `flask --app auth_server keys prepare` (schedule it) or restart",
+                    active.kid,
+                )
             private = jwk.import_key(
                 self._cipher.open(active.private_key, active.private_key_encrypted),
                 KEY_TYPES[active.alg][0],
@@ -345,11 +378,6 @@ class KeyRing:
                 activated_at=active.activated_at,
                 jwks=jwks,
             )
-
-    def _rotation_due(self, active: SigningKey, now: int) -> bool:
-        return bool(self._rotation_seconds) and (
-            (active.activated_at or active.created_at) + self._rotation_seconds <= now
-        )
 
     @staticmethod
     def _published(session: Session, now: int) -> list[SigningKey]:

@@ -110,9 +110,9 @@ class GraceSealer:
 
 
 class TokenService:
-    """Each public method reads the signing key *before* it writes anything: the key ring may
-    itself write (first key, scheduled rotation) on its own connection, and on SQLite that
-    would wait forever behind this transaction's write lock."""
+    """Each public method reads the signing key *before* it writes anything: the key ring
+    only reads (auth_server/keys.py), but on its own connection, and a read that found the
+    database busy must not be left waiting behind this transaction's write lock."""
 
     def __init__(
         self,
