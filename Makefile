@@ -38,9 +38,11 @@ check: lint typecheck
 typecheck: install
 	$(BIN)/mypy
 
-# requirements.lock: every runtime dependency pinned with hashes (the Dockerfile installs it).
+# requirements.lock (pip-compile, pip-tools): every runtime dependency and the build backend,
+# pinned with hashes; the Dockerfile installs from it. Run after changing the dependencies.
 lock: install
 	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links --build-deps-for wheel \
 		--output-file requirements.lock pyproject.toml
 
 # The fuzzers of tests/fuzz/ with FUZZ_CASES (default here 20000) API cases per database
