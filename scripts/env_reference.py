@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from auth_server.settings import AuthSettings
 from resource_server.settings import ResourceSettings
-from shared.settings import PROJECT_ROOT, ServiceSettings
+from shared.settings import ServiceSettings
 
 
 def table(settings: type[ServiceSettings], skip: frozenset[str] | set[str] = frozenset()) -> str:
@@ -16,7 +16,6 @@ def table(settings: type[ServiceSettings], skip: frozenset[str] | set[str] = fro
     for name, default, description in settings.env_reference():
         if name in skip:
             continue
-        default = default.replace(str(PROJECT_ROOT), "<checkout>")
         lines.append(f"| `{name}` | `{default}` | {description} |")
     return "\n".join(lines)
 

@@ -20,7 +20,7 @@ from sqlalchemy.engine import CursorResult, Engine, Result, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import scoped_session
 
-from shared.settings import DEFAULT_INSTANCE_DIR, ServiceSettings
+from shared.settings import ServiceSettings
 
 log = logging.getLogger("tessera.database")
 
@@ -52,7 +52,7 @@ def engine_options(url: str, settings: ServiceSettings) -> dict[str, Any]:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            prepare_private_sqlite_file(Path(parsed.database))
+            prepare_private_sqlite_file(Path(parsed.database), Path(settings.instance_dir))
         return {
             "connect_args": {
                 "timeout": settings.sqlite_busy_timeout_ms / 1000,
@@ -84,14 +84,14 @@ def engine_options(url: str, settings: ServiceSettings) -> dict[str, Any]:
     return options
 
 
-def prepare_private_sqlite_file(path: Path) -> None:
+def prepare_private_sqlite_file(path: Path, instance_dir: Path) -> None:
     """Make the database file (and the folders missing on its way) private before SQLite opens
     it: folders 0700, the file 0600, created so before anything is written to it. A file or
     companion (-wal, -shm) left readable by an older version is tightened to 0600, and so is the
-    project's own instance/ folder; other existing folders are left alone (the path may be in
+    service's own INSTANCE_DIR; other existing folders are left alone (the path may be in
     a shared one such as /tmp)."""
     make_private_dirs(path.parent)
-    if path.parent == DEFAULT_INSTANCE_DIR:
+    if path.parent.resolve() == instance_dir.resolve():
         _tighten(path.parent, PRIVATE_DIR_MODE)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
