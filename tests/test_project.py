@@ -47,3 +47,17 @@ def test_every_test_the_security_doc_cites_exists():
         for name in re.findall(r"^(?:async )?def (test_\w+)", path.read_text(), re.M)
     }
     assert sorted(cited - defined) == []
+
+
+def test_no_test_module_imports_from_a_conftest():
+    """Helpers shared between test modules live in plain modules (tests/support.py,
+    tests/databases.py, tests/live_server.py, ...); fixtures reach other directories through
+    `pytest_plugins` in tests/conftest.py. Importing a conftest loads it a second time."""
+    importers = [
+        str(path.relative_to(PROJECT_ROOT))
+        for path in (PROJECT_ROOT / "tests").rglob("*.py")
+        if re.search(
+            r"^\s*(from\s+\S*conftest\s+import|import\s+\S*conftest)", path.read_text(), re.M
+        )
+    ]
+    assert importers == []
