@@ -1,7 +1,8 @@
 """Print the environment-variable reference of both services as Markdown tables.
 
-`python scripts/env_reference.py` regenerates the README's "Settings" section; a test fails
-when the README and the settings modules disagree.
+`python scripts/env_reference.py` regenerates the tables of docs/settings.md (between its
+env-reference markers); tests/test_project.py fails when they and the settings modules
+disagree.
 """
 
 from __future__ import annotations

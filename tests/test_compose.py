@@ -239,6 +239,7 @@ def test_dockerignore_keeps_local_state_out_of_the_image():
     allowed = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
     assert allowed == {
         "pyproject.toml",
+        "requirements.lock",
         "README.md",
         "gunicorn.conf.py",
         "auth_server",
