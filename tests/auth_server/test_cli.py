@@ -80,6 +80,7 @@ def test_users_disable_revokes_every_live_token(auth):
     assert not auth.is_active(tokens["refresh_token"])
 
 
+@pytest.mark.live  # runs `flask` / python in a subprocess
 def test_default_files_live_in_instance_dir_of_the_working_directory(tmp_path):
     """With no environment the defaults are in ./instance of the working directory (where
     `make run` and the CLI run), never next to the installed code; INSTANCE_DIR moves them."""
