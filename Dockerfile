@@ -22,18 +22,20 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone: a code change does not reinstall them.
+# Dependencies first, from the lock file alone: exact versions, every file checked against its
+# hash (`make lock` writes it from pyproject.toml), so two builds install the same bytes and a
+# code change does not reinstall them. The build backend (setuptools) is in the lock too.
+COPY requirements.lock ./
+RUN pip install --require-hashes --no-deps -r requirements.lock
+# Then the project itself, as a regular (non-editable) install without fetching anything: the
+# packages, their migrations (package data) and nothing else land in /opt/venv.
 COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
-    && pip install -r requirements.txt
-# Then the project itself, as a regular (non-editable) install: the packages, their
-# migrations (package data) and nothing else land in /opt/venv.
 COPY auth_server ./auth_server
 COPY resource_server ./resource_server
 COPY shared ./shared
 # The demo web app (SERVICE=examples.demo_web in docker-compose.yml).
 COPY examples ./examples
-RUN pip install --no-deps . && pip check
+RUN pip install --no-deps --no-build-isolation . && pip check
 
 # --- runtime: no compilers, no source tree, not root ---------------------------------------
 FROM ${PYTHON_IMAGE}

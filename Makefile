@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: browser run test fuzz install lint bench bench-login-flood clean
+.PHONY: browser run test test-fast check lock fuzz install lint typecheck bench bench-login-flood clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,24 @@ browser: $(CHROMIUM)
 
 test: install browser
 	$(BIN)/python -m pytest
+
+# The fast tier: pure functions and in-process tests, no server or process started (the
+# `live` marker, set from the fixtures in tests/conftest.py) and nothing marked `slow`.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow and not live" -q
+
+# What CI (.ci/run) checks before the tests; .pre-commit-config.yaml runs the same tools.
+check: lint typecheck
+
+typecheck: install
+	$(BIN)/mypy
+
+# requirements.lock (pip-compile, pip-tools): every runtime dependency and the build backend,
+# pinned with hashes; the Dockerfile installs from it. Run after changing the dependencies.
+lock: install
+	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links --build-deps-for wheel \
+		--output-file requirements.lock pyproject.toml
 
 # The fuzzers of tests/fuzz/ with FUZZ_CASES (default here 20000) API cases per database
 # backend and FUZZ_EXAMPLES (default here 2000) per Hypothesis fuzzer; `make test` runs 2000 / 200.

@@ -8,10 +8,14 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 from flask import Flask
 from flask_migrate import Migrate
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import inspect
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from auth_server import audit
 from auth_server.clients import ClientDirectory
@@ -19,9 +23,9 @@ from auth_server.components import AuthComponents
 from auth_server.db import db
 from auth_server.dpop import DPoPNonces, TokenEndpointDPoP
 from auth_server.hashing_gate import PasswordCheckGate
-from auth_server.keys import KeyCipher, KeyRing, create_secret_file
+from auth_server.keys import KeyCipher, KeyRing, create_secret_file, prepare_signing_keys
 from auth_server.metrics import AuthMetrics
-from auth_server.models import DPoPProofSeen
+from auth_server.models import DPoPProofSeen, SigningKey
 from auth_server.passwords import Passwords
 from auth_server.revocation_events import RevocationPublisher
 from auth_server.settings import AuthSettings
@@ -73,7 +77,7 @@ def create_app(
     # First of the hooks: 413 for bodies over MAX_REQUEST_BYTES, chunked ones included.
     limit_request_bodies(app, settings.max_request_bytes)
     db.init_app(app)
-    end_sessions_without_failing(app, db.session)
+    end_sessions_without_failing(app, cast("scoped_session[Any]", db.session))
     with app.app_context():
         engine = db.engine
         configure_engine(engine, settings)
@@ -102,7 +106,6 @@ def create_app(
             cipher=cipher,
             alg=settings.signing_alg,
             cache_seconds=settings.key_cache_seconds,
-            retire_for=settings.key_retirement_seconds,
             rotation_days=settings.signing_key_rotation_days,
             clock=clock,
         ),
@@ -141,6 +144,7 @@ def create_app(
     from auth_server.server import TesseraAuthorizationServer
 
     components.server = TesseraAuthorizationServer(components)
+    _prepare_signing_keys(engine, components)
     app.extensions["tessera"] = components
 
     from auth_server import cli, errors
@@ -191,6 +195,27 @@ def create_app(
     components.login_throttle.on_throttled = components.metrics.count_login_throttled
     cli.register(app)
     return app
+
+
+def _prepare_signing_keys(engine: Engine, components: AuthComponents) -> None:
+    """Start-up is where keys are created and a due rotation is made (the key ring only reads:
+    auth_server/keys.py). Before `db upgrade` has made the tables there is nothing to do, and a
+    database that is down now leaves the work to the next start or `keys prepare`."""
+    settings = components.settings
+    try:
+        if not inspect(engine).has_table(SigningKey.__tablename__):
+            return
+        with Session(engine) as session:
+            prepare_signing_keys(
+                session,
+                settings.signing_alg,
+                components.cipher,
+                int(components.now()),
+                settings.key_retirement_seconds,
+                settings.signing_key_rotation_days,
+            )
+    except SQLAlchemyError as exc:
+        log.error("could not prepare the signing keys at start-up: %s", exc.__class__.__name__)
 
 
 def _session_secret(settings: AuthSettings) -> str:

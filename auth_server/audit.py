@@ -42,6 +42,10 @@ EVENTS = frozenset(
         "client_created",
         "client_updated",
         "client_disabled",
+        # operator changes without SQL (auth_server/operator_changes.py)
+        "client_enabled",
+        "client_deleted",
+        "user_enabled",
         # An issuance refused because a revocation of its user or client overlapped it.
         "issuance_refused_revoked",
         "signing_key_rotated",

@@ -5,6 +5,9 @@ Run from the checkout with no environment, they act on the same database `make r
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
@@ -19,20 +22,23 @@ from auth_server.clients import (
     set_served_audiences,
 )
 from auth_server.db import db
-from auth_server.keys import ensure_signing_keys, rotate_signing_keys
+from auth_server.keys import ensure_signing_keys, prepare_signing_keys, rotate_signing_keys
 from auth_server.maintenance import purge_expired
 from auth_server.models import Client, SigningKey, User
+from auth_server.operator_changes import delete_client, enable_client, enable_user, update_client
 from auth_server.store import find_client, find_user
 
-users = AppGroup("users", help="Create, disable and cut off users.")
-clients = AppGroup("clients", help="Register, list and disable OAuth clients.")
+users = AppGroup("users", help="Create, list, disable, enable and cut off users.")
+clients = AppGroup(
+    "clients", help="Register, list, update, disable, enable and delete OAuth clients."
+)
 keys = AppGroup("keys", help="Inspect and rotate JWT signing keys.")
 tokens = AppGroup("tokens", help="Token housekeeping.")
 demo = AppGroup("demo", help="The embedded demo (make run).")
 
 DEMO_USER = ("alice", "wonderland")
 DEMO_SCOPES = ["profile", "notes:read", "notes:write"]
-DEMO_CLIENTS = [
+DEMO_CLIENTS: list[dict[str, Any]] = [
     dict(
         client_id="demo-app",
         secret="demo-app-secret",
@@ -239,9 +245,13 @@ def disable_client_command(client_id: str) -> None:
 
 
 @clients.command("list")
-def list_clients() -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+def list_clients(as_json: bool) -> None:
     """List registered clients (never their secrets)."""
     rows = db.session.scalars(select(Client).order_by(Client.client_id)).all()
+    if as_json:
+        _echo_json([_client_json(c) for c in rows])
+        return
     for c in rows:
         flags = ",".join(
             f for f, on in (("introspect", c.can_introspect), ("disabled", c.disabled)) if on
@@ -254,9 +264,28 @@ def list_clients() -> None:
 
 
 @keys.command("list")
-def list_keys() -> None:
-    """List signing keys and their states."""
-    for k in db.session.scalars(select(SigningKey).order_by(SigningKey.created_at)):
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+def list_keys(as_json: bool) -> None:
+    """List signing keys and their states (never the private keys)."""
+    rows = db.session.scalars(select(SigningKey).order_by(SigningKey.created_at)).all()
+    if as_json:
+        _echo_json(
+            [
+                {
+                    "kid": k.kid,
+                    "alg": k.alg,
+                    "state": k.state,
+                    "encrypted": k.private_key_encrypted,
+                    "created_at": k.created_at,
+                    "activated_at": k.activated_at,
+                    "retired_at": k.retired_at,
+                    "remove_after": k.remove_after,
+                }
+                for k in rows
+            ]
+        )
+        return
+    for k in rows:
         click.echo(f"{k.kid}\t{k.alg}\t{k.state}\tencrypted={k.private_key_encrypted}")
 
 
@@ -326,3 +355,145 @@ def demo_setup() -> None:
 def register(app: Flask) -> None:
     for group in (users, clients, keys, tokens, demo):
         app.cli.add_command(group)
+
+
+@keys.command("prepare")
+def prepare_keys() -> None:
+    """Create missing signing keys and rotate the active one if SIGNING_KEY_ROTATION_DAYS says
+    it is due. Start-up does the same; schedule this (daily) when rotation is on, since serving
+    requests only ever reads the keys."""
+    components = _components()
+    settings = components.settings
+    result = prepare_signing_keys(
+        db.session,
+        settings.signing_alg,
+        components.cipher,
+        components.now(),
+        settings.key_retirement_seconds,
+        settings.signing_key_rotation_days,
+    )
+    if result is None:
+        click.echo("signing keys ready; no rotation due")
+    else:
+        click.echo(f"rotated: active {result.active_kid}, retired {result.retired_kid}")
+
+
+# -- operator changes without SQL, and --json listings ----------------------------------------
+
+
+def _echo_json(rows: list[dict[str, Any]]) -> None:
+    click.echo(json.dumps(rows, indent=2, sort_keys=True))
+
+
+def _client_json(c: Client) -> dict[str, Any]:
+    return {
+        "client_id": c.client_id,
+        "name": c.name,
+        "client_type": c.client_type,
+        "grant_types": c.grant_types.split(),
+        "scopes": c.scopes.split(),
+        "audiences": c.audiences.split(),
+        "redirect_uris": c.redirect_uris.split(),
+        "can_introspect": c.can_introspect,
+        "disabled": c.disabled,
+        "created_at": c.created_at,
+    }
+
+
+@clients.command("enable")
+@click.argument("client_id")
+def enable_client_command(client_id: str) -> None:
+    """Let a disabled client get tokens again (what disabling revoked stays revoked)."""
+    components = _components()
+    try:
+        enable_client(db.session, client_id, actor="operator", now=components.now())
+    except ClientRegistrationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    components.clients.forget(client_id)
+    click.echo(f"enabled {client_id}")
+
+
+@clients.command("update")
+@click.argument("client_id")
+@click.option("--scopes", default=None, help="Replace the scopes it may ask for.")
+@click.option("--audiences", default=None, help="Replace its audiences (RFC 8707).")
+@click.option("--redirect-uris", default=None, help="Replace its redirect URIs (space separated).")
+def update_client_command(
+    client_id: str, scopes: str | None, audiences: str | None, redirect_uris: str | None
+) -> None:
+    """Replace a client's scopes, audiences or redirect URIs, checked as at registration.
+    Taking any away revokes every token and code the client holds."""
+    if scopes is None and audiences is None and redirect_uris is None:
+        raise click.UsageError("nothing to change: give --scopes, --audiences or --redirect-uris")
+    components = _components()
+    try:
+        client, (families, access) = update_client(
+            db.session,
+            client_id,
+            actor="operator",
+            now=components.now(),
+            scopes=_words(scopes) if scopes is not None else None,
+            audiences=_words(audiences) if audiences is not None else None,
+            redirect_uris=redirect_uris.split() if redirect_uris is not None else None,
+        )
+    except ClientRegistrationError as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from exc
+    components.clients.forget(client_id)
+    click.echo(
+        f"{client.client_id}: scopes={client.scopes or '-'} audiences={client.audiences or '-'} "
+        f"redirect_uris={client.redirect_uris or '-'}"
+    )
+    if families or access:
+        click.echo(f"revoked {families} logins and {access} access tokens")
+
+
+@clients.command("delete")
+@click.argument("client_id")
+def delete_client_command(client_id: str) -> None:
+    """Delete a disabled client and every token, code and login it holds (the audit log stays)."""
+    components = _components()
+    try:
+        delete_client(db.session, client_id, actor="operator", now=components.now())
+    except ClientRegistrationError as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from exc
+    components.clients.forget(client_id)
+    click.echo(f"deleted {client_id}")
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+def list_users(as_json: bool) -> None:
+    """List users (never their password hashes)."""
+    rows = db.session.scalars(select(User).order_by(User.username)).all()
+    if as_json:
+        _echo_json(
+            [
+                {
+                    "username": u.username,
+                    "subject": u.subject,
+                    "allowed_scopes": u.allowed_scopes.split()
+                    if u.allowed_scopes is not None
+                    else None,
+                    "disabled": u.disabled,
+                    "created_at": u.created_at,
+                }
+                for u in rows
+            ]
+        )
+        return
+    for u in rows:
+        scopes = u.allowed_scopes if u.allowed_scopes is not None else "*"
+        state = "disabled" if u.disabled else "enabled"
+        click.echo(f"{u.username}	{u.subject}	scopes={scopes or '-'}	{state}")
+
+
+@users.command("enable")
+@click.argument("username")
+def enable_user_command(username: str) -> None:
+    """Let a disabled user log in again (tokens revoked when disabled stay revoked)."""
+    changed = enable_user(
+        db.session, _user_or_fail(username), actor="operator", now=_components().now()
+    )
+    click.echo(f"enabled {username}" if changed else f"{username} was not disabled")

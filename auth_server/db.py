@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, cast
 
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
@@ -14,7 +15,15 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-db = SQLAlchemy(model_class=Base)
+if TYPE_CHECKING:
+
+    class _TypedSQLAlchemy(SQLAlchemy):
+        # db.session is a scoped_session, which proxies every Session method to the current
+        # context's session; the stores take a Session, so type-check it as one.
+        session: Session  # type: ignore[assignment]
+
+
+db = cast("_TypedSQLAlchemy", SQLAlchemy(model_class=Base))
 
 
 @contextmanager

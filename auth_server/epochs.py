@@ -33,6 +33,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from auth_server.models import Client, User
+from shared.database import affected_rows
 
 # Steps a service reports (see `Steps`); production passes no_steps.
 Steps = Callable[[str], None]
@@ -61,7 +62,9 @@ def bump_client_epoch(session: Session, client_pk: int) -> None:
     )
 
 
-def _unchanged(session: Session, model: type[User | Client], row_id: int, expected: int) -> bool:
+def _unchanged(
+    session: Session, model: type[User | Client], row_id: int, expected: int | None
+) -> bool:
     if session.get_bind().dialect.name == "sqlite":
         # Writing takes SQLite's write lock (BEGIN IMMEDIATE, shared/database.py), held to the
         # commit; the WHERE then reads the latest committed epoch.
@@ -71,16 +74,16 @@ def _unchanged(session: Session, model: type[User | Client], row_id: int, expect
             .values(token_epoch=model.token_epoch)
             .execution_options(synchronize_session=False)
         )
-        return result.rowcount == 1
+        return affected_rows(result) == 1
     current = session.scalar(
         select(model.token_epoch).where(model.id == row_id).with_for_update(read=True)
     )
     return current == expected
 
 
-def user_epoch_unchanged(session: Session, user_id: int, expected: int) -> bool:
+def user_epoch_unchanged(session: Session, user_id: int, expected: int | None) -> bool:
     """True if no revocation of the user committed since `expected` was read, and none can
-    commit before this transaction does."""
+    commit before this transaction does. None (no epoch was read) never matches."""
     return _unchanged(session, User, user_id, expected)
 
 

@@ -11,6 +11,7 @@ tokens of a code used twice.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from authlib.oauth2.rfc6749 import grants
@@ -55,6 +56,13 @@ def supported_grant_types(settings) -> list[str]:
 class _TesseraGrant:
     TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
     GRANT_TYPE: str
+
+    if TYPE_CHECKING:
+        # provided by the Authlib grant class this is mixed into
+        request: Any
+        server: Any
+
+        def authenticate_token_endpoint_client(self) -> Client: ...
 
     def _authenticated_client(self) -> Client:
         client = self.authenticate_token_endpoint_client()

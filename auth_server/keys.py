@@ -4,6 +4,12 @@ A key is published (JWKS) one rotation before it signs (`next`), signs while `ac
 published while `retired` until every token it signed has expired. Each worker caches the keys
 for KEY_CACHE_SECONDS and re-reads them, so a rotation made by any process (the CLI, another
 worker, another replica) reaches every worker within that time and without a restart.
+
+Reading the keys never writes: the key ring is read on unauthenticated paths (JWKS, /readyz)
+and inside requests that hold a transaction, and on SQLite a second writer there would wait
+behind the first. Keys are created and rotated by `prepare_signing_keys`, which runs at
+start-up (create_app), in `flask --app auth_server keys prepare` (schedule it when
+SIGNING_KEY_ROTATION_DAYS is set), in `keys rotate` and in `demo setup`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from joserfc import jwk
@@ -27,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from auth_server import audit
 from auth_server.models import SigningKey
-from shared.database import make_private_dirs
+from shared.database import affected_rows, make_private_dirs
 from shared.settings import ConfigurationError
 
 log = logging.getLogger("tessera.auth.keys")
@@ -36,7 +43,11 @@ log = logging.getLogger("tessera.auth.keys")
 # publish EdDSA because that is what deployed JOSE libraries understand.
 warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
 
-KEY_TYPES = {"ES256": ("EC", "P-256"), "RS256": ("RSA", 2048), "EdDSA": ("OKP", "Ed25519")}
+KEY_TYPES: dict[str, tuple[Any, Any]] = {
+    "ES256": ("EC", "P-256"),
+    "RS256": ("RSA", 2048),
+    "EdDSA": ("OKP", "Ed25519"),
+}
 PUBLISHED_STATES = ("next", "active", "retired")
 
 
@@ -196,7 +207,7 @@ def rotate_signing_keys(
         .values(state="retired", retired_at=now, remove_after=now + retire_for)
         .execution_options(synchronize_session=False)
     )
-    if retired.rowcount != 1:
+    if affected_rows(retired) != 1:
         session.rollback()
         return None
     promoted = session.execute(
@@ -205,7 +216,7 @@ def rotate_signing_keys(
         .values(state="active", activated_at=now)
         .execution_options(synchronize_session=False)
     )
-    if promoted.rowcount != 1:
+    if affected_rows(promoted) != 1:
         session.rollback()
         return None
     new_next = generate_signing_key(alg, "next", cipher, now)
@@ -243,19 +254,54 @@ def purge_retired_keys(session: Session, now: int) -> int:
     result = session.execute(
         delete(SigningKey).where(SigningKey.state == "retired", SigningKey.remove_after <= now)
     )
-    return result.rowcount or 0
+    return affected_rows(result)
+
+
+def rotation_due(active: SigningKey, now: int, rotation_days: int) -> bool:
+    """SIGNING_KEY_ROTATION_DAYS (0: never) have passed since `active` started signing."""
+    return bool(rotation_days) and (
+        (active.activated_at or active.created_at) + rotation_days * 86400 <= now
+    )
+
+
+def prepare_signing_keys(
+    session: Session,
+    alg: str,
+    cipher: KeyCipher,
+    now: int,
+    retire_for: int,
+    rotation_days: int = 0,
+) -> RotationResult | None:
+    """The writing side of the life cycle: create the first keys of `alg` (retiring another
+    algorithm's after SIGNING_ALG changed), or rotate when the active key is due. Safe when
+    several processes run it at once. Returns the rotation if this call made one."""
+    active = session.scalar(
+        select(SigningKey).where(SigningKey.alg == alg, SigningKey.state == "active")
+    )
+    if active is None:
+        ensure_signing_keys(session, alg, cipher, now)
+        retire_other_algorithms(session, alg, now, retire_for)
+        return None
+    if not rotation_due(active, now, rotation_days):
+        session.rollback()
+        return None
+    return rotate_signing_keys(
+        session, alg, cipher, now, retire_for, expected_active=active.kid, actor="system"
+    )
 
 
 @dataclass(frozen=True)
 class LoadedKeys:
     loaded_at: float
-    signing: tuple[str, str, object] | None  # (kid, alg, joserfc private key)
+    signing: tuple[str, str, jwk.Key] | None  # (kid, alg, joserfc private key)
     activated_at: int | None
     jwks: dict = field(default_factory=dict)
 
 
 class KeyRing:
-    """Per-process cache of the signing key and the JWKS, refreshed every `cache_seconds`."""
+    """Per-process cache of the signing key and the JWKS, refreshed every `cache_seconds`.
+
+    Read-only: it never creates or rotates keys (see the module's docstring)."""
 
     def __init__(
         self,
@@ -263,7 +309,6 @@ class KeyRing:
         cipher: KeyCipher,
         alg: str,
         cache_seconds: float,
-        retire_for: int,
         rotation_days: int = 0,
         clock: Callable[[], float] = time.time,
     ):
@@ -271,13 +316,12 @@ class KeyRing:
         self._cipher = cipher
         self.alg = alg
         self._cache_seconds = cache_seconds
-        self._retire_for = retire_for
-        self._rotation_seconds = rotation_days * 86400
+        self._rotation_days = rotation_days
         self._clock = clock
         self._lock = threading.Lock()
         self._loaded: LoadedKeys | None = None
 
-    def signing_key(self) -> tuple[str, str, object]:
+    def signing_key(self) -> tuple[str, str, jwk.Key]:
         loaded = self._current()
         if loaded.signing is None:
             raise ConfigurationError(f"no active {self.alg} signing key")
@@ -313,22 +357,16 @@ class KeyRing:
             rows = self._published(session, now)
             active = next((k for k in rows if k.state == "active" and k.alg == self.alg), None)
             if active is None:
-                ensure_signing_keys(session, self.alg, self._cipher, now)
-                retire_other_algorithms(session, self.alg, now, self._retire_for)
-                rows = self._published(session, now)
-                active = next(k for k in rows if k.state == "active" and k.alg == self.alg)
-            elif self._rotation_due(active, now):
-                rotate_signing_keys(
-                    session,
-                    self.alg,
-                    self._cipher,
-                    now,
-                    self._retire_for,
-                    expected_active=active.kid,
-                    actor="system",
+                raise ConfigurationError(
+                    f"no active {self.alg} signing key: the service creates it at start-up, "
+                    "or run `flask --app auth_server keys prepare`"
                 )
-                rows = self._published(session, now)
-                active = next(k for k in rows if k.state == "active" and k.alg == self.alg)
+            if rotation_due(active, now, self._rotation_days):
+                log.warning(
+                    "signing key %s is due for rotation (SIGNING_KEY_ROTATION_DAYS); "
+                    "run `flask --app auth_server keys prepare` (schedule it) or restart",
+                    active.kid,
+                )
             private = jwk.import_key(
                 self._cipher.open(active.private_key, active.private_key_encrypted),
                 KEY_TYPES[active.alg][0],
@@ -340,11 +378,6 @@ class KeyRing:
                 activated_at=active.activated_at,
                 jwks=jwks,
             )
-
-    def _rotation_due(self, active: SigningKey, now: int) -> bool:
-        return bool(self._rotation_seconds) and (
-            (active.activated_at or active.created_at) + self._rotation_seconds <= now
-        )
 
     @staticmethod
     def _published(session: Session, now: int) -> list[SigningKey]:

@@ -15,15 +15,18 @@ from auth_server.models import (
     RefreshFamily,
     RefreshToken,
 )
+from shared.database import affected_rows
 
 
 def _delete_in_batches(session: Session, model, key, condition, batch_size: int) -> int:
     total = 0
     while True:
         ids = select(key).where(condition).limit(batch_size).scalar_subquery()
-        deleted = session.execute(
-            delete(model).where(key.in_(ids)).execution_options(synchronize_session=False)
-        ).rowcount
+        deleted = affected_rows(
+            session.execute(
+                delete(model).where(key.in_(ids)).execution_options(synchronize_session=False)
+            )
+        )
         session.commit()
         total += deleted or 0
         if not deleted or deleted < batch_size:

@@ -137,6 +137,7 @@ class Passwords:
                 return gevent.get_hub().threadpool.apply(
                     _on_os_thread, (self._niceness, work, *args)
                 )
+            assert self._executor is not None  # made with the slots
             return self._executor.submit(work, *args).result()
 
     def hash(self, password: str) -> str:

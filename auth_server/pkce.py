@@ -19,7 +19,7 @@ def s256(code_verifier: str) -> str:
 
 
 def is_s256_challenge(code_challenge: str | None) -> bool:
-    return bool(code_challenge) and S256_CHALLENGE.fullmatch(code_challenge) is not None
+    return bool(code_challenge) and S256_CHALLENGE.fullmatch(code_challenge or "") is not None
 
 
 def verify(code_verifier: str | None, code_challenge: str) -> bool:

@@ -19,6 +19,7 @@ from auth_server import audit
 from auth_server.epochs import Steps, bump_client_epoch, bump_user_epoch, no_steps
 from auth_server.models import AccessToken, AuthorizationCode, RefreshFamily
 from auth_server.store import TokenRecord, find_token
+from shared.database import affected_rows
 from shared.digests import sha256_hex
 
 
@@ -29,7 +30,7 @@ def revoke_family(session: Session, family_id: int, reason: str, now: int) -> bo
         .values(revoked_at=now, revoked_reason=reason)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return affected_rows(result) == 1
 
 
 def revoke_access_token(session: Session, jti: str, reason: str, now: int) -> bool:
@@ -39,7 +40,7 @@ def revoke_access_token(session: Session, jti: str, reason: str, now: int) -> bo
         .values(revoked_at=now, revoked_reason=reason)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return affected_rows(result) == 1
 
 
 def _revoke_where(
@@ -69,7 +70,7 @@ def _revoke_where(
         .values(expires_at=now)
         .execution_options(synchronize_session=False)
     )
-    return families.rowcount or 0, tokens.rowcount or 0
+    return affected_rows(families), affected_rows(tokens)
 
 
 def revoke_user_tokens(
@@ -136,8 +137,10 @@ def revoke_presented_token(
         return RevocationResult(record, False)
     if record.kind == "refresh_token":
         # RFC 7009 §2.1: revoking a refresh token also invalidates its access tokens.
+        assert record.family_id is not None  # every refresh token belongs to a family
         changed = revoke_family(session, record.family_id, "revoked_by_client", now)
     else:
+        assert record.jti is not None  # every access token record has its jti
         changed = revoke_access_token(session, record.jti, "revoked_by_client", now)
     if changed:
         audit.record(

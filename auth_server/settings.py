@@ -5,7 +5,7 @@ from __future__ import annotations
 from authlib.common.security import is_secure_transport
 from pydantic import Field, model_validator
 
-from shared.settings import DEFAULT_INSTANCE_DIR, ServiceSettings
+from shared.settings import InInstanceDir, ServiceSettings
 
 SUPPORTED_SIGNING_ALGS = ("ES256", "RS256", "EdDSA")
 
@@ -22,7 +22,7 @@ class AuthSettings(ServiceSettings):
         "loopback (e.g. a demo on a LAN). Production terminates TLS in front and uses https.",
     )
     auth_database_url: str = Field(
-        f"sqlite:///{DEFAULT_INSTANCE_DIR / 'auth.sqlite3'}",
+        default_factory=InInstanceDir("auth.sqlite3", "sqlite:///{}"),
         description="SQLAlchemy URL of the authorization server's own database, e.g. "
         "`postgresql+psycopg://user@host/db`.",
     )
@@ -56,7 +56,7 @@ class AuthSettings(ServiceSettings):
         "signing keys at rest. Unset: read AUTH_KEY_ENCRYPTION_KEY_FILE.",
     )
     auth_key_encryption_key_file: str = Field(
-        str(DEFAULT_INSTANCE_DIR / "key-encryption.key"),
+        default_factory=InInstanceDir("key-encryption.key"),
         description="File holding the Fernet key when AUTH_KEY_ENCRYPTION_KEY is unset; demo "
         "set-up generates it. If neither exists, keys are stored unencrypted (with a warning).",
     )
@@ -130,7 +130,7 @@ class AuthSettings(ServiceSettings):
         "or TESSERA_DEMO is set.",
     )
     auth_session_secret_file: str = Field(
-        str(DEFAULT_INSTANCE_DIR / "session-secret.key"),
+        default_factory=InInstanceDir("session-secret.key"),
         description="File read for the session secret when AUTH_SESSION_SECRET is unset; demo "
         "mode generates it.",
     )

@@ -36,7 +36,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from joserfc import jwt
+from joserfc import jwk, jwt
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -54,6 +54,7 @@ from auth_server.models import (
 )
 from auth_server.policy import allowed_scopes, resolve_audience, resolve_scope
 from auth_server.revocation import revoke_family
+from shared.database import affected_rows
 from shared.digests import sha256_hex as hash_token
 
 REFRESH_TOKEN_BYTES = 32  # 256 bits
@@ -114,9 +115,9 @@ class GraceSealer:
 
 
 class TokenService:
-    """Each public method reads the signing key *before* it writes anything: the key ring may
-    itself write (first key, scheduled rotation) on its own connection, and on SQLite that
-    would wait forever behind this transaction's write lock."""
+    """Each public method reads the signing key *before* it writes anything: the key ring
+    only reads (auth_server/keys.py), but on its own connection, and a read that found the
+    database busy must not be left waiting behind this transaction's write lock."""
 
     def __init__(
         self,
@@ -195,7 +196,7 @@ class TokenService:
 
     def _finish_login(
         self,
-        signer: tuple[str, str, object],
+        signer: tuple[str, str, jwk.Key],
         client: Client,
         user: User,
         family: RefreshFamily | None,
@@ -325,7 +326,9 @@ class TokenService:
         if not self._consume(AuthorizationCode, row.id, now):
             # Lost the race: a concurrent exchange consumed it between our read and our update.
             self.session.expire_all()
-            return self._code_reused(self._find_code(presented), now, ctx)
+            reused_code = self._find_code(presented)
+            assert reused_code is not None  # consumed rows stay while their family lives
+            return self._code_reused(reused_code, now, ctx)
 
         family = self._start_family(client, user, scope, audience, now, dpop_jkt)
         self.session.execute(
@@ -415,15 +418,16 @@ class TokenService:
             .values(last_used_at=now)
             .execution_options(synchronize_session=False)
         )
-        if locked.rowcount != 1:
+        if affected_rows(locked) != 1:
             self.session.rollback()
             raise InvalidGrantError("The refresh token has been revoked.")
         self.steps("guarded")
         if not self._consume(RefreshToken, row.id, now):
             # Lost the race: another request consumed it between our read and our update.
             self.session.expire_all()
-            row = self._find_refresh_token(presented)
-            return self._reused(row, presented, now, ctx)
+            reused_token = self._find_refresh_token(presented)
+            assert reused_token is not None  # consumed rows stay while their family lives
+            return self._reused(reused_token, presented, now, ctx)
 
         refresh_value = self._mint_refresh_token(family, now)
         access, jti = self._mint_access_token(
@@ -547,7 +551,7 @@ class TokenService:
             .values(consumed_at=now)
             .execution_options(synchronize_session=False)
         )
-        return consumed.rowcount == 1
+        return affected_rows(consumed) == 1
 
     def _find_refresh_token(self, presented: str) -> RefreshToken | None:
         return self.session.scalar(
@@ -594,7 +598,7 @@ class TokenService:
 
     def _mint_access_token(
         self,
-        signer: tuple[str, str, object],
+        signer: tuple[str, str, jwk.Key],
         client: Client,
         user: User | None,
         family_id: int | None,

@@ -56,8 +56,10 @@ def _worker(request: Request, connections: int, seconds: float, queue) -> None:
     deadline = time.perf_counter() + seconds
 
     def loop():
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-        local, local_status, local_errors = [], {}, 0
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+        local: list[float] = []
+        local_status: dict[int, int] = {}
+        local_errors = 0
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             try:
@@ -71,7 +73,7 @@ def _worker(request: Request, connections: int, seconds: float, queue) -> None:
             except (OSError, http.client.HTTPException):
                 local_errors += 1
                 conn.close()
-                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+                conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
         with lock:
             latencies.extend(local)
             errors[0] += local_errors

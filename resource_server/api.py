@@ -14,6 +14,7 @@ from resource_server.db import db
 from resource_server.models import MAX_NOTE_ID, OWNER_SUB_LENGTH, Note
 from shared import json_input
 from shared.bearer import NO_STORE, BearerError
+from shared.database import affected_rows
 from shared.protect import EXTENSION_KEY, current_token, require_token
 
 MAX_NOTE_LENGTH = 10_000
@@ -95,9 +96,11 @@ def create_note() -> tuple[Response, int, dict[str, str]]:
 @bp.delete("/notes/<note_id:note_id>")
 @require_token("notes:write")
 def delete_note(note_id: int) -> tuple[str, int]:
-    deleted = db.session.execute(
-        delete(Note).where(Note.id == _note_id(note_id), Note.owner_sub == _owner())
-    ).rowcount
+    deleted = affected_rows(
+        db.session.execute(
+            delete(Note).where(Note.id == _note_id(note_id), Note.owner_sub == _owner())
+        )
+    )
     db.session.commit()
     if not deleted:
         _not_found()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import cast
 
 from flask import Flask, Response, json
 from sqlalchemy.exc import OperationalError
@@ -36,7 +37,7 @@ def _json(status: int, body: dict[str, str], headers: dict[str, str]) -> Respons
 def _http_error(exc: HTTPException) -> Response:
     if exc.response is not None:
         # abort(response): already a complete answer (a bearer challenge).
-        return exc.response
+        return cast(Response, exc.response)
     code = exc.code or 500
     body = {"error": _ERROR_CODES.get(code, "server_error")}
     if code == 413:

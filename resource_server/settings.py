@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from shared.bearer import check_realm
-from shared.settings import DEFAULT_INSTANCE_DIR, ConfigurationError, ServiceSettings
+from shared.settings import ConfigurationError, InInstanceDir, ServiceSettings
 
 # Only ever used in demo mode; the demo seeding of the authorization server registers them.
 DEMO_CLIENT_ID = "notes-api"
@@ -14,7 +14,7 @@ DEMO_CLIENT_SECRET = "notes-api-secret"
 
 class ResourceSettings(ServiceSettings):
     resource_database_url: str = Field(
-        f"sqlite:///{DEFAULT_INSTANCE_DIR / 'resource.sqlite3'}",
+        default_factory=InInstanceDir("resource.sqlite3", "sqlite:///{}"),
         description="SQLAlchemy URL of the resource server's own database (never the "
         "authorization server's), e.g. `postgresql+psycopg://user@host/db`.",
     )

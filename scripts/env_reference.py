@@ -1,22 +1,22 @@
 """Print the environment-variable reference of both services as Markdown tables.
 
-`python scripts/env_reference.py` regenerates the README's "Settings" section; a test fails
-when the README and the settings modules disagree.
+`python scripts/env_reference.py` regenerates the tables of docs/settings.md (between its
+env-reference markers); tests/test_project.py fails when they and the settings modules
+disagree.
 """
 
 from __future__ import annotations
 
 from auth_server.settings import AuthSettings
 from resource_server.settings import ResourceSettings
-from shared.settings import PROJECT_ROOT, ServiceSettings
+from shared.settings import ServiceSettings
 
 
-def table(settings: type[ServiceSettings], skip: set[str] = frozenset()) -> str:
+def table(settings: type[ServiceSettings], skip: frozenset[str] | set[str] = frozenset()) -> str:
     lines = ["| Variable | Default | Meaning |", "|---|---|---|"]
     for name, default, description in settings.env_reference():
         if name in skip:
             continue
-        default = default.replace(str(PROJECT_ROOT), "<checkout>")
         lines.append(f"| `{name}` | `{default}` | {description} |")
     return "\n".join(lines)
 

@@ -262,7 +262,9 @@ def parse_www_authenticate(value: str) -> list[tuple[str, dict[str, str]]]:
     challenges: list[tuple[str, dict[str, str]]] = []
     pos = 0
     while True:
-        pos = _SEPARATORS.match(value, pos).end()
+        separators = _SEPARATORS.match(value, pos)
+        assert separators is not None  # it matches the empty string
+        pos = separators.end()
         scheme = _SCHEME.match(value, pos)
         if scheme is None:
             return challenges

@@ -12,15 +12,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import CursorResult, Engine, Result, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import scoped_session
 
-from shared.settings import DEFAULT_INSTANCE_DIR, ServiceSettings
+from shared.settings import ServiceSettings
 
 log = logging.getLogger("tessera.database")
 
@@ -29,6 +29,13 @@ log = logging.getLogger("tessera.database")
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 SQLITE_COMPANION_SUFFIXES = ("-wal", "-shm", "-journal")
+
+
+def affected_rows(result: Result[*tuple[Any, ...]]) -> int:
+    """The rows an UPDATE or DELETE matched. Session.execute is typed as returning a Result; for
+    those statements it is a CursorResult, the class that has `rowcount`."""
+    return cast("CursorResult[*tuple[Any, ...]]", result).rowcount
+
 
 # Named constraints keep Alembic migrations identical on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -45,7 +52,7 @@ def engine_options(url: str, settings: ServiceSettings) -> dict[str, Any]:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            prepare_private_sqlite_file(Path(parsed.database))
+            prepare_private_sqlite_file(Path(parsed.database), Path(settings.instance_dir))
         return {
             "connect_args": {
                 "timeout": settings.sqlite_busy_timeout_ms / 1000,
@@ -77,14 +84,14 @@ def engine_options(url: str, settings: ServiceSettings) -> dict[str, Any]:
     return options
 
 
-def prepare_private_sqlite_file(path: Path) -> None:
+def prepare_private_sqlite_file(path: Path, instance_dir: Path) -> None:
     """Make the database file (and the folders missing on its way) private before SQLite opens
     it: folders 0700, the file 0600, created so before anything is written to it. A file or
     companion (-wal, -shm) left readable by an older version is tightened to 0600, and so is the
-    project's own instance/ folder; other existing folders are left alone (the path may be in
+    service's own INSTANCE_DIR; other existing folders are left alone (the path may be in
     a shared one such as /tmp)."""
     make_private_dirs(path.parent)
-    if path.parent == DEFAULT_INSTANCE_DIR:
+    if path.parent.resolve() == instance_dir.resolve():
         _tighten(path.parent, PRIVATE_DIR_MODE)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
@@ -129,7 +136,9 @@ def configure_engine(engine: Engine, settings: ServiceSettings) -> None:
     busy_ms = settings.sqlite_busy_timeout_ms
 
     @event.listens_for(engine, "connect")
-    def _sqlite_on_connect(dbapi_connection, _record):  # pragma: no cover - exercised via engine
+    def _sqlite_on_connect(
+        dbapi_connection: Any, _record: Any
+    ) -> None:  # pragma: no cover - exercised via engine
         # pysqlite opens a transaction before the first INSERT/UPDATE/DELETE; make it IMMEDIATE.
         dbapi_connection.isolation_level = "IMMEDIATE"
         cursor = dbapi_connection.cursor()
@@ -140,7 +149,9 @@ def configure_engine(engine: Engine, settings: ServiceSettings) -> None:
         cursor.close()
 
     @event.listens_for(engine, "reset")
-    def _sqlite_on_reset(dbapi_connection, _record, _state):  # pragma: no cover - via engine
+    def _sqlite_on_reset(
+        dbapi_connection: Any, _record: Any, _state: Any
+    ) -> None:  # pragma: no cover - via engine
         # After a failed COMMIT SQLAlchemy skips its rollback-on-return (PostgreSQL has already
         # ended the transaction), but SQLite may keep it open: the write lock would stall every
         # other writer, and the next user of this connection would commit the failed rows.
@@ -148,7 +159,7 @@ def configure_engine(engine: Engine, settings: ServiceSettings) -> None:
             dbapi_connection.rollback()
 
 
-def end_sessions_without_failing(app: Flask, session: scoped_session) -> None:
+def end_sessions_without_failing(app: Flask, session: scoped_session[Any]) -> None:
     """Call right after `db.init_app(app)`: ends each request's session before Flask-SQLAlchemy
     removes it, and a connection that died after the request's last statement (the database
     went away meanwhile) is invalidated instead of failing the closing rollback. Otherwise the

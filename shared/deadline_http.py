@@ -69,7 +69,7 @@ class _DeadlineSocket:
     def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> Any:
         if self._at is None or not isinstance(self._sock, socket.socket):
             # No deadline set, or not a plain (or TLS) socket: urllib3's TLS-in-TLS transport.
-            return self._sock.makefile(mode, *args, **kwargs)
+            return self._sock.makefile(mode, *args, **kwargs)  # type: ignore[call-overload]
         # As socket.makefile does: the reference keeps the socket open while the response is
         # read, even after http.client closes its connection (Connection: close).
         self._sock._io_refs += 1  # type: ignore[attr-defined]
@@ -107,6 +107,8 @@ def deadline_pool(url: str, pool_size: int = 10, verify: bool | str = True) -> H
     takes nothing from the environment (no proxies). ``verify``: True checks TLS against
     certifi's CA bundle (as requests does), a path against that bundle, False not at all."""
     parts = parse_url(url)
+    if parts.host is None:
+        raise ValueError(f"no host in the URL {url!r}")
     options: dict[str, Any] = {"maxsize": pool_size, "block": False, "retries": False}
     if parts.scheme == "https":
         if verify is False:

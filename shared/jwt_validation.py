@@ -39,7 +39,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import requests
 from joserfc import jwt
@@ -65,7 +65,7 @@ MAX_TOKEN_LENGTH = 16384
 MIN_RSA_BITS = 2048
 
 
-def _without_warning(alg):
+def _without_warning(alg: Any) -> Any:
     quiet = copy.copy(alg)
     quiet.security_warning = None
     return quiet
@@ -114,7 +114,7 @@ def _b64decode(segment: str) -> bytes:
     return base64.b64decode(segment + "=" * (-len(segment) % 4), altchars=b"-_", validate=True)
 
 
-def _parse_header(token: str) -> dict:
+def _parse_header(token: str) -> dict[str, Any]:
     if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
         raise InvalidToken("The access token is malformed.")
     parts = token.split(".")
@@ -140,7 +140,7 @@ def _parse_header(token: str) -> dict:
     return header
 
 
-def _number(value: Any) -> bool:
+def _number(value: Any) -> TypeGuard[float]:
     # json.loads accepts NaN and Infinity; an infinite exp must not mean "never expires".
     return json_input.finite_number(value) is not None
 
@@ -203,7 +203,7 @@ class JWKSValidator:
 
     # -- validation ------------------------------------------------------------------------
 
-    def validate(self, token: str) -> dict:
+    def validate(self, token: str) -> dict[str, Any]:
         """The token's claims if it is a valid access token for our issuer and audience.
 
         Raises InvalidToken (401) or JWKSUnavailable (503).
@@ -226,7 +226,7 @@ class JWKSValidator:
         self._check_claims(claims)
         return claims
 
-    def _check_claims(self, claims: dict) -> None:
+    def _check_claims(self, claims: dict[str, Any]) -> None:
         now = self._clock()
         if claims.get("iss") != self.issuer:
             raise InvalidToken("The access token was issued by another issuer.")
@@ -268,7 +268,7 @@ class JWKSValidator:
             keyset = self._keyset
             now = self._clock()
             fresh = keyset is not None and now - keyset.fetched_at < self.jwks_cache_seconds
-            if fresh and kid in keyset.keys:
+            if fresh and keyset is not None and kid in keyset.keys:
                 return keyset.keys[kid]
             may_fetch = (
                 self._last_attempt is None or now - self._last_attempt >= self.min_refetch_interval

@@ -38,7 +38,8 @@ def _current_request_id() -> str | None:
         from flask import g, has_request_context
 
         if has_request_context():
-            return g.get("request_id")
+            request_id: str | None = g.get("request_id")
+            return request_id
     except ImportError:  # pragma: no cover - flask is a dependency of both services
         return None
     return None

@@ -74,6 +74,6 @@ def serve_multiprocess_metrics(bind: str) -> WSGIServer:
     daemon thread; the gunicorn master calls it once, before it forks the workers."""
     host, _, port = bind.rpartition(":")
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     server, _thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
     return server

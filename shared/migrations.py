@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 from alembic import context
 from flask import current_app
@@ -40,7 +41,7 @@ def run_migrations() -> None:
             context.run_migrations()
         return
 
-    def skip_empty_autogenerate(_context, _revision, directives) -> None:
+    def skip_empty_autogenerate(_context: Any, _revision: Any, directives: list[Any]) -> None:
         if getattr(config.cmd_opts, "autogenerate", False) and directives[0].upgrade_ops.is_empty():
             directives[:] = []
             log.info("No changes in schema detected.")

@@ -19,7 +19,8 @@ ROUTE = "/openapi.json"
 def load_document(package: str) -> dict[str, Any]:
     """The OpenAPI document packaged with `package`, parsed."""
     text = resources.files(package).joinpath(DOCUMENT_NAME).read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    document: dict[str, Any] = yaml.safe_load(text)
+    return document
 
 
 def init_app(app: Flask, package: str) -> None:

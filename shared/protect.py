@@ -172,6 +172,7 @@ def current_token() -> IntrospectionResult:
 
 def _guard() -> TokenGuard:
     try:
-        return current_app.extensions[EXTENSION_KEY]
+        guard: TokenGuard = current_app.extensions[EXTENSION_KEY]
+        return guard
     except KeyError:
         raise RuntimeError("require_token needs a TokenGuard initialised on this app") from None

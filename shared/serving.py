@@ -30,7 +30,7 @@ class BufferedApp:
         # the app); a plain semaphore under any other worker.
         self._slots = threading.BoundedSemaphore(slots)
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list:
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         self._read_body(environ)
         with self._slots:
             result = self.app(environ, start_response)

@@ -15,10 +15,27 @@ from pydantic import Field
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The checkout, for the tests and scripts that run from it; no default of a setting uses it
+# (an installed package must never write next to its code in site-packages).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# The embedded default keeps its SQLite files and generated keys here, so `make run` and the
-# CLI run from the checkout with no environment act on the same data.
-DEFAULT_INSTANCE_DIR = PROJECT_ROOT / "instance"
+# The embedded default keeps its SQLite files and generated secrets in INSTANCE_DIR, by default
+# this folder of the working directory: `make run` and the CLI, run from the checkout, share it.
+DEFAULT_INSTANCE_DIR = "instance"
+
+
+class InInstanceDir:
+    """The default of a setting that names a file in INSTANCE_DIR (a pydantic default_factory
+    that sees the fields validated before it); documented as `$INSTANCE_DIR/<name>`."""
+
+    def __init__(self, name: str, template: str = "{}") -> None:
+        self.name = name
+        self.template = template
+
+    def __call__(self, data: dict[str, Any]) -> str:
+        return self.template.format(Path(data["instance_dir"]) / self.name)
+
+    def __str__(self) -> str:
+        return self.template.format(f"$INSTANCE_DIR/{self.name}")
 
 
 class ConfigurationError(RuntimeError):
@@ -30,6 +47,12 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True, case_sensitive=False)
 
+    instance_dir: str = Field(
+        DEFAULT_INSTANCE_DIR,
+        description="Folder of the embedded default's SQLite files and generated secrets (the "
+        "defaults below that start with `$INSTANCE_DIR`); a relative path is taken from the "
+        "working directory. Created private (0700) when first needed.",
+    )
     tessera_demo: bool = Field(
         False,
         description="Demo mode for `make run`: seeds the demo user and clients and fills in demo "
@@ -95,7 +118,12 @@ class ServiceSettings(BaseSettings):
         rows = []
         for name, field in cls.model_fields.items():
             default: Any = field.default
-            shown = "(required)" if default is PydanticUndefined else _show_default(default)
+            if isinstance(field.default_factory, InInstanceDir):
+                shown = str(field.default_factory)
+            elif default is PydanticUndefined:
+                shown = "(required)"
+            else:
+                shown = _show_default(default)
             rows.append((name.upper(), shown, field.description or ""))
         return rows
 

@@ -3,18 +3,30 @@ TEST_DATABASE_URL is set) and real HTTP servers on ephemeral loopback ports."""
 
 from __future__ import annotations
 
-import os
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from werkzeug.serving import make_server
 
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
-DATABASE_BACKENDS = ["sqlite", "postgresql"] if TEST_DATABASE_URL else ["sqlite"]
+from tests.databases import DATABASE_BACKENDS, TEST_DATABASE_URL, admin_engine
+from tests.live_server import LiveServer
+
+# The stand-in introspection endpoint's fixtures, for tests/resource_server and tests/shared.
+pytest_plugins = ["tests.resource_server.fake_as_fixtures"]
+
+# Fixtures that start a server, a process or a browser: a test using one of them, directly or
+# through another fixture, is marked `live` (`make test-fast` leaves those out).
+LIVE_FIXTURES = frozenset(
+    {"serve", "gunicorn_auth", "gunicorn_services", "chromium", "fuzz_stack", "fake_as_server"}
+)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if LIVE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.live)
 
 
 @pytest.fixture(params=DATABASE_BACKENDS)
@@ -35,7 +47,7 @@ def make_database_url(database_backend, tmp_path) -> Iterator[Callable[[str], st
         if database_backend == "sqlite":
             return f"sqlite:///{tmp_path / (name + '.sqlite3')}"
         schema = f"t_{name}_{uuid.uuid4().hex[:12]}"
-        with _admin_engine().begin() as conn:
+        with admin_engine().begin() as conn:
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
         schemas.append(schema)
         url = make_url(TEST_DATABASE_URL).update_query_dict({"options": f"-csearch_path={schema}"})
@@ -43,54 +55,9 @@ def make_database_url(database_backend, tmp_path) -> Iterator[Callable[[str], st
 
     yield factory
     if schemas:
-        with _admin_engine().begin() as conn:
+        with admin_engine().begin() as conn:
             for schema in schemas:
                 conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-
-
-_ADMIN_ENGINE = None
-
-
-def _admin_engine():
-    global _ADMIN_ENGINE
-    if _ADMIN_ENGINE is None:
-        _ADMIN_ENGINE = create_engine(TEST_DATABASE_URL, pool_size=1)
-    return _ADMIN_ENGINE
-
-
-class LiveServer:
-    """A WSGI app served by werkzeug's threaded server on 127.0.0.1 and a free port.
-
-    The port is bound before the app exists (``mount`` sets it later), because an
-    authorization server's issuer is its own URL.
-    """
-
-    def __init__(self, app=None, port: int = 0) -> None:
-        self.app = app
-        self._server = make_server("127.0.0.1", port, self._dispatch, threaded=True)
-        self.port = self._server.server_port
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-
-    def _dispatch(self, environ, start_response):
-        return self.app(environ, start_response)
-
-    def mount(self, app) -> LiveServer:
-        self.app = app
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-        # Close the app's pool now: PostgreSQL would otherwise collect idle connections.
-        extensions = getattr(self.app, "extensions", {})
-        if "sqlalchemy" in extensions:
-            with self.app.app_context():
-                extensions["sqlalchemy"].engine.dispose()
 
 
 @pytest.fixture

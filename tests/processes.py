@@ -46,8 +46,11 @@ class GunicornService:
         *,
         workers: int = 2,
         port: int | None = None,
+        python_m: bool = False,
     ):
         self.module = module
+        # python_m: started as `python -m <module> serve`, the entry point beside gunicorn's
+        self.python_m = python_m
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # /metrics is served by the master on a port of its own (METRICS_BIND), never self.url
@@ -73,15 +76,14 @@ class GunicornService:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30) -> GunicornService:
+        config = str(PROJECT_ROOT / "gunicorn.conf.py")
+        command = (
+            [sys.executable, "-m", self.module, "serve", "--config", config]
+            if self.python_m
+            else [sys.executable, "-m", "gunicorn", "-c", config, f"{self.module}.wsgi:app"]
+        )
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                str(PROJECT_ROOT / "gunicorn.conf.py"),
-                f"{self.module}.wsgi:app",
-            ],
+            command,
             cwd=PROJECT_ROOT,
             env=self.env,
             stdout=self._log,

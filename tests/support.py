@@ -246,10 +246,11 @@ def code_request(client_id=SPA_APP, redirect_uri=SPA_REDIRECT, challenge=None, *
 
 
 class FakeClock:
-    """A clock tests move by hand, so expiry needs no sleeping."""
+    """The one clock tests move by hand (the app, its key ring, validators and throttles all
+    take a `clock`), so expiry needs no sleeping. It starts at the current whole second."""
 
     def __init__(self, start: float | None = None):
-        self.now = time.time() if start is None else start
+        self.now = float(int(time.time())) if start is None else start
 
     def __call__(self) -> float:
         return self.now

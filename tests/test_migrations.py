@@ -142,6 +142,7 @@ def search_path_schema(database_url: str) -> str | None:
     return options.split("search_path=", 1)[1] if "search_path=" in options else None
 
 
+@pytest.mark.live  # runs `flask` / python in a subprocess
 def test_upgrade_builds_exactly_the_models_schema(service, make_database_url, apps):
     url = make_database_url(service.name)
     output = flask_cli(service, url, "db", "upgrade")
@@ -221,6 +222,7 @@ def test_notes_ids_are_never_reused_on_sqlite(tmp_path, apps):
     assert "AUTOINCREMENT" in sql
 
 
+@pytest.mark.live  # runs `flask` / python in a subprocess
 def test_demo_setup_seeds_a_freshly_migrated_database(make_database_url, tmp_path, apps):
     """`make run` order: upgrade, then demo setup, which adds rows and creates no table.
     Idempotent: compose's one-shot migrate service runs it on every `up`."""
@@ -251,6 +253,7 @@ def test_demo_setup_seeds_a_freshly_migrated_database(make_database_url, tmp_pat
         auth_db.session.remove()
 
 
+@pytest.mark.live  # runs `flask` / python in a subprocess
 def test_demo_setup_on_an_empty_database_asks_for_the_upgrade(make_database_url, tmp_path):
     service = SERVICES["auth_server"]
     result = subprocess.run(

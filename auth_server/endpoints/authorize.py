@@ -17,6 +17,7 @@ import secrets
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request, session
+from werkzeug.wrappers import Response as BaseResponse
 
 from auth_server.db import rolled_back_on_error
 from auth_server.endpoints.forms import FORM_TYPE
@@ -74,7 +75,7 @@ def authorize():
     return _log_in(components, grant, redirect_uri)
 
 
-def _log_in(components, grant, redirect_uri: str) -> Response:
+def _log_in(components, grant, redirect_uri: str) -> BaseResponse:
     if request.mimetype != FORM_TYPE:
         return _error_page("The login form was not sent as a form.", 400)
     if not _csrf_valid(components.now(), request.form.get("csrf_token")):

@@ -13,9 +13,7 @@ from sqlalchemy import select
 from auth_server.clients import ClientRegistrationError, register_client
 from auth_server.db import db
 from auth_server.models import Client, User
-from auth_server.settings import AuthSettings
 from shared.digests import sha256_hex
-from shared.settings import DEFAULT_INSTANCE_DIR
 from tests.support import (
     DEMO_APP,
     NOTES,
@@ -82,16 +80,41 @@ def test_users_disable_revokes_every_live_token(auth):
     assert not auth.is_active(tokens["refresh_token"])
 
 
-def test_cli_default_database_is_the_one_make_run_serves():
-    """With no environment the CLI and `make run` resolve the same absolute SQLite path,
-    whatever the working directory."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "TESSERA_"))}
-    code = "from auth_server.settings import AuthSettings; print(AuthSettings().auth_database_url)"
-    printed = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd="/", text=True, capture_output=True, check=True
-    ).stdout.strip()
-    assert printed == f"sqlite:///{DEFAULT_INSTANCE_DIR / 'auth.sqlite3'}"
-    assert AuthSettings.model_fields["auth_database_url"].default == printed
+@pytest.mark.live  # runs `flask` / python in a subprocess
+def test_default_files_live_in_instance_dir_of_the_working_directory(tmp_path):
+    """With no environment the defaults are in ./instance of the working directory (where
+    `make run` and the CLI run), never next to the installed code; INSTANCE_DIR moves them."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AUTH_", "TESSERA_", "INSTANCE_DIR"))
+    }
+    code = (
+        "from auth_server.settings import AuthSettings; s = AuthSettings(); "
+        "print(s.auth_database_url, s.auth_key_encryption_key_file, s.auth_session_secret_file)"
+    )
+
+    def defaults(**extra: str) -> list[str]:
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            env={**env, **extra},
+            cwd=tmp_path,
+            text=True,
+            capture_output=True,
+            check=True,
+        ).stdout.split()
+
+    assert defaults() == [
+        "sqlite:///instance/auth.sqlite3",
+        "instance/key-encryption.key",
+        "instance/session-secret.key",
+    ]
+    moved = tmp_path / "state"
+    assert defaults(INSTANCE_DIR=str(moved)) == [
+        f"sqlite:///{moved}/auth.sqlite3",
+        f"{moved}/key-encryption.key",
+        f"{moved}/session-secret.key",
+    ]
 
 
 def test_clients_create_refuses_ids_that_are_or_look_like_a_user_subject(auth):

@@ -14,15 +14,16 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from auth_server import create_app
+from auth_server import keys as keys_module
 from auth_server.db import db
-from auth_server.keys import generate_signing_key, rotate_signing_keys
+from auth_server.keys import generate_signing_key, prepare_signing_keys, rotate_signing_keys
 from auth_server.models import AuditEvent, SigningKey
 from shared.jwt_validation import InvalidToken, JWKSValidator
 from shared.settings import ConfigurationError
-from tests.support import NOTES, AuthServer, auth_settings, seed, start_auth_server
+from tests.support import NOTES, AuthServer, FakeClock, auth_settings, seed, start_auth_server
 
 # The authorization server signs with EdDSA on purpose; auth_server/keys.py silences joserfc's
 # deprecation warning process-wide, but pytest resets warning filters around every test.
@@ -30,19 +31,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:EdDSA is deprecated")
 
 ROTATION_FIELDS = ("active", "next", "retired")
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
-
-
-class FakeClock:
-    """A clock the test moves; the app, its key ring and the validator all read it."""
-
-    def __init__(self) -> None:
-        self.now = float(int(time.time()))
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -176,8 +164,11 @@ def test_cli_rotate_retires_the_active_key_promotes_next_and_publishes_a_new_nex
     assert after["next"] == [result["next"]] and result["next"] not in before["next"]
     retired = next(k for k in stored_keys(auth.app) if k["state"] == "retired")
     assert retired["remove_after"] - retired["retired_at"] == auth.settings.key_retirement_seconds
-    time.sleep(auth.settings.key_cache_seconds)
-    assert set(published(auth)) == {result["retired"], result["active"], result["next"]}
+    expected = {result["retired"], result["active"], result["next"]}
+    deadline = time.monotonic() + auth.settings.key_cache_seconds + 5
+    while set(published(auth)) != expected and time.monotonic() < deadline:
+        time.sleep(0.02)  # polling: the worker re-reads within KEY_CACHE_SECONDS
+    assert set(published(auth)) == expected
     assert kid_of(auth.login()["access_token"]) == result["active"]
     assert rotation_audit_count(auth.app) == 1
 
@@ -312,8 +303,9 @@ def test_rotating_three_times_during_a_stream_of_requests_fails_none(serve, make
     them and validate them locally: zero failed requests, and all four keys were used."""
     auth = start_auth_server(serve, make_database_url("auth"), key_cache_seconds=0.2)
     workers = [auth, add_worker(serve, auth)]
-    # Three rotations within two seconds: each new active key was published (as next) less
-    # than a second before, so let an unknown kid re-fetch the JWKS every 0.2 s.
+    # Each rotation follows the first token signed with the previous key: a new active key was
+    # published (as next) less than a second before, so let an unknown kid re-fetch the JWKS
+    # every 0.2 s.
     validator = validator_for(auth, min_refetch_interval=0.2)
     counts = dict(tokens=0, introspections=0, validations=0)
     failures: list[str] = []
@@ -348,12 +340,22 @@ def test_rotating_three_times_during_a_stream_of_requests_fails_none(serve, make
     threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
     for thread in threads:
         thread.start()
+
+    def wait_until_signed_with(kid: str) -> None:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with lock:
+                if kid in kids_seen or failures:
+                    return
+            time.sleep(0.01)
+        raise AssertionError(f"no token was signed with {kid} within 5 s")
+
     rotations = []
     try:
+        wait_until_signed_with(kids_by_state(auth.app)["active"][0])
         for _ in range(3):
-            time.sleep(0.5)
             rotations.append(rotate(auth))
-        time.sleep(0.6)  # let the last rotation reach every worker
+            wait_until_signed_with(rotations[-1]["active"])  # it reached a worker
     finally:
         stop.set()
         for thread in threads:
@@ -446,11 +448,29 @@ def test_signing_alg_sets_the_token_alg_and_the_jwk_key_type(
 # -- automatic rotation ----------------------------------------------------------------------
 
 
-def test_automatic_rotation_happens_once_on_the_first_reload_after_the_period(
+def prepare(app) -> object:
+    """What `keys prepare` and start-up run, on the app's own engine (its own connection)."""
+    components = app.extensions["tessera"]
+    settings = components.settings
+    with app.app_context():
+        engine = db.engine
+    with Session(engine) as session:
+        return prepare_signing_keys(
+            session,
+            settings.signing_alg,
+            components.cipher,
+            components.now(),
+            settings.key_retirement_seconds,
+            settings.signing_key_rotation_days,
+        )
+
+
+def test_automatic_rotation_happens_once_when_two_processes_prepare_after_the_period(
     serve, make_database_url
 ):
-    """SIGNING_KEY_ROTATION_DAYS=1: nothing before a day; after it, the next key reload of two
-    workers reloading at the same moment rotates exactly once, and both sign with the new key."""
+    """SIGNING_KEY_ROTATION_DAYS=1: `keys prepare` does nothing before a day; serving requests
+    after it still signs with the due key (reads never rotate); two processes preparing at the
+    same moment rotate exactly once, and both workers then sign with the new key."""
     clock = FakeClock()
     auth = start_with_clock(
         serve, make_database_url("auth"), clock, signing_key_rotation_days=1, key_cache_seconds=5
@@ -461,18 +481,22 @@ def test_automatic_rotation_happens_once_on_the_first_reload_after_the_period(
     before = kids_by_state(auth.app)
 
     clock.advance(86400 - 10)
+    assert prepare(auth.app) is None
     assert kid_of(client_token(auth)) == first and kids_by_state(auth.app) == before
 
     clock.advance(20)
-    rings = [w.app.extensions["tessera"].keyring for w in (auth, other)]
+    assert kid_of(client_token(auth)) == first and kids_by_state(auth.app) == before
     barrier = threading.Barrier(2)
-    signers: list[str | None] = [None, None]
+    results: list[object] = [None, None]
 
-    def reload(i):
+    def prepare_at_once(i, app):
         barrier.wait()
-        signers[i] = rings[i].signing_key()[0]
+        results[i] = prepare(app)
 
-    threads = [threading.Thread(target=reload, args=(i,)) for i in range(2)]
+    threads = [
+        threading.Thread(target=prepare_at_once, args=(i, w.app))
+        for i, w in enumerate((auth, other))
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -480,33 +504,37 @@ def test_automatic_rotation_happens_once_on_the_first_reload_after_the_period(
     after = kids_by_state(auth.app)
     assert after["retired"] == before["active"] and after["active"] == before["next"]
     assert len(after["next"]) == 1 and after["next"] != before["next"]
-    assert signers == after["active"] * 2
+    assert sum(result is not None for result in results) == 1
+    clock.advance(5)  # KEY_CACHE_SECONDS: every worker re-reads
     assert {kid_of(client_token(w)) for w in (auth, other)} == set(after["active"])
     assert rotation_audit_count(auth.app) == 1
 
 
-def test_a_worker_with_a_stale_view_does_not_rotate_a_second_time(serve, make_database_url):
-    """A worker that found the key due, but whose rotation starts after another worker's
+def test_a_process_with_a_stale_view_does_not_rotate_a_second_time(
+    serve, make_database_url, monkeypatch
+):
+    """A process that found the key due, but whose rotation starts after another process's
     rotation committed, does nothing: the key activated a moment ago is not retired."""
     clock = FakeClock()
     auth = start_with_clock(
         serve, make_database_url("auth"), clock, signing_key_rotation_days=1, key_cache_seconds=5
     )
     other = add_worker(serve, auth, clock)
-    client_token(auth)
     before = kids_by_state(auth.app)
     clock.advance(86400 + 1)
-    ring, other_ring = (w.app.extensions["tessera"].keyring for w in (auth, other))
-    found_due = ring._rotation_due
+    found_due = keys_module.rotation_due
+    overtaken: list[object] = []
 
-    def due_but_overtaken(active, now):
-        due = found_due(active, now)
-        if due:
-            other_ring.signing_key()  # the other worker rotates and commits right now
+    def due_but_overtaken(active, now, rotation_days):
+        due = found_due(active, now, rotation_days)
+        if due and not overtaken:
+            overtaken.append("running")
+            overtaken[0] = prepare(other.app)  # the other process rotates and commits now
         return due
 
-    ring._rotation_due = due_but_overtaken
-    assert ring.signing_key()[0] == before["next"][0]
+    monkeypatch.setattr(keys_module, "rotation_due", due_but_overtaken)
+    assert prepare(auth.app) is None
+    assert overtaken and overtaken[0] not in (None, "running")
     after = kids_by_state(auth.app)
     assert after["active"] == before["next"] and after["retired"] == before["active"]
     assert rotation_audit_count(auth.app) == 1

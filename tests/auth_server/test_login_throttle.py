@@ -204,9 +204,15 @@ def test_forwarded_for_is_taken_only_from_the_trusted_proxy_hop(proxied_auth):
 
 def test_forwarded_for_is_ignored_without_a_trusted_proxy(auth):
     """TRUSTED_PROXIES=0: X-Forwarded-For is the client's own claim; rotating it dodges
-    nothing, every guess counts for the socket's address."""
+    nothing, every guess counts for the socket's address, and that address is the one the
+    audit log records."""
     guesses = [PasswordGrant(auth, f"10.9.8.{n}").attempt(WRONG) for n in range(12)]
     assert guesses == ["wrong"] * 10 + ["throttled"] * 2
+    with auth.app.app_context():
+        logged = db.session.scalars(
+            select(AuditEvent.ip).where(AuditEvent.event == "login_failed")
+        ).all()
+    assert len(logged) == 10 and set(logged) == {"127.0.0.1"}
 
 
 def test_ipv6_addresses_count_per_64_network(proxied_auth):

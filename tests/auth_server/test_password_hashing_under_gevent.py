@@ -12,7 +12,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from shared.settings import PROJECT_ROOT
+
+pytestmark = pytest.mark.live  # a child interpreter
 
 CHILD = textwrap.dedent(
     """

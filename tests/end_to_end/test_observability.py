@@ -104,16 +104,45 @@ def test_request_id_follows_a_request_from_the_resource_server_to_the_authorizat
         pytest.fail("no introspection line with the request id in the AS log:\n" + auth_log[-2000:])
 
 
+def wait_for_access_lines(read_logs, request_ids: list[str], limit: float = 5.0) -> str:
+    """The logs once every request id has its access line: gunicorn writes that line after
+    the response went out, so reading the logs at once could miss the last requests."""
+    deadline = time.monotonic() + limit
+    while True:
+        logs = read_logs()
+        missing = [rid for rid in request_ids if f"rid={rid}" not in logs]
+        if not missing:
+            return logs
+        if time.monotonic() > deadline:
+            pytest.fail(f"no access line for {missing}:\n{logs[-2000:]}")
+        time.sleep(0.05)  # polling with a deadline
+
+
 def test_logs_are_json_and_never_contain_tokens_or_secrets(stack):
     auth, notes = stack
+    request_ids = []
+
+    def tagged(step: str) -> None:
+        request_ids.append(f"secrets-test-{step}")
+        auth.http.headers["X-Request-ID"] = request_ids[-1]
+
+    tagged("login")
     tokens = auth.login()
+    tagged("refresh")
     refreshed = auth.refresh(tokens["refresh_token"]).json()
-    bearer = {"Authorization": f"Bearer {refreshed['access_token']}"}
+    bearer = {
+        "Authorization": f"Bearer {refreshed['access_token']}",
+        "X-Request-ID": "secrets-test-rs",
+    }
     requests.get(f"{notes.url}/api/me?access_token=leak", headers=bearer, timeout=5)
+    tagged("reuse")
     auth.refresh(tokens["refresh_token"])  # reuse: the family is revoked, and audited
+    tagged("revoke")
     auth.revoke(refreshed["access_token"])
+    tagged("wrong-password")
     auth.token(grant_type="password", username="alice", password="wrong-password-x")
-    logs = auth.server.logs() + notes.logs()
+    logs = wait_for_access_lines(auth.server.logs, request_ids)
+    logs += wait_for_access_lines(notes.logs, ["secrets-test-rs"])
     for secret in (
         tokens["access_token"],
         tokens["refresh_token"],

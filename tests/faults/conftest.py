@@ -4,7 +4,6 @@ stand between a service and PostgreSQL so a test can take the database away and 
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -12,17 +11,10 @@ from sqlalchemy.engine import make_url
 
 import resource_server
 from auth_server import create_app
-from tests.conftest import TEST_DATABASE_URL
+from tests.databases import TEST_DATABASE_URL
 from tests.faults.tcp_proxy import TcpProxy
 from tests.processes import GunicornService, free_port, settings_env
 from tests.support import AuthServer, auth_settings, resource_settings, seed
-
-POSTGRES_ONLY = pytest.mark.skipif(
-    not TEST_DATABASE_URL,
-    reason="database-down faults need PostgreSQL reached over TCP through a proxy the test can "
-    "cut; set TEST_DATABASE_URL=postgresql+psycopg://... to run them (an SQLite file cannot "
-    "go away mid-request)",
-)
 
 
 def _dispose(app) -> None:
@@ -153,29 +145,3 @@ def proxies() -> Iterator[Callable[[], TcpProxy]]:
     yield start
     for proxy in started:
         proxy.close()
-
-
-class BackgroundLoad:
-    """Threads that call `self._run(index)` until the `with` block ends (`self._stop` is set)."""
-
-    join_timeout = 15.0
-
-    def __init__(self, threads: int) -> None:
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)
-        ]
-
-    def _run(self, index: int) -> None:
-        raise NotImplementedError
-
-    def __enter__(self):
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=self.join_timeout)

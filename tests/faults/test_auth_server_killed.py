@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from tests.faults.conftest import BackgroundLoad
+from tests.faults.background_load import BackgroundLoad
 
 pytestmark = pytest.mark.slow
 

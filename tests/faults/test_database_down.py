@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from tests.faults.conftest import POSTGRES_ONLY, BackgroundLoad
+from tests.faults.background_load import POSTGRES_ONLY, BackgroundLoad
 from tests.faults.tcp_proxy import BLACKHOLE, REFUSE
 from tests.support import ALICE, DEMO_APP, NOTES_API, SERVICE_APP
 

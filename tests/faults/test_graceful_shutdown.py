@@ -111,7 +111,10 @@ def test_sigterm_finishes_requests_in_flight_then_refuses_connections(
     ]
     for loader in loaders:
         loader.start()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while len(outcomes) < len(loaders) and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling: the load is flowing once each loader got an answer
+    assert len(outcomes) >= len(loaders), "the load never got an answer"
     in_flight = [
         SlowRequest(service.port, "/oauth/token", {"grant_type": "client_credentials"}, SERVICE_APP)
         for _ in range(2)

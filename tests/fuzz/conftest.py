@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 import resource_server
 from auth_server import create_app
-from tests.conftest import DATABASE_BACKENDS, TEST_DATABASE_URL, _admin_engine
+from tests.databases import DATABASE_BACKENDS, TEST_DATABASE_URL, admin_engine
 from tests.processes import GunicornService, free_port, settings_env
 from tests.support import (
     ALICE,
@@ -52,7 +52,7 @@ def fuzz_stack(request, tmp_path_factory) -> Iterator[FuzzStack]:
         if backend == "sqlite":
             return f"sqlite:///{tmp_path_factory.mktemp('fuzz') / (name + '.sqlite3')}"
         schema = f"t_fuzz_{name}_{uuid.uuid4().hex[:12]}"
-        with _admin_engine().begin() as conn:
+        with admin_engine().begin() as conn:
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
         schemas.append(schema)
         url = make_url(TEST_DATABASE_URL).update_query_dict({"options": f"-csearch_path={schema}"})
@@ -91,7 +91,7 @@ def fuzz_stack(request, tmp_path_factory) -> Iterator[FuzzStack]:
         for service in services:
             service.stop()
         if schemas:
-            with _admin_engine().begin() as conn:
+            with admin_engine().begin() as conn:
                 for schema in schemas:
                     conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
 

@@ -23,7 +23,7 @@ from urllib.parse import unquote
 
 from flask import Flask, Response, jsonify, request
 
-from tests.conftest import LiveServer
+from tests.live_server import LiveServer
 
 CLIENT_ID = "notes-api"
 CLIENT_SECRET = "rs-test-secret"

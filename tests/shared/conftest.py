@@ -1,8 +1,3 @@
 """The protection-library tests use the same stand-in introspection endpoint as the
-resource-server tests (see tests/resource_server/fake_as.py for why a stand-in)."""
-
-from tests.resource_server.conftest import (  # noqa: F401 - fixtures, used by name
-    fake_as,
-    fake_as_server,
-    stoppable_fake_as,
-)
+resource-server tests (tests/resource_server/fake_as.py says why a stand-in); its fixtures come
+from the plugin tests/resource_server/fake_as_fixtures.py, named in tests/conftest.py."""

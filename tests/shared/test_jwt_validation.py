@@ -16,7 +16,7 @@ from joserfc import jwk, jwt
 
 from shared.jwt_validation import InvalidToken, JWKSUnavailable, JWKSValidator
 from tests.resource_server.fake_as import TricklingAuthorizationServer
-from tests.support import DEMO_APP, NOTES, REPORTS, start_auth_server
+from tests.support import DEMO_APP, NOTES, REPORTS, FakeClock, start_auth_server
 
 # The authorization server signs with EdDSA on purpose; auth_server/keys.py silences joserfc's
 # deprecation warning process-wide, but pytest resets warning filters around every test.
@@ -243,11 +243,11 @@ def test_real_tokens_fail_for_another_issuer_audience_or_after_expiry(auth):
 def test_unknown_kids_refetch_the_jwks_at_most_once_per_interval(auth):
     """Garbage kids (even from many threads at once) cause one JWKS re-fetch per
     min_refetch_interval, and never one per token."""
-    now = [time.time()]
-    validator = validator_for(auth, min_refetch_interval=10, clock=lambda: now[0])
+    clock = FakeClock()
+    validator = validator_for(auth, min_refetch_interval=10, clock=clock)
     validator.validate(auth.login()["access_token"])
     assert auth.jwks_counter.jwks_requests == 1
-    now[0] += 10  # the interval counts from the last fetch, whatever caused it
+    clock.advance(10)  # the interval counts from the last fetch, whatever caused it
     foreign = jwk.generate_key("EC", "P-256", private=True)
     _, claims = segments(auth.login()["access_token"])
     garbage = [
@@ -265,10 +265,10 @@ def test_unknown_kids_refetch_the_jwks_at_most_once_per_interval(auth):
     for thread in threads:
         thread.join()
     assert auth.jwks_counter.jwks_requests == 2  # 400 unknown-kid tokens, one re-fetch
-    now[0] += 9.9
+    clock.advance(9.9)
     attack(garbage[:5])
     assert auth.jwks_counter.jwks_requests == 2
-    now[0] += 0.2
+    clock.advance(0.2)
     attack(garbage[:5])
     assert auth.jwks_counter.jwks_requests == 3
     # Known kids keep validating from the cache meanwhile.
@@ -297,8 +297,8 @@ def test_jwks_outage_is_jwks_unavailable_not_invalid_token(auth, serve):
     its kids through an outage; a refused connection is JWKSUnavailable too."""
     token = auth.login()["access_token"]
     auth.jwks_counter.jwks_down = True
-    now = [time.time()]
-    validator = validator_for(auth, clock=lambda: now[0], jwks_cache_seconds=60)
+    clock = FakeClock()
+    validator = validator_for(auth, clock=clock, jwks_cache_seconds=60)
     with pytest.raises(JWKSUnavailable):
         validator.validate(token)
     # Within min_refetch_interval the failure is answered from memory, not by asking again.
@@ -306,14 +306,14 @@ def test_jwks_outage_is_jwks_unavailable_not_invalid_token(auth, serve):
         validator.validate(token)
     assert auth.jwks_counter.jwks_requests == 1
     auth.jwks_counter.jwks_down = False
-    now[0] += 10
+    clock.advance(10)
     assert validator.validate(token)
     auth.jwks_counter.jwks_down = True
-    now[0] += 61  # the cache is stale and the refresh fails: the stale set still serves
+    clock.advance(61)  # the cache is stale and the refresh fails: the stale set still serves
     assert validator.validate(token)
     with pytest.raises(JWKSUnavailable):  # an unknown kid cannot be judged during an outage
         foreign = jwk.generate_key("EC", "P-256", private=True)
-        now[0] += 10
+        clock.advance(10)
         validator.validate(
             sign(foreign, "ES256", {"typ": "at+jwt", "kid": "new"}, segments(token)[1])
         )

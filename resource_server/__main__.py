@@ -1,0 +1,5 @@
+"""`python -m resource_server`: serve it under gunicorn (`serve`), or run an operator command."""
+
+from shared.entrypoint import main
+
+main("resource_server")
