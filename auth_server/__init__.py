@@ -126,7 +126,7 @@ def create_app(
         ),
         clock=clock,
         metrics=AuthMetrics(),
-        clients=ClientDirectory(settings.client_cache_seconds),
+        clients=ClientDirectory(settings.client_cache_seconds, wall_clock=clock),
     )
     from auth_server.server import TesseraAuthorizationServer
 

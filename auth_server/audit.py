@@ -42,6 +42,7 @@ EVENTS = frozenset(
         "client_created",
         "client_updated",
         "client_disabled",
+        "client_secret_rotated",
         # An issuance refused because a revocation of its user or client overlapped it.
         "issuance_refused_revoked",
         "signing_key_rotated",

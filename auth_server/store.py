@@ -57,6 +57,8 @@ class TokenRecord:
     jti: str | None = None
     family_id: int | None = None
     consumed: bool = False
+    # An access token's login: when its use was last recorded (auth_server/activity.py).
+    family_last_active_at: int | None = None
 
     def is_active(self, now: int) -> bool:
         return not self.revoked and not self.consumed and self.expires_at > now
@@ -79,6 +81,7 @@ _ACCESS_TOKEN_BY_HASH = (
         User.username,
         User.subject,
         _FamilyOfAccess.revoked_at.label("family_revoked_at"),
+        _FamilyOfAccess.last_active_at.label("family_last_active_at"),
     )
     .join(Client, Client.id == AccessToken.client_id)
     .outerjoin(User, User.id == AccessToken.user_id)
@@ -106,6 +109,7 @@ def find_access_token(session: Session, token_hash: str) -> TokenRecord | None:
         revoked=row.revoked_at is not None or row.family_revoked_at is not None,
         jti=row.jti,
         family_id=row.family_id,
+        family_last_active_at=row.family_last_active_at,
     )
 
 

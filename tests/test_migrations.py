@@ -73,7 +73,7 @@ SERVICES = {
             "authorization_codes",
             "login_attempts",
         },
-        "0004_login_attempts",
+        "0005_secret_rotation",
     ),
     "resource_server": Service(
         "resource_server", "RESOURCE_DATABASE_URL", resource_db, {"notes"}, "0001"
