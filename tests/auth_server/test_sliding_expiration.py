@@ -143,3 +143,13 @@ def test_purge_still_deletes_the_refresh_token_of_an_idle_login(auth, clock):
     with auth.app.app_context():
         counts = purge_expired(db.session, int(clock()), 86400, refresh_token_idle_ttl=IDLE)
     assert counts["refresh_tokens"] == 1
+
+
+def test_logout_ends_a_login_kept_alive_by_use(auth, clock):
+    login = auth.login()
+    clock.advance(90)
+    auth.introspect(login["access_token"])
+    clock.advance(20)  # alive only through its use
+    assert auth.revoke(login["refresh_token"]).status_code == 200
+    assert auth.refresh(login["refresh_token"]).json()["error"] == "invalid_grant"
+    assert auth.introspect(login["access_token"]).json() == {"active": False}
