@@ -220,15 +220,16 @@ class IntrospectionClient:
 
     def _fetch(self, token: str, request_id: str | None, deadline_at: float) -> Any:
         form = urlencode({"token": token, "token_type_hint": "access_token"}).encode()
-        status, body = self._post(
-            form, self._request_headers(request_id), token, request_id, deadline_at
-        )
-        if status in (401, 403) and self._secret_file is not None and self._follow_secret(True):
-            # The secret was rotated and the file rewritten within the stat's granularity
-            # (or the stat raced the rewrite): one more try with the new one before a 503.
-            status, body = self._post(
-                form, self._request_headers(request_id), token, request_id, deadline_at
-            )
+        headers = self._request_headers(request_id)
+        status, body = self._post(form, headers, token, request_id, deadline_at)
+        if status in (401, 403) and self._secret_file is not None:
+            # The secret may have been rotated: the file rewritten within the stat's
+            # granularity, or by another thread's read since this request set out. One more
+            # try with the new secret, if there is one, before a 503.
+            self._follow_secret(True)
+            retry_headers = self._request_headers(request_id)
+            if retry_headers["Authorization"] != headers["Authorization"]:
+                status, body = self._post(form, retry_headers, token, request_id, deadline_at)
         if status == 200:
             try:
                 return json_input.loads(body)
