@@ -259,7 +259,10 @@ def rotate_secret(client_id: str, overlap: int) -> None:
     if client.previous_secret_expires_at:
         click.echo(f"The previous secret works until {_utc(client.previous_secret_expires_at)}.")
     else:
-        click.echo("The previous secret no longer works.")
+        click.echo(
+            "The previous secret no longer works here; other workers stop accepting it within "
+            f"{components.settings.client_cache_seconds:g} s."
+        )
 
 
 def _utc(epoch: int) -> str:
