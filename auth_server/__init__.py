@@ -134,7 +134,7 @@ def create_app(
         ),
         clock=clock,
         metrics=AuthMetrics(),
-        clients=ClientDirectory(settings.client_cache_seconds),
+        clients=ClientDirectory(settings.client_cache_seconds, wall_clock=clock),
         dpop=TokenEndpointDPoP(
             SeenProofs(lambda: engine, DPoPProofSeen.__table__),
             settings.dpop_proof_max_age,

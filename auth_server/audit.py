@@ -46,6 +46,7 @@ EVENTS = frozenset(
         "client_enabled",
         "client_deleted",
         "user_enabled",
+        "client_secret_rotated",
         # An issuance refused because a revocation of its user or client overlapped it.
         "issuance_refused_revoked",
         "signing_key_rotated",

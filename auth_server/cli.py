@@ -6,6 +6,7 @@ Run from the checkout with no environment, they act on the same database `make r
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -15,10 +16,12 @@ from sqlalchemy import inspect, select
 
 from auth_server.accounts import AccountError
 from auth_server.clients import (
+    DEFAULT_SECRET_OVERLAP,
     SUPPORTED_GRANT_TYPES,
     ClientRegistrationError,
     disable_client,
     register_client,
+    rotate_client_secret,
     set_served_audiences,
 )
 from auth_server.db import db
@@ -244,10 +247,48 @@ def disable_client_command(client_id: str) -> None:
     )
 
 
+@clients.command("rotate-secret")
+@click.argument("client_id")
+@click.option(
+    "--overlap",
+    type=click.IntRange(min=0),
+    default=DEFAULT_SECRET_OVERLAP,
+    show_default=True,
+    help="Seconds the current secret keeps working, so the client's deployments can switch "
+    "to the new one first (0: it stops at once).",
+)
+def rotate_secret(client_id: str, overlap: int) -> None:
+    """Give a confidential client a new secret, shown once; the old one keeps working for
+    --overlap seconds, then is refused. A secret from an earlier rotation stops at once."""
+    components = _components()
+    try:
+        client, secret = rotate_client_secret(
+            db.session, client_id, overlap=overlap, now=components.now()
+        )
+    except ClientRegistrationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    components.clients.forget(client_id)
+    click.echo(f"client_id:     {client.client_id}")
+    click.echo(f"client_secret: {secret}")
+    click.echo("The secret is shown only now; store it in the client's secret store.")
+    if client.previous_secret_expires_at:
+        click.echo(f"The previous secret works until {_utc(client.previous_secret_expires_at)}.")
+    else:
+        click.echo(
+            "The previous secret no longer works here; other workers stop accepting it within "
+            f"{components.settings.client_cache_seconds:g} s."
+        )
+
+
+def _utc(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @clients.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 def list_clients(as_json: bool) -> None:
-    """List registered clients (never their secrets)."""
+    """List registered clients (never their secrets), and when a rotated-out secret expires."""
+    now = _components().now()
     rows = db.session.scalars(select(Client).order_by(Client.client_id)).all()
     if as_json:
         _echo_json([_client_json(c) for c in rows])
@@ -256,10 +297,13 @@ def list_clients(as_json: bool) -> None:
         flags = ",".join(
             f for f, on in (("introspect", c.can_introspect), ("disabled", c.disabled)) if on
         )
+        previous = ""
+        if c.previous_secret_expires_at and c.previous_secret_expires_at > now:
+            previous = f"\tprevious_secret_expires={_utc(c.previous_secret_expires_at)}"
         click.echo(
             f"{c.client_id}\t{c.client_type}\tgrants={c.grant_types or '-'}"
             f"\tscopes={c.scopes or '-'}\taudiences={c.audiences or '-'}"
-            f"\tredirect_uris={c.redirect_uris or '-'}\t{flags}"
+            f"\tredirect_uris={c.redirect_uris or '-'}\t{flags}{previous}"
         )
 
 
@@ -317,7 +361,11 @@ def purge(batch_size: int) -> None:
     """Delete expired tokens, dead refresh families, old audit events and removed keys."""
     components = _components()
     counts = purge_expired(
-        db.session, components.now(), components.settings.audit_retention_days * 86400, batch_size
+        db.session,
+        components.now(),
+        components.settings.audit_retention_days * 86400,
+        batch_size,
+        refresh_token_idle_ttl=components.settings.refresh_token_idle_ttl,
     )
     click.echo(" ".join(f"{name}={count}" for name, count in counts.items()))
 
@@ -397,6 +445,7 @@ def _client_json(c: Client) -> dict[str, Any]:
         "can_introspect": c.can_introspect,
         "disabled": c.disabled,
         "created_at": c.created_at,
+        "previous_secret_expires_at": c.previous_secret_expires_at,
     }
 
 

@@ -6,7 +6,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
@@ -105,9 +105,14 @@ class ClientRecord:
     # The client's revocation epoch when this snapshot was read: issuance re-checks it before
     # committing (epochs.py), so a snapshot cached from before `clients disable` issues nothing.
     token_epoch: int = 0
+    # The secret replaced by `clients rotate-secret`, and until when it is still accepted.
+    previous_secret_hash: str = ""
+    previous_secret_expires_at: int = 0
+    # The server's wall clock (tests move it), for the end of a rotation's overlap.
+    clock: Callable[[], float] = field(default=time.time, compare=False, repr=False)
 
     @classmethod
-    def from_model(cls, client: Client) -> ClientRecord:
+    def from_model(cls, client: Client, clock: Callable[[], float] = time.time) -> ClientRecord:
         return cls(
             id=client.id,
             client_id=client.client_id,
@@ -120,6 +125,9 @@ class ClientRecord:
             client_type=client.client_type,
             redirect_uri_list=tuple(client.redirect_uri_list),
             token_epoch=client.token_epoch,
+            previous_secret_hash=client.previous_secret_hash or "",
+            previous_secret_expires_at=client.previous_secret_expires_at or 0,
+            clock=clock,
         )
 
     @property
@@ -129,8 +137,15 @@ class ClientRecord:
     # -- what Authlib's client authentication and grants ask of a client (ClientMixin) --
 
     def check_client_secret(self, client_secret: str) -> bool:
-        # A public client has no secret (an empty digest): nothing matches it.
-        return bool(self.secret_hash) and matches_digest(client_secret, self.secret_hash)
+        # A public client has no secret (an empty digest): nothing matches it. Both digests are
+        # always compared, so the time taken does not tell which secret matched.
+        current = bool(self.secret_hash) and matches_digest(client_secret, self.secret_hash)
+        previous = matches_digest(client_secret, self.previous_secret_hash or "0" * 64)
+        return current or (
+            previous
+            and bool(self.previous_secret_hash)
+            and self.clock() < self.previous_secret_expires_at
+        )
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         # RFC 6749 §2.1/§3.2.1: a confidential client authenticates with its secret; a public
@@ -160,21 +175,29 @@ class ClientDirectory:
 
     MAX_ENTRIES = 1024
 
-    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ):
         self._ttl = ttl
         self._clock = clock
+        self._wall_clock = wall_clock
         self._entries: dict[str, tuple[float, ClientRecord]] = {}
 
-    def find(self, session: Session, client_id: str) -> ClientRecord | None:
+    def find(self, session: Session, client_id: str, *, fresh: bool = False) -> ClientRecord | None:
+        """The client's registration; `fresh` reads it from the database whatever is cached
+        (a secret the cached snapshot refuses may be one rotated in since)."""
         now = self._clock()
         entry = self._entries.get(client_id)
-        if entry is not None and entry[0] > now:
+        if not fresh and entry is not None and entry[0] > now:
             return entry[1]
         client = find_client(session, client_id)
         if client is None or client.disabled:
             self._entries.pop(client_id, None)
             return None
-        record = ClientRecord.from_model(client)
+        record = ClientRecord.from_model(client, self._wall_clock)
         if self._ttl > 0:
             if len(self._entries) >= self.MAX_ENTRIES:
                 self._entries.clear()
@@ -206,6 +229,41 @@ def disable_client(
     steps("revoked")
     session.commit()
     return revoked
+
+
+DEFAULT_SECRET_OVERLAP = 86400
+
+
+def rotate_client_secret(
+    session: Session, client_id: str, *, overlap: int, now: int, actor: str = "operator"
+) -> tuple[Client, str]:
+    """Give a confidential client a new secret; returns it and the secret, shown once.
+
+    The secret it replaces keeps working for `overlap` seconds, so every deployment of the
+    client can switch to the new one first; a secret older than that (from a rotation before)
+    stops working at once. Only digests are stored.
+    """
+    if overlap < 0:
+        raise ClientRegistrationError("The overlap is a number of seconds, 0 or more.")
+    client = find_client(session, client_id)
+    if client is None:
+        raise ClientRegistrationError(f"No client {client_id!r}.")
+    if client.client_type == "public" or not client.secret_hash:
+        raise ClientRegistrationError(f"The client {client_id!r} is public: it has no secret.")
+    secret = secrets.token_urlsafe(32)
+    client.previous_secret_hash = client.secret_hash if overlap else None
+    client.previous_secret_expires_at = now + overlap if overlap else None
+    client.secret_hash = sha256_hex(secret)
+    audit.record(
+        session,
+        "client_secret_rotated",
+        actor=actor,
+        at=now,
+        client_id=client_id,
+        previous_secret_expires_at=client.previous_secret_expires_at,
+    )
+    session.commit()
+    return client, secret
 
 
 def _check_resource_server(grant_types: Sequence[str], audiences: Sequence[str]) -> None:

@@ -34,13 +34,20 @@ def _delete_in_batches(session: Session, model, key, condition, batch_size: int)
 
 
 def purge_expired(
-    session: Session, now: int, audit_retention_seconds: int, batch_size: int = 1000
+    session: Session,
+    now: int,
+    audit_retention_seconds: int,
+    batch_size: int = 1000,
+    *,
+    refresh_token_idle_ttl: int = 0,
 ) -> dict[str, int]:
     """Rows past expiry: access tokens, families past their absolute lifetime (with their
     refresh tokens and authorization codes), never-used refresh tokens and authorization codes
     past their expiry, login-throttle counters of past windows, old audit events, retired keys
     and DPoP proofs too old to be accepted anyway. Consumed refresh tokens and codes of live
-    families stay: they are what reuse detection recognises."""
+    families stay: they are what reuse detection recognises. A refresh token past its own expiry
+    stays while its login was active within `refresh_token_idle_ttl` (sliding expiration,
+    activity.py): it still refreshes."""
     counts = {}
     counts["access_tokens"] = _delete_in_batches(
         session, AccessToken, AccessToken.jti, AccessToken.expires_at <= now, batch_size
@@ -51,7 +58,15 @@ def purge_expired(
         RefreshToken,
         RefreshToken.id,
         RefreshToken.family_id.in_(dead_families)
-        | ((RefreshToken.expires_at <= now) & RefreshToken.consumed_at.is_(None)),
+        | (
+            (RefreshToken.expires_at <= now)
+            & RefreshToken.consumed_at.is_(None)
+            & RefreshToken.family_id.in_(
+                select(RefreshFamily.id).where(
+                    RefreshFamily.last_active_at <= now - refresh_token_idle_ttl
+                )
+            )
+        ),
         batch_size,
     )
     counts["authorization_codes"] = _delete_in_batches(

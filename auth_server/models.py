@@ -61,6 +61,10 @@ class Client(db.Model):
         String(12), default="confidential", server_default="confidential"
     )
     secret_hash: Mapped[str] = mapped_column(String(SHA256_HEX))
+    # The secret replaced by the last `clients rotate-secret`, accepted until
+    # previous_secret_expires_at so the client's deployments can switch without an outage.
+    previous_secret_hash: Mapped[str | None] = mapped_column(String(SHA256_HEX), default=None)
+    previous_secret_expires_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
     grant_types: Mapped[str] = mapped_column(Text, default="")
     scopes: Mapped[str] = mapped_column(Text, default="")
     audiences: Mapped[str] = mapped_column(Text, default="")
@@ -104,7 +108,12 @@ class RefreshFamily(db.Model):
     created_at: Mapped[int] = mapped_column(BigInteger)
     # Absolute lifetime: no refresh extends it.
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    # Last refresh.
     last_used_at: Mapped[int] = mapped_column(BigInteger)
+    # Last validated use of one of its access tokens (introspection answering active), written
+    # at most once per REFRESH_ACTIVITY_INTERVAL (auth_server/activity.py). The idle timeout
+    # counts from the later of the two.
+    last_active_at: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     revoked_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
     revoked_reason: Mapped[str | None] = mapped_column(String(50), default=None)
     # RFC 9449 §5: a public client's login is bound to the DPoP key it logged in with; every

@@ -45,7 +45,6 @@ class TesseraAuthorizationServer(AuthorizationServer):
     def __init__(self, components):
         super().__init__()
         self.components = components
-        self._query_client = self._find_client
         self._save_token = None  # grants store tokens themselves, inside their transaction
         for grant in (
             PasswordGrant,
@@ -61,8 +60,8 @@ class TesseraAuthorizationServer(AuthorizationServer):
         self.register_client_auth_method("client_secret_post", _authenticate_post)
         self.register_client_auth_method("none", _authenticate_none)
 
-    def _find_client(self, client_id: str):
-        return self.components.clients.find(db.session, client_id)
+    def query_client(self, client_id: str, *, fresh: bool = False):
+        return self.components.clients.find(db.session, client_id, fresh=fresh)
 
     def authenticate_client(self, request, methods, endpoint="token"):
         if request.headers.get("Authorization") and "client_secret" in request.form:
@@ -123,6 +122,13 @@ def _check(query_client, client_id, client_secret):
     if not client_id or client_secret is None:
         return None
     client = query_client(client_id)
+    if client is None:
+        return None
+    if client.check_client_secret(client_secret):
+        return client
+    # A registration cached from before `clients rotate-secret` would refuse the new secret for
+    # up to CLIENT_CACHE_SECONDS: read it again before refusing.
+    client = query_client(client_id, fresh=True)
     if client is not None and client.check_client_secret(client_secret):
         return client
     return None

@@ -33,6 +33,13 @@ class AuthSettings(ServiceSettings):
     refresh_token_max_ttl: int = Field(
         30 * 86400, ge=1, description="Absolute lifetime of a refresh token family (one login)."
     )
+    refresh_activity_interval: int = Field(
+        60,
+        ge=1,
+        description="Sliding expiration: a validated use of a login's access token "
+        "(introspection answering active) counts as activity that keeps the login from idling "
+        "out (REFRESH_TOKEN_IDLE_TTL), recorded at most once per login per this many seconds.",
+    )
     refresh_reuse_grace: int = Field(
         0,
         ge=0,

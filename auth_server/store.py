@@ -59,6 +59,8 @@ class TokenRecord:
     consumed: bool = False
     # RFC 9449: the thumbprint of the DPoP key an access token is bound to, else None.
     dpop_jkt: str | None = None
+    # An access token's login: when its use was last recorded (auth_server/activity.py).
+    family_last_active_at: int | None = None
 
     def is_active(self, now: int) -> bool:
         return not self.revoked and not self.consumed and self.expires_at > now
@@ -82,6 +84,7 @@ _ACCESS_TOKEN_BY_HASH = (
         User.username,
         User.subject,
         _FamilyOfAccess.revoked_at.label("family_revoked_at"),
+        _FamilyOfAccess.last_active_at.label("family_last_active_at"),
     )
     .join(Client, Client.id == AccessToken.client_id)
     .outerjoin(User, User.id == AccessToken.user_id)
@@ -110,6 +113,7 @@ def find_access_token(session: Session, token_hash: str) -> TokenRecord | None:
         jti=row.jti,
         family_id=row.family_id,
         dpop_jkt=row.dpop_jkt,
+        family_last_active_at=row.family_last_active_at,
     )
 
 

@@ -399,7 +399,7 @@ class TokenService:
             raise InvalidGrantError("The refresh token has been revoked.")
         if row.consumed_at is not None:
             return self._reused(row, presented, now, ctx)
-        if row.expires_at <= now or family.expires_at <= now:
+        if self._idle_deadline(row, family) <= now or family.expires_at <= now:
             raise InvalidGrantError("The refresh token has expired; log in again.")
         user = family.user
         # RFC 6749 §6: the new access token may be narrower; the refresh token keeps the family's
@@ -553,6 +553,11 @@ class TokenService:
         )
         return affected_rows(consumed) == 1
 
+    def _idle_deadline(self, row: RefreshToken, family: RefreshFamily) -> int:
+        """When the login idles out: REFRESH_TOKEN_IDLE_TTL after the later of its last refresh
+        (the token's own expiry) and its last recorded activity (activity.py)."""
+        return max(row.expires_at, family.last_active_at + self.policy.refresh_token_idle_ttl)
+
     def _find_refresh_token(self, presented: str) -> RefreshToken | None:
         return self.session.scalar(
             select(RefreshToken).where(RefreshToken.token_hash == hash_token(presented))
@@ -578,6 +583,7 @@ class TokenService:
             # RFC 9449 §5: only a public client's refresh token is bound to its key; a
             # confidential client's is bound to its authentication already.
             dpop_jkt=dpop_jkt if client.client_type == "public" else None,
+            last_active_at=now,
         )
         self.session.add(family)
         self.session.flush()

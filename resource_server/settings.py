@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from shared.bearer import check_realm
+from shared.secret_file import SecretFile, SecretFileError
 from shared.settings import ConfigurationError, InInstanceDir, ServiceSettings
 
 # Only ever used in demo mode; the demo seeding of the authorization server registers them.
@@ -49,6 +50,13 @@ class ResourceSettings(ServiceSettings):
         None,
         description="Client secret for RESOURCE_CLIENT_ID. Required unless TESSERA_DEMO is set "
         "(then the demo secret).",
+    )
+    resource_client_secret_file: str | None = Field(
+        None,
+        description="File holding the client secret instead of RESOURCE_CLIENT_SECRET (not "
+        "both). Read again when it changes, and before a 401 from the introspection endpoint "
+        "becomes a 503, so `clients rotate-secret` needs no restart: rewrite the file (write "
+        "a temporary file, then rename it over) within the rotation's overlap.",
     )
     introspection_connect_timeout: float = Field(
         1.0, gt=0, description="Seconds to wait for a connection to the introspection endpoint."
@@ -115,15 +123,26 @@ class ResourceSettings(ServiceSettings):
     def expected_issuer(self) -> str:
         return self.resource_expected_issuer or self.auth_server_url
 
-    def introspection_credentials(self) -> tuple[str, str]:
+    def introspection_credentials(self) -> tuple[str, str | SecretFile]:
         """(client_id, client_secret) for introspection; ConfigurationError if they are missing.
 
+        The secret is a SecretFile, followed as it changes, with RESOURCE_CLIENT_SECRET_FILE.
         Demo mode fills in the demo client. Anywhere else a missing value stops start-up: a
         literal fallback would either fail every request or, worse, match a demo client that
         was left registered in production.
         """
         client_id = self.resource_client_id or (DEMO_CLIENT_ID if self.tessera_demo else None)
-        secret = self.resource_client_secret or (DEMO_CLIENT_SECRET if self.tessera_demo else None)
+        secret: str | SecretFile | None = self.resource_client_secret
+        if self.resource_client_secret_file:
+            if secret:
+                raise ConfigurationError(
+                    "set RESOURCE_CLIENT_SECRET or RESOURCE_CLIENT_SECRET_FILE, not both"
+                )
+            try:
+                secret = SecretFile(self.resource_client_secret_file)
+            except (OSError, SecretFileError) as exc:
+                raise ConfigurationError(f"RESOURCE_CLIENT_SECRET_FILE: {exc}") from exc
+        secret = secret or (DEMO_CLIENT_SECRET if self.tessera_demo else None)
         missing = [
             name
             for name, value in (

@@ -25,6 +25,7 @@ from shared import json_input
 from shared.basic_auth import basic_credentials_header
 from shared.deadline_http import deadline, deadline_pool
 from shared.digests import fingerprint
+from shared.secret_file import SecretFile
 
 log = logging.getLogger("tessera.introspection")
 
@@ -163,7 +164,7 @@ class IntrospectionClient:
         self,
         introspection_url: str,
         client_id: str,
-        client_secret: str,
+        client_secret: str | SecretFile,
         connect_timeout: float = 1.0,
         read_timeout: float = 2.0,
         pool_size: int = 10,
@@ -175,6 +176,9 @@ class IntrospectionClient:
     ) -> None:
         if not client_id or not client_secret:
             raise ValueError("client_id and client_secret are required")
+        # A SecretFile is followed as it is rewritten (secret rotation), without a restart.
+        self._secret_file = client_secret if isinstance(client_secret, SecretFile) else None
+        self._secret = client_secret.current() if self._secret_file else client_secret
         if total_timeout <= 0 or max_response_bytes < 1:
             raise ValueError("total_timeout and max_response_bytes must be positive")
         self.introspection_url = introspection_url
@@ -186,7 +190,7 @@ class IntrospectionClient:
         # RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic encoding, so a ':' in
         # either cannot shift the split. Computed once: the header never changes.
         self._headers = {
-            "Authorization": basic_credentials_header(client_id, client_secret),
+            "Authorization": basic_credentials_header(client_id, self._secret),
             "Accept": "application/json",
             "Content-Type": "application/x-www-form-urlencoded",
             "User-Agent": "tessera-introspection/1",
@@ -230,11 +234,17 @@ class IntrospectionClient:
         return result
 
     def _fetch(self, token: str, request_id: str | None, deadline_at: float) -> Any:
-        headers = self._headers
-        if request_id is not None:
-            headers = {**headers, "X-Request-ID": request_id}
         form = urlencode({"token": token, "token_type_hint": "access_token"}).encode()
+        headers = self._request_headers(request_id)
         status, body = self._post(form, headers, token, request_id, deadline_at)
+        if status in (401, 403) and self._secret_file is not None:
+            # The secret may have been rotated: the file rewritten within the stat's
+            # granularity, or by another thread's read since this request set out. One more
+            # try with the new secret, if there is one, before a 503.
+            self._follow_secret(True)
+            retry_headers = self._request_headers(request_id)
+            if retry_headers["Authorization"] != headers["Authorization"]:
+                status, body = self._post(form, retry_headers, token, request_id, deadline_at)
         if status == 200:
             try:
                 return json_input.loads(body)
@@ -252,7 +262,7 @@ class IntrospectionClient:
             log.error(
                 "the authorization server rejected this resource server's client credentials "
                 "(HTTP %s from %s as client_id %r): check RESOURCE_CLIENT_ID and "
-                "RESOURCE_CLIENT_SECRET and that the client may introspect (request %s)",
+                "RESOURCE_CLIENT_SECRET (or _FILE) and that the client may introspect (request %s)",
                 status,
                 self.introspection_url,
                 self.client_id,
@@ -278,6 +288,30 @@ class IntrospectionClient:
             request_id,
         )
         raise IntrospectionUnavailable(f"unexpected HTTP {status}", outcome=BAD_RESPONSE)
+
+    def _request_headers(self, request_id: str | None) -> dict[str, str]:
+        if self._secret_file is not None:
+            self._follow_secret(False)
+        headers = self._headers
+        if request_id is not None:
+            headers = {**headers, "X-Request-ID": request_id}
+        return headers
+
+    def _follow_secret(self, force: bool) -> bool:
+        """Take the secret file's current value; True if it differs from the one in use."""
+        assert self._secret_file is not None
+        if force:
+            self._secret_file.reload()
+        secret = self._secret_file.current()
+        if secret == self._secret:
+            return False
+        # One assignment of a new dict: threads reading the old one meanwhile stay consistent.
+        self._secret = secret
+        self._headers = {
+            **self._headers,
+            "Authorization": basic_credentials_header(self.client_id, secret),
+        }
+        return True
 
     def _post(
         self,

@@ -13,6 +13,7 @@ from authlib.consts import default_json_headers
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint as _IntrospectionEndpoint
 from flask import Blueprint, current_app
 
+from auth_server.activity import record_login_activity
 from auth_server.db import db
 from auth_server.endpoints.forms import MAX_TOKEN_LENGTH, require_form, token_parameter
 from auth_server.errors import InvalidClientError
@@ -56,6 +57,13 @@ class IntrospectionEndpoint(_IntrospectionEndpoint):
             components.metrics.introspections.labels("inactive").inc()
             return dict(INACTIVE)
         components.metrics.introspections.labels("active").inc()
+        record_login_activity(
+            db.session,
+            record.family_id,
+            record.family_last_active_at,
+            components.now(),
+            components.settings.refresh_activity_interval,
+        )
         audience = record.audience.split()
         payload = {
             "active": True,

@@ -154,3 +154,34 @@ def test_every_setting_is_documented():
     """Every field has a description, for the README's environment table."""
     for name, _, description in ResourceSettings.env_reference():
         assert description, name
+
+
+def test_the_secret_can_come_from_a_file(tmp_path, monkeypatch):
+    path = tmp_path / "secret"
+    path.write_text("from-the-file\n")
+    monkeypatch.setenv("RESOURCE_CLIENT_ID", "rs")
+    monkeypatch.setenv("RESOURCE_CLIENT_SECRET_FILE", str(path))
+    client_id, secret = ResourceSettings().introspection_credentials()
+    assert client_id == "rs"
+    assert secret.current() == "from-the-file"
+
+
+def test_a_secret_and_a_secret_file_together_are_refused(tmp_path, monkeypatch):
+    path = tmp_path / "secret"
+    path.write_text("from-the-file\n")
+    monkeypatch.setenv("RESOURCE_CLIENT_ID", "rs")
+    monkeypatch.setenv("RESOURCE_CLIENT_SECRET", "literal")
+    monkeypatch.setenv("RESOURCE_CLIENT_SECRET_FILE", str(path))
+    with pytest.raises(ConfigurationError, match="not both"):
+        ResourceSettings().introspection_credentials()
+
+
+@pytest.mark.parametrize("content", [None, "", "  \n"], ids=["missing", "empty", "blank"])
+def test_a_missing_or_empty_secret_file_stops_start_up(tmp_path, monkeypatch, content):
+    path = tmp_path / "secret"
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.setenv("RESOURCE_CLIENT_ID", "rs")
+    monkeypatch.setenv("RESOURCE_CLIENT_SECRET_FILE", str(path))
+    with pytest.raises(ConfigurationError, match="RESOURCE_CLIENT_SECRET_FILE"):
+        ResourceSettings().introspection_credentials()

@@ -17,7 +17,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = "0006_dpop"
-down_revision = "0004_login_attempts"
+down_revision = "0005_secret_rotation"
 branch_labels = None
 depends_on = None
 
