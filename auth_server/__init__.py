@@ -53,7 +53,8 @@ def create_app(
     settings = settings or AuthSettings()
     configure_logging(settings.log_level, settings.log_format)
 
-    app = Flask(__name__, static_folder=None)
+    # /static/: the stylesheet of the pages people see (auth_server/static/tessera.css).
+    app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.config.update(
         SQLALCHEMY_DATABASE_URI=settings.auth_database_url,
         SQLALCHEMY_ENGINE_OPTIONS=engine_options(settings.auth_database_url, settings),
@@ -136,6 +137,7 @@ def create_app(
     from auth_server import cli, errors
     from auth_server.endpoints import (
         account,
+        account_page,
         authorize,
         health,
         introspect,
@@ -152,6 +154,7 @@ def create_app(
         metadata.bp,
         health.bp,
         account.bp,
+        account_page.bp,
     ):
         app.register_blueprint(blueprint)
     openapi.init_app(app, __name__)

@@ -72,9 +72,10 @@ class TokenPolicy:
 
 @dataclass(frozen=True)
 class RequestContext:
-    """Who is asking, for the audit trail."""
+    """Who is asking, for the audit trail and the account page's list of logins."""
 
     ip: str | None = None
+    user_agent: str | None = None
 
 
 class GraceSealer:
@@ -174,7 +175,7 @@ class TokenService:
         self._check_epochs(client, user, user_epoch, grant_type, now, ctx)
         family = None
         if "refresh_token" in client.grant_type_list:
-            family = self._start_family(client, user, scope, audience, now)
+            family = self._start_family(client, user, scope, audience, now, ctx)
         return self._finish_login(
             signer, client, user, family, scope, audience, grant_type, now, ctx
         )
@@ -248,6 +249,8 @@ class TokenService:
                 created_at=now,
                 expires_at=now + self.policy.authorization_code_ttl,
                 user_epoch=user_epoch,
+                ip=ctx.ip,
+                user_agent=ctx.user_agent,
             )
         )
         self.steps("written")
@@ -303,7 +306,9 @@ class TokenService:
             self.session.expire_all()
             return self._code_reused(self._find_code(presented), now, ctx)
 
-        family = self._start_family(client, user, scope, audience, now)
+        # The login happened in the browser at the authorization endpoint, not here.
+        browser = RequestContext(ip=row.ip, user_agent=row.user_agent)
+        family = self._start_family(client, user, scope, audience, now, browser)
         self.session.execute(
             update(AuthorizationCode)
             .where(AuthorizationCode.id == row.id)
@@ -529,8 +534,11 @@ class TokenService:
         scope: Sequence[str],
         audience: Sequence[str],
         now: int,
+        ctx: RequestContext,
     ) -> RefreshFamily:
         family = RefreshFamily(
+            ip=ctx.ip,
+            user_agent=ctx.user_agent,
             user_id=user.id,
             client_id=client.id,
             scope=" ".join(scope),

@@ -72,8 +72,9 @@ SERVICES = {
             "audit_events",
             "authorization_codes",
             "login_attempts",
+            "consents",
         },
-        "0004_login_attempts",
+        "0007_account",
     ),
     "resource_server": Service(
         "resource_server", "RESOURCE_DATABASE_URL", resource_db, {"notes"}, "0001"
