@@ -32,7 +32,7 @@ NOTICES = {
     "login-gone": "That session had already ended.",
     "everywhere": "Every app and device is signed out. This page stays signed in.",
     "password": "Your password is changed, and every other session is signed out.",
-    "app-removed": "The app's access is removed and its sessions are signed out.",
+    "app-removed": "The app no longer has access, and its sessions are signed out.",
     "app-gone": "That app had no access any more.",
 }
 _PAGE_HEADERS = {
@@ -106,9 +106,9 @@ class _Visit:
 
     def form_problem(self) -> Response | None:
         """A page refusing the POST if it is not the page's own form; None if it is."""
-        if request.mimetype != FORM_TYPE:
-            return self.page("account_message.html", 400, message="That was not a form.")
-        if not self.session.csrf_valid(request.form.get("csrf_token"), self.now):
+        # A body that is not a form carries no CSRF token either.
+        presented = request.form.get("csrf_token") if request.mimetype == FORM_TYPE else None
+        if not self.session.csrf_valid(presented, self.now):
             return self.page(
                 "account_message.html",
                 400,
