@@ -14,7 +14,7 @@ from flask_migrate import Migrate
 from sqlalchemy.orm import sessionmaker
 
 from auth_server import audit
-from auth_server.clients import ClientDirectory
+from auth_server.clients import ClientDirectory, public_client_origins
 from auth_server.components import AuthComponents
 from auth_server.db import db
 from auth_server.hashing_gate import PasswordCheckGate
@@ -25,6 +25,7 @@ from auth_server.settings import AuthSettings
 from auth_server.throttle import Limit, LoginThrottle, counter_store
 from auth_server.tokens import TokenPolicy
 from shared import openapi, request_id
+from shared.cors import Cors
 from shared.database import configure_engine, end_sessions_without_failing, engine_options
 from shared.logging import configure_logging
 from shared.proxy import trust_proxies
@@ -35,6 +36,9 @@ log = logging.getLogger("tessera.auth")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SESSION_SECRET_MIN_LENGTH = 32
+# What a public client's page may call cross-origin: the origins of public clients' redirect
+# URIs are allowed, nothing else (shared/cors.py).
+BROWSER_APP_ENDPOINTS = frozenset({"/oauth/token", "/oauth/revoke"})
 
 
 def create_app(
@@ -157,6 +161,13 @@ def create_app(
         account_page.bp,
     ):
         app.register_blueprint(blueprint)
+    # Browser apps (public clients) call these from their own pages.
+    Cors(
+        applies=lambda path: path in BROWSER_APP_ENDPOINTS,
+        allowed_origins=lambda: public_client_origins(db.session),
+        methods=("POST",),
+        headers=("Content-Type",),
+    ).init_app(app)
     openapi.init_app(app, __name__)
     errors.register_error_handlers(app)
     request_id.init_app(app)

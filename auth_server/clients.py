@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from auth_server import audit
@@ -16,6 +17,7 @@ from auth_server.epochs import Steps, no_steps
 from auth_server.models import CLIENT_ID_PATTERN, Client
 from auth_server.revocation import revoke_client_tokens
 from auth_server.store import find_client, subject_exists
+from shared.cors import origin_of
 from shared.digests import matches_digest, sha256_hex
 
 SUPPORTED_GRANT_TYPES = ("password", "client_credentials", "refresh_token", "authorization_code")
@@ -253,6 +255,18 @@ def set_served_audiences(
     )
     session.commit()
     return client
+
+
+def public_client_origins(session: Session) -> frozenset[str]:
+    """The origins of the redirect URIs of enabled public clients: the browser apps that may
+    call the token and revocation endpoints from their pages (CORS)."""
+    rows = session.scalars(
+        select(Client.redirect_uris).where(
+            Client.client_type == "public", Client.disabled.is_(False)
+        )
+    )
+    origins = (origin_of(uri) for uris in rows for uri in uris.split())
+    return frozenset(o for o in origins if o is not None)
 
 
 def register_client(

@@ -16,6 +16,7 @@ from resource_server.health import bp as health_bp
 from resource_server.metrics import ResourceMetrics
 from resource_server.settings import ResourceSettings
 from shared import openapi
+from shared.cors import Cors
 from shared.introspection import IntrospectionClient
 from shared.logging import configure_logging
 from shared.protect import TokenGuard
@@ -24,6 +25,8 @@ from shared.request_body import limit_request_bodies
 
 SETTINGS_KEY = "tessera_settings"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# The notes API; health and metrics are for operators, not browser apps.
+API_PREFIXES = ("/api/",)
 
 
 def create_app(settings: ResourceSettings | None = None, *, create_tables: bool = False) -> Flask:
@@ -46,6 +49,15 @@ def create_app(settings: ResourceSettings | None = None, *, create_tables: bool 
     metrics = ResourceMetrics()
     metrics.init_app(app)
     trust_proxies(app, settings.trusted_proxies)
+    origins = settings.cors_origins
+    Cors(
+        applies=lambda path: path.startswith(API_PREFIXES),
+        allowed_origins=lambda: origins,
+        methods=("GET", "POST", "DELETE"),
+        headers=("Authorization", "Content-Type"),
+        # A browser app reads why a token was refused, when to retry, and where a note went.
+        expose=("WWW-Authenticate", "Retry-After", "Location"),
+    ).init_app(app)
     TokenGuard(
         app,
         introspection_client=IntrospectionClient(

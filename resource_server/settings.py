@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from shared.bearer import check_realm
+from shared.cors import parse_origins
 from shared.settings import DEFAULT_INSTANCE_DIR, ConfigurationError, ServiceSettings
 
 # Only ever used in demo mode; the demo seeding of the authorization server registers them.
@@ -75,6 +76,13 @@ class ResourceSettings(ServiceSettings):
         "database cannot answer.",
     )
 
+    cors_allowed_origins: str = Field(
+        "",
+        description="Origins (space or comma separated, e.g. `https://app.example.com`) whose "
+        "pages may call the API from the browser (CORS, bearer tokens only, no cookies). "
+        "Default: none.",
+    )
+
     @model_validator(mode="after")
     def _check(self) -> ResourceSettings:
         if self.auth_server_url.endswith("/"):
@@ -83,7 +91,15 @@ class ResourceSettings(ServiceSettings):
             check_realm(self.resource_realm)
         except ValueError as exc:
             raise ValueError(f"RESOURCE_REALM: {exc}") from None
+        try:
+            parse_origins(self.cors_allowed_origins)
+        except ValueError as exc:
+            raise ValueError(f"CORS_ALLOWED_ORIGINS: {exc}") from None
         return self
+
+    @property
+    def cors_origins(self) -> frozenset[str]:
+        return parse_origins(self.cors_allowed_origins)
 
     @property
     def introspection_url(self) -> str:
