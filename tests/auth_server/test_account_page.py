@@ -311,3 +311,16 @@ def test_failed_sign_ins_show_as_security_events(auth):
     browser.sign_in()
     page = browser.open().text
     assert "Failed sign-in to this account page: wrong password" in page
+
+
+def test_revocations_from_the_page_are_counted_with_their_reason(auth):
+    app_login(auth)
+    browser = AccountBrowser(auth)
+    browser.sign_in()
+    browser.post(f"/account/logins/{family_ids(auth)[0]}/sign-out")
+    browser.open()
+    browser.post("/account/sign-out-everywhere")
+    registry = auth.app.extensions["tessera"].metrics.registry
+    for kind, reason in (("family", "signed_out_by_user"), ("user", "signed_out_everywhere")):
+        labels = {"kind": kind, "reason": reason}
+        assert registry.get_sample_value("tessera_revocations_total", labels) == 1
