@@ -11,6 +11,7 @@ from pathlib import Path
 
 from flask import Flask
 from flask_migrate import Migrate
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
 from auth_server import audit
@@ -164,7 +165,7 @@ def create_app(
     # Browser apps (public clients) call these from their own pages.
     Cors(
         applies=lambda path: path in BROWSER_APP_ENDPOINTS,
-        allowed_origins=lambda: public_client_origins(db.session),
+        allowed_origins=_public_client_origins,
         methods=("POST",),
         headers=("Content-Type",),
     ).init_app(app)
@@ -184,6 +185,17 @@ def create_app(
     components.login_throttle.on_throttled = components.metrics.count_login_throttled
     cli.register(app)
     return app
+
+
+def _public_client_origins() -> frozenset[str]:
+    """No origin is allowed while the database cannot say which are: the answer (a 503, say)
+    then goes out without CORS headers rather than failing again in its after-request hook."""
+    try:
+        return public_client_origins(db.session)
+    except SQLAlchemyError:
+        log.warning("cannot read the public clients' origins; answering without CORS")
+        db.session.rollback()
+        return frozenset()
 
 
 def _session_secret(settings: AuthSettings) -> str:

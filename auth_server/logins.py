@@ -27,6 +27,7 @@ SHOWN_EVENTS = (
 )
 RECENT_EVENTS = 20
 SIGNED_OUT_BY_USER = "signed_out_by_user"
+MAX_ROW_ID = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ def sign_out_login(session: Session, user: User, family_id: int, now: int, ip: s
     """Revoke one of the user's own logins (its access tokens die with it: introspection
     treats a revoked family's tokens as revoked). False if it is not the user's or already
     gone. Commits."""
+    if not 0 < family_id <= MAX_ROW_ID:
+        return False  # no such row, and too large for the column's type
     family = session.get(RefreshFamily, family_id)
     if family is None or family.user_id != user.id:
         return False

@@ -324,3 +324,46 @@ def test_revocations_from_the_page_are_counted_with_their_reason(auth):
     for kind, reason in (("family", "signed_out_by_user"), ("user", "signed_out_everywhere")):
         labels = {"kind": kind, "reason": reason}
         assert registry.get_sample_value("tessera_revocations_total", labels) == 1
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/account/logins/99999999999999999999999/sign-out",
+        "/account/logins/0/sign-out",
+        "/account/apps/%00bad/withdraw",
+        "/account/apps/" + "x" * 300 + "/withdraw",
+    ],
+    ids=["huge-id", "zero-id", "nul-client", "long-client"],
+)
+def test_malformed_targets_are_answered_without_changing_anything(auth, path):
+    tokens = app_login(auth)
+    browser = AccountBrowser(auth)
+    browser.sign_in()
+    response = browser.post(path)
+    assert response.status_code in (303, 404)
+    assert alive(auth, tokens) == (True, True)
+
+
+@pytest.mark.parametrize(
+    "username,password",
+    [
+        ("al%00ice", "wonderland"),
+        ("alice", "wonder%00land"),
+        ("%ff%fe", "wonderland"),
+        ("a" * 5000, "wonderland"),
+    ],
+    ids=["nul-username", "nul-password", "not-utf8", "long-username"],
+)
+def test_malformed_sign_ins_are_refused_with_a_4xx(auth, username, password):
+    browser = AccountBrowser(auth)
+    browser.open()
+    response = browser.http.post(
+        f"{auth.url}/account/sign-in",
+        data=f"csrf_token={browser.csrf()}&username={username}&password={password}",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert 400 <= response.status_code < 500
+    assert "Signed in as" not in browser.open().text
