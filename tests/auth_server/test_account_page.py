@@ -367,3 +367,30 @@ def test_malformed_sign_ins_are_refused_with_a_4xx(auth, username, password):
     )
     assert 400 <= response.status_code < 500
     assert "Signed in as" not in browser.open().text
+
+
+def test_wrong_current_passwords_are_throttled_like_sign_ins(auth, clock):
+    tokens = app_login(auth)
+    browser = AccountBrowser(auth)
+    browser.sign_in()
+    form = dict(
+        current_password="wrong-password", new_password="n-e-w-pass", confirm_password="n-e-w-pass"
+    )
+    for _ in range(3):
+        assert browser.post("/account/change-password", **form).status_code == 400
+    refused = browser.post("/account/change-password", **{**form, "current_password": ALICE[1]})
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) > 0
+    assert alive(auth, tokens) == (True, True)
+    clock.advance(5 * 60)  # the next window
+    auth.login(ALICE)  # the password did not change
+
+
+def test_a_replayed_refresh_token_shows_as_a_security_event(auth):
+    tokens = app_login(auth)
+    assert auth.refresh(tokens["refresh_token"]).status_code == 200
+    assert auth.refresh(tokens["refresh_token"]).status_code == 400  # reuse: family revoked
+    browser = AccountBrowser(auth)
+    browser.sign_in()
+    assert "A copied session of demo-app was used" in browser.page.text
+    assert "No app is signed in" in browser.page.text
