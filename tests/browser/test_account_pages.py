@@ -116,6 +116,9 @@ def test_account_page_lists_sessions_and_signs_one_out(auth, notes_api, new_cont
     assert "Chrome on Linux" in sessions.first.inner_text()
     assert "127.0.0.1" in sessions.first.inner_text()
     shot(page, "sessions")
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone
+    shot(page, "sessions-phone")
+    page.set_viewport_size({"width": 1280, "height": 720})
     html = page.content()
     for tokens in (first, second):
         assert tokens["access_token"] not in html and tokens["refresh_token"] not in html
