@@ -151,7 +151,8 @@ def _issue(grant, redirect_uri: str, user: User, user_epoch: int) -> Response:
 def _request_fingerprint() -> str:
     # The consent answers this authorization request and no other (same client, scopes,
     # redirect_uri, state, PKCE challenge).
-    return sha256_hex(request.query_string.decode("latin-1"))
+    # Over the parsed parameters, as the forms' action repeats them: not the raw encoding.
+    return sha256_hex(urlencode(list(request.args.items(multi=True))))
 
 
 def _consent_form(components, grant, user: User, scope: list[str]) -> Response:
