@@ -394,3 +394,15 @@ def test_a_replayed_refresh_token_shows_as_a_security_event(auth):
     browser.sign_in()
     assert "A copied session of demo-app was used" in browser.page.text
     assert "No app is signed in" in browser.page.text
+
+
+def test_behind_https_the_cookie_is_host_prefixed_secure_and_host_only(serve, make_database_url):
+    server = start_auth_server(
+        serve, make_database_url("auth"), auth_issuer="https://login.example.com"
+    )
+    page = requests.get(f"{server.url}/account", timeout=10)
+    cookie = page.headers["Set-Cookie"]
+    assert cookie.startswith(f"{SECURE_COOKIE_NAME}=")
+    attributes = [a.strip().lower() for a in cookie.split(";")[1:]]
+    assert {"secure", "httponly", "path=/", "samesite=lax"} <= set(attributes)
+    assert not any(a.startswith("domain=") for a in attributes)
