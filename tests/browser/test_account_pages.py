@@ -224,6 +224,8 @@ def test_consent_screen_allow_and_deny_for_a_third_party_app(auth, new_context, 
     scopes = page.get_by_role("list", name="What the app asks for").inner_text()
     assert "Read your notes" in scopes and "Create, change and delete your notes" in scopes
     shot(page, "consent")
+    for cookie in context.cookies():
+        assert cookie["httpOnly"], cookie["name"]
     location = redirect_to_app(page, page.get_by_role("button", name="Deny").click)
     assert location.startswith(PARTNER_REDIRECT + "?")
     denied = query_of(location)
