@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from auth_server import audit
-from auth_server.clients import ClientDirectory
+from auth_server.clients import ClientDirectory, public_client_origins
 from auth_server.components import AuthComponents
 from auth_server.db import db
 from auth_server.dpop import DPoPNonces, TokenEndpointDPoP
@@ -32,6 +32,7 @@ from auth_server.settings import AuthSettings
 from auth_server.throttle import Limit, LoginThrottle, counter_store
 from auth_server.tokens import TokenPolicy
 from shared import openapi, request_id
+from shared.cors import Cors
 from shared.database import configure_engine, end_sessions_without_failing, engine_options
 from shared.dpop_replay import SeenProofs
 from shared.logging import configure_logging
@@ -43,6 +44,9 @@ log = logging.getLogger("tessera.auth")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SESSION_SECRET_MIN_LENGTH = 32
+# What a public client's page may call cross-origin: the origins of public clients' redirect
+# URIs are allowed, nothing else (shared/cors.py).
+BROWSER_APP_ENDPOINTS = frozenset({"/oauth/token", "/oauth/revoke"})
 
 
 def create_app(
@@ -150,6 +154,7 @@ def create_app(
     from auth_server import cli, errors
     from auth_server.endpoints import (
         account,
+        account_page,
         authorize,
         health,
         introspect,
@@ -166,8 +171,16 @@ def create_app(
         metadata.bp,
         health.bp,
         account.bp,
+        account_page.bp,
     ):
         app.register_blueprint(blueprint)
+    # Browser apps (public clients) call these from their own pages.
+    Cors(
+        applies=lambda path: path in BROWSER_APP_ENDPOINTS,
+        allowed_origins=_public_client_origins,
+        methods=("POST",),
+        headers=("Content-Type",),
+    ).init_app(app)
     openapi.init_app(app, __name__)
     errors.register_error_handlers(app)
     request_id.init_app(app)
@@ -216,6 +229,17 @@ def _prepare_signing_keys(engine: Engine, components: AuthComponents) -> None:
             )
     except SQLAlchemyError as exc:
         log.error("could not prepare the signing keys at start-up: %s", exc.__class__.__name__)
+
+
+def _public_client_origins() -> frozenset[str]:
+    """No origin is allowed while the database cannot say which are: the answer (a 503, say)
+    then goes out without CORS headers rather than failing again in its after-request hook."""
+    try:
+        return public_client_origins(db.session)
+    except SQLAlchemyError:
+        log.warning("cannot read the public clients' origins; answering without CORS")
+        db.session.rollback()
+        return frozenset()
 
 
 def _session_secret(settings: AuthSettings) -> str:

@@ -15,6 +15,9 @@ from auth_server.passwords import PasswordPolicyError, Passwords
 from auth_server.revocation import revoke_user_tokens
 from auth_server.store import find_user
 
+# Who a sign-in at the account page is audited as when no user is known yet.
+ACCOUNT_PAGE_ACTOR = "account_page"
+
 
 class AccountError(ValueError):
     """A user operation cannot be done; the message is safe to show to the caller."""
@@ -38,9 +41,11 @@ class Accounts:
         self.steps = steps
 
     def authenticate(
-        self, username: str, password: str, *, client_id: str, ip: str | None
+        self, username: str, password: str, *, client_id: str | None, ip: str | None
     ) -> User | None:
         """The user if the password is right and the account enabled; misses are audited.
+
+        `client_id` is the app the user signs in to; None is the account page (/account).
 
         The user's `token_epoch` is read in the same row as the password hash: the issuance
         that follows passes it to TokenService, which refuses to commit if a revocation moved it
@@ -56,7 +61,7 @@ class Accounts:
             audit.record(
                 self.session,
                 "login_failed",
-                actor=f"client:{client_id}",
+                actor=f"client:{client_id}" if client_id else ACCOUNT_PAGE_ACTOR,
                 at=now,
                 user_id=user.id if user else None,
                 client_id=client_id,

@@ -50,6 +50,9 @@ EVENTS = frozenset(
         # An issuance refused because a revocation of its user or client overlapped it.
         "issuance_refused_revoked",
         "signing_key_rotated",
+        # A user's Allow for a third-party app, and its withdrawal on the account page.
+        "consent_granted",
+        "consent_withdrawn",
     }
 )
 

@@ -180,15 +180,29 @@ def disable_user(username: str) -> None:
     help="A public client (browser app): no secret; authorization_code (PKCE) and refresh_token.",
 )
 @click.option("--can-introspect", is_flag=True, help="A resource server: may call introspection.")
+@click.option(
+    "--third-party",
+    is_flag=True,
+    help="An app not run by this deployment: users see a consent screen naming it and its "
+    "scopes (authorization_code only).",
+)
 def create_client(
-    client_id, name, grant_types, scopes, audiences, redirect_uris, public, can_introspect
+    client_id,
+    name,
+    grant_types,
+    scopes,
+    audiences,
+    redirect_uris,
+    public,
+    can_introspect,
+    third_party,
 ) -> None:
     """Register a client; a confidential client's generated secret is shown once, and only its
     hash is stored. A public client gets none."""
     if grant_types is None:
         if can_introspect:
             grant_types = ""
-        elif public:
+        elif public or third_party:
             grant_types = "authorization_code refresh_token"
         else:
             grant_types = "client_credentials"
@@ -203,6 +217,7 @@ def create_client(
             redirect_uris=redirect_uris.split(),
             client_type="public" if public else "confidential",
             can_introspect=can_introspect,
+            third_party=third_party,
         )
     except ClientRegistrationError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -295,7 +310,13 @@ def list_clients(as_json: bool) -> None:
         return
     for c in rows:
         flags = ",".join(
-            f for f, on in (("introspect", c.can_introspect), ("disabled", c.disabled)) if on
+            f
+            for f, on in (
+                ("third-party", c.third_party),
+                ("introspect", c.can_introspect),
+                ("disabled", c.disabled),
+            )
+            if on
         )
         previous = ""
         if c.previous_secret_expires_at and c.previous_secret_expires_at > now:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from auth_server import audit
@@ -16,6 +17,7 @@ from auth_server.epochs import Steps, no_steps
 from auth_server.models import CLIENT_ID_PATTERN, Client
 from auth_server.revocation import revoke_client_tokens
 from auth_server.store import find_client, subject_exists
+from shared.cors import origin_of
 from shared.digests import matches_digest, sha256_hex
 
 SUPPORTED_GRANT_TYPES = ("password", "client_credentials", "refresh_token", "authorization_code")
@@ -102,6 +104,7 @@ class ClientRecord:
     name: str = ""
     client_type: str = "confidential"
     redirect_uri_list: tuple[str, ...] = ()
+    third_party: bool = False
     # The client's revocation epoch when this snapshot was read: issuance re-checks it before
     # committing (epochs.py), so a snapshot cached from before `clients disable` issues nothing.
     token_epoch: int = 0
@@ -124,6 +127,7 @@ class ClientRecord:
             name=client.name,
             client_type=client.client_type,
             redirect_uri_list=tuple(client.redirect_uri_list),
+            third_party=client.third_party,
             token_epoch=client.token_epoch,
             previous_secret_hash=client.previous_secret_hash or "",
             previous_secret_expires_at=client.previous_secret_expires_at or 0,
@@ -311,6 +315,18 @@ def set_served_audiences(
     return client
 
 
+def public_client_origins(session: Session) -> frozenset[str]:
+    """The origins of the redirect URIs of enabled public clients: the browser apps that may
+    call the token and revocation endpoints from their pages (CORS)."""
+    rows = session.scalars(
+        select(Client.redirect_uris).where(
+            Client.client_type == "public", Client.disabled.is_(False)
+        )
+    )
+    origins = (origin_of(uri) for uris in rows for uri in uris.split())
+    return frozenset(o for o in origins if o is not None)
+
+
 def register_client(
     session: Session,
     client_id: str,
@@ -323,12 +339,15 @@ def register_client(
     secret: str | None = None,
     client_type: str = "confidential",
     redirect_uris: Sequence[str] = (),
+    third_party: bool = False,
     now: int | None = None,
 ) -> tuple[Client, str | None]:
     """Store a new client; returns it and its secret, which is never stored nor shown again
     (None for a public client, which has none).
 
-    `secret` is for demo data and tests only: real clients get 256 random bits.
+    `secret` is for demo data and tests only: real clients get 256 random bits. A
+    `third_party` app asks each user's consent at the authorization endpoint, which only the
+    authorization code grant has.
     """
     validate_client_id(session, client_id)
     unknown = set(grant_types) - set(SUPPORTED_GRANT_TYPES)
@@ -351,6 +370,13 @@ def register_client(
         raise ClientRegistrationError("The authorization_code grant needs redirect URIs.")
     if redirect_uris and "authorization_code" not in grant_types:
         raise ClientRegistrationError("Redirect URIs are for the authorization_code grant only.")
+    if third_party and set(grant_types) - set(PUBLIC_GRANT_TYPES):
+        # The password grant would hand the user's password to the app; client_credentials
+        # acts for no user: neither has a consent screen.
+        raise ClientRegistrationError(
+            "A third-party app may only use the grant types "
+            f"{' and '.join(PUBLIC_GRANT_TYPES)} (consent happens at the authorization endpoint)."
+        )
     if find_client(session, client_id) is not None:
         raise ClientRegistrationError(f"The client {client_id!r} already exists.")
     if client_type == "public":
@@ -369,6 +395,7 @@ def register_client(
         audiences=" ".join(dict.fromkeys(audiences)),
         redirect_uris=" ".join(dict.fromkeys(redirect_uris)),
         can_introspect=can_introspect,
+        third_party=third_party,
         disabled=False,
         created_at=now,
         token_epoch=0,
@@ -381,6 +408,7 @@ def register_client(
         at=now,
         client_id=client_id,
         client_type=client_type,
+        third_party=third_party,
     )
     session.commit()
     return client, secret

@@ -78,7 +78,10 @@ class _TesseraGrant:
         return self.server.components
 
     def _context(self) -> RequestContext:
-        return RequestContext(ip=getattr(self.request, "client_ip", None))
+        return RequestContext(
+            ip=getattr(self.request, "client_ip", None),
+            user_agent=getattr(self.request, "user_agent", None),
+        )
 
     def _resources(self) -> list[str]:
         return self.request.form.getlist("resource")
@@ -297,20 +300,30 @@ class AuthorizationCodeGrant(_TesseraGrant, grants.AuthorizationCodeGrant):
             raise InvalidRequestError("The dpop_jkt parameter is not a JWK SHA-256 thumbprint.")
         self.dpop_jkt = dpop_jkt
 
-    def create_authorization_response(self, redirect_uri: str, grant_user: User):
-        """Issue a code for the logged-in user; (status, body, headers) redirecting to the
-        client with code, state and iss (RFC 6749 §4.1.2, RFC 9207). 303: the browser follows
-        it with a GET, never re-posting the password (RFC 9700 §4.12)."""
+    def scope_for(self, user: User) -> list[str]:
+        """The scopes the code will carry: the request's, within the client's and the user's."""
         client = self.request.client
-        user = grant_user
         try:
-            scope = resolve_user_scope(self.requested_scope, client.scope_list, _user_scopes(user))
+            return resolve_user_scope(self.requested_scope, client.scope_list, _user_scopes(user))
         except UserScopeError as error:
             # RFC 6749 §4.1.2.1: the authorization server denies the request for this user.
-            raise AccessDeniedError(error.description, redirect_uri=redirect_uri) from error
+            raise AccessDeniedError(error.description, redirect_uri=self.redirect_uri) from error
         except OAuth2Error as error:
-            error.redirect_uri = redirect_uri
+            error.redirect_uri = self.redirect_uri
             raise
+
+    def create_authorization_response(
+        self, redirect_uri: str, grant_user: User, user_epoch: int | None = None
+    ):
+        """Issue a code for the logged-in user; (status, body, headers) redirecting to the
+        client with code, state and iss (RFC 6749 §4.1.2, RFC 9207). 303: the browser follows
+        it with a GET, never re-posting the password (RFC 9700 §4.12).
+
+        `user_epoch` is the user's epoch read with the verified password; it defaults to the
+        one on `grant_user` (a code issued right after the password check)."""
+        client = self.request.client
+        user = grant_user
+        scope = self.scope_for(user)
         try:
             code = self.components.tokens().issue_authorization_code(
                 client,
@@ -320,8 +333,8 @@ class AuthorizationCodeGrant(_TesseraGrant, grants.AuthorizationCodeGrant):
                 self.audience,
                 self.code_challenge,
                 self._context(),
-                # read with the password hash the login page just verified
-                user_epoch=user.token_epoch,
+                # read with the password hash the login page verified
+                user_epoch=user.token_epoch if user_epoch is None else user_epoch,
                 dpop_jkt=self.dpop_jkt,
             )
         except (InvalidGrantError, InvalidClientError) as error:

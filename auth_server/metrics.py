@@ -64,7 +64,10 @@ class AuthMetrics(Metrics):
                 self.revocations.labels("family", "authorization_code_reuse").inc()
         elif event == "token_revoked":
             kind = "family" if fields.get("token_use") == "refresh_token" else "access_token"
-            self.revocations.labels(kind, "client_request").inc()
+            # A session signed out on the account page says so; a client's request does not.
+            self.revocations.labels(kind, fields.get("reason") or "client_request").inc()
+        elif event == "consent_withdrawn":
+            self.revocations.labels("user_client", "consent_withdrawn").inc()
         elif event == "user_tokens_revoked":
             self.revocations.labels("user", fields.get("reason", "unknown")).inc()
         elif event == "password_changed":

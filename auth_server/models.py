@@ -10,7 +10,18 @@ from __future__ import annotations
 import json
 import re
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from auth_server.db import db
@@ -18,6 +29,8 @@ from auth_server.db import db
 SHA256_HEX = 64
 # RFC 7638 SHA-256 JWK thumbprint, base64url: what binds a token to a DPoP key (RFC 9449).
 JKT_LENGTH = 43
+# A User-Agent header is kept to this many characters (it is only shown to the user).
+USER_AGENT_LENGTH = 300
 # What identifiers may look like; anything else is never looked up (a NUL byte or a lone
 # surrogate would be a database error, not a miss).
 CLIENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{1,100}$")
@@ -77,6 +90,9 @@ class Client(db.Model):
     created_at: Mapped[int] = mapped_column(BigInteger)
     # Revocation epoch of the client (`clients disable` increments it), as on users.
     token_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A third-party app asks each user's consent (a screen naming it and the scopes) before
+    # its first code; a first-party app's sign-in is the decision.
+    third_party: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     @property
     def grant_type_list(self) -> list[str]:
@@ -119,6 +135,9 @@ class RefreshFamily(db.Model):
     # RFC 9449 §5: a public client's login is bound to the DPoP key it logged in with; every
     # refresh must prove that key. NULL: not bound (confidential clients, or no proof).
     dpop_jkt: Mapped[str | None] = mapped_column(String(JKT_LENGTH), default=None)
+    # Where the login came from, shown on the account page next to the session.
+    ip: Mapped[str | None] = mapped_column(String(64), default=None)
+    user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_LENGTH), default=None)
 
     user: Mapped[User] = relationship(lazy="joined")
     client: Mapped[Client] = relationship(lazy="joined")
@@ -198,8 +217,33 @@ class AuthorizationCode(db.Model):
         ForeignKey("refresh_families.id"), index=True, default=None
     )
 
+    # The browser that signed in at the authorization endpoint: the login's family gets them.
+    ip: Mapped[str | None] = mapped_column(String(64), default=None)
+    user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_LENGTH), default=None)
+
     client: Mapped[Client] = relationship(lazy="joined")
     user: Mapped[User] = relationship(lazy="joined")
+
+
+class Consent(db.Model):
+    """A user's Allow for a third-party app: the scopes granted so far. A request for scopes
+    outside them asks again; withdrawing it (account page) deletes the row and the app's
+    tokens of the user."""
+
+    __tablename__ = "consents"
+    __table_args__ = (UniqueConstraint("user_id", "client_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    scope: Mapped[str] = mapped_column(Text)
+    granted_at: Mapped[int] = mapped_column(BigInteger)
+
+    client: Mapped[Client] = relationship(lazy="joined")
+
+    @property
+    def scope_list(self) -> list[str]:
+        return split_words(self.scope)
 
 
 class SigningKey(db.Model):

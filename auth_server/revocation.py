@@ -93,6 +93,26 @@ def revoke_user_tokens(
     )
 
 
+def revoke_user_client_tokens(
+    session: Session, user_id: int, client_pk: int, reason: str, now: int
+) -> tuple[int, int]:
+    """Every login, access token and pending code of one user at one app (consent withdrawn).
+
+    The user's epoch moves first, as for revoke_user_tokens: a login of this app that overlaps
+    the withdrawal is refused rather than left alive (logins of the user's other apps in that
+    instant are refused too, and simply sign in again). The caller commits.
+    """
+    bump_user_epoch(session, user_id)
+    return _revoke_where(
+        session,
+        (RefreshFamily.user_id == user_id) & (RefreshFamily.client_id == client_pk),
+        (AccessToken.user_id == user_id) & (AccessToken.client_id == client_pk),
+        (AuthorizationCode.user_id == user_id) & (AuthorizationCode.client_id == client_pk),
+        reason,
+        now,
+    )
+
+
 def revoke_client_tokens(
     session: Session, client_pk: int, reason: str, now: int, steps: Steps = no_steps
 ) -> tuple[int, int]:

@@ -22,6 +22,7 @@ from auth_server.grants import (
     RefreshTokenGrant,
     supported_grant_types,
 )
+from auth_server.models import USER_AGENT_LENGTH
 from shared.basic_auth import parse_basic_credentials
 
 
@@ -116,6 +117,14 @@ class _OAuthRequest(FlaskOAuth2Request):
         self.client_ip = request.remote_addr
         # The DPoP proof the token endpoint verified (endpoints/token.py), or None.
         self.dpop_proof = g.get("dpop_proof")
+        self.user_agent = user_agent_of(request)
+
+
+def user_agent_of(request) -> str | None:
+    """The User-Agent header, cut to what the tables keep; it is shown, never trusted."""
+    # Printable characters only: a NUL would be a PostgreSQL error, a control character noise.
+    value = "".join(c for c in request.headers.get("User-Agent", "") if c.isprintable())
+    return value[:USER_AGENT_LENGTH] or None
 
 
 def _check(query_client, client_id, client_secret):

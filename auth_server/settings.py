@@ -92,9 +92,9 @@ class AuthSettings(ServiceSettings):
     )
     login_failures_per_username_and_ip: str = Field(
         "10 per 5 minutes",
-        description="Password checks (password grant, login page, /account/password) that may "
-        "fail for one username from one client address per window before 429. Counted before "
-        "the hash; a correct password does not count.",
+        description="Password checks (password grant, login page, account page, "
+        "/account/password) that may fail for one username from one client address per window "
+        "before 429. Counted before the hash; a correct password does not count.",
     )
     login_failures_per_ip: str = Field(
         "100 per 5 minutes",

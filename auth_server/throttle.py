@@ -1,7 +1,8 @@
 """Login throttling: password guessing is bounded, and nobody can lock another user out.
 
-Every password check (password grant, login page, `/account/password`) first takes one unit
-from four counters, atomically and *before* the password is hashed:
+Every password check (password grant, login page, `/account/password`, the account page's
+sign-in and password change) first takes one unit from four counters, atomically and *before*
+the password is hashed:
 
 - ``user-ip``: this username from this address (LOGIN_FAILURES_PER_USERNAME_AND_IP, tight);
 - ``ip``: this address, any username (LOGIN_FAILURES_PER_IP);

@@ -78,9 +78,10 @@ class TokenPolicy:
 
 @dataclass(frozen=True)
 class RequestContext:
-    """Who is asking, for the audit trail."""
+    """Who is asking, for the audit trail and the account page's list of logins."""
 
     ip: str | None = None
+    user_agent: str | None = None
 
 
 class GraceSealer:
@@ -189,7 +190,7 @@ class TokenService:
         self._check_epochs(client, user, user_epoch, grant_type, now, ctx)
         family = None
         if "refresh_token" in client.grant_type_list:
-            family = self._start_family(client, user, scope, audience, now, dpop_jkt)
+            family = self._start_family(client, user, scope, audience, now, ctx, dpop_jkt)
         return self._finish_login(
             signer, client, user, family, scope, audience, grant_type, now, ctx, dpop_jkt
         )
@@ -268,6 +269,8 @@ class TokenService:
                 expires_at=now + self.policy.authorization_code_ttl,
                 user_epoch=user_epoch,
                 dpop_jkt=dpop_jkt,
+                ip=ctx.ip,
+                user_agent=ctx.user_agent,
             )
         )
         self.steps("written")
@@ -330,7 +333,9 @@ class TokenService:
             assert reused_code is not None  # consumed rows stay while their family lives
             return self._code_reused(reused_code, now, ctx)
 
-        family = self._start_family(client, user, scope, audience, now, dpop_jkt)
+        # The login happened in the browser at the authorization endpoint, not here.
+        browser = RequestContext(ip=row.ip, user_agent=row.user_agent)
+        family = self._start_family(client, user, scope, audience, now, browser, dpop_jkt)
         self.session.execute(
             update(AuthorizationCode)
             .where(AuthorizationCode.id == row.id)
@@ -570,9 +575,12 @@ class TokenService:
         scope: Sequence[str],
         audience: Sequence[str],
         now: int,
+        ctx: RequestContext,
         dpop_jkt: str | None = None,
     ) -> RefreshFamily:
         family = RefreshFamily(
+            ip=ctx.ip,
+            user_agent=ctx.user_agent,
             user_id=user.id,
             client_id=client.id,
             scope=" ".join(scope),

@@ -17,6 +17,7 @@ from resource_server.metrics import ResourceMetrics
 from resource_server.models import DPoPProofSeen
 from resource_server.settings import ResourceSettings
 from shared import openapi
+from shared.cors import Cors
 from shared.dpop_replay import SeenProofs
 from shared.dpop_resource import ResourceDPoP
 from shared.introspection import IntrospectionClient
@@ -30,6 +31,8 @@ from shared.revocation_subscriber import RevocationSubscriber
 SETTINGS_KEY = "tessera_settings"
 SUBSCRIBER_KEY = "tessera_revocation_subscriber"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# The notes API; health and metrics are for operators, not browser apps.
+API_PREFIXES = ("/api/",)
 
 
 def create_app(settings: ResourceSettings | None = None, *, create_tables: bool = False) -> Flask:
@@ -62,6 +65,15 @@ def create_app(settings: ResourceSettings | None = None, *, create_tables: bool 
         max_response_bytes=settings.introspection_max_response_bytes,
         on_call=metrics.on_introspection,
     )
+    origins = settings.cors_origins
+    Cors(
+        applies=lambda path: path.startswith(API_PREFIXES),
+        allowed_origins=lambda: origins,
+        methods=("GET", "POST", "DELETE"),
+        headers=("Authorization", "Content-Type"),
+        # A browser app reads why a token was refused, when to retry, and where a note went.
+        expose=("WWW-Authenticate", "Retry-After", "Location"),
+    ).init_app(app)
     TokenGuard(
         app,
         introspection_client=_with_cache(app, settings, introspection_client, metrics),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from shared.bearer import check_realm
+from shared.cors import parse_origins
 from shared.secret_file import SecretFile, SecretFileError
 from shared.settings import ConfigurationError, InInstanceDir, ServiceSettings
 
@@ -99,6 +100,12 @@ class ResourceSettings(ServiceSettings):
     introspection_cache_max_entries: int = Field(
         10000, ge=1, description="With the cache on: most answers kept per worker (LRU)."
     )
+    cors_allowed_origins: str = Field(
+        "",
+        description="Origins (space or comma separated, e.g. `https://app.example.com`) whose "
+        "pages may call the API from the browser (CORS, bearer tokens only, no cookies). "
+        "Default: none.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ResourceSettings:
@@ -113,7 +120,15 @@ class ResourceSettings(ServiceSettings):
             check_realm(self.resource_realm)
         except ValueError as exc:
             raise ValueError(f"RESOURCE_REALM: {exc}") from None
+        try:
+            parse_origins(self.cors_allowed_origins)
+        except ValueError as exc:
+            raise ValueError(f"CORS_ALLOWED_ORIGINS: {exc}") from None
         return self
+
+    @property
+    def cors_origins(self) -> frozenset[str]:
+        return parse_origins(self.cors_allowed_origins)
 
     @property
     def introspection_url(self) -> str:

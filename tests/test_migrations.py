@@ -73,8 +73,9 @@ SERVICES = {
             "authorization_codes",
             "login_attempts",
             "dpop_proofs_seen",
+            "consents",
         },
-        "0006_dpop",
+        "0007_account",
     ),
     "resource_server": Service(
         "resource_server",

@@ -1,33 +1,43 @@
-"""RFC 6749 §4.1 authorization endpoint: the browser login of first-party apps.
+"""RFC 6749 §4.1 authorization endpoint: the browser login, and the consent of third-party apps.
 
 `GET /oauth/authorize?...` checks the authorization request and shows a login form (a
 server-rendered page styled by /static/tessera.css, no JavaScript); the form posts the
-username, the password and a CSRF token back to the same URL, and a correct password redirects
-the browser to the client's redirect_uri with a code, the state and the issuer. Only
-first-party apps are registered, so there is no consent screen: logging in is the decision.
-There is no single sign-on session either: every authorization request asks for the password,
-so `prompt=none` always gets `login_required`. The only cookie holds the CSRF token of the
-form.
+username, the password and a CSRF token back to the same URL. For a first-party app a correct
+password is the decision: the browser goes to the client's redirect_uri with a code, the
+state and the issuer. A third-party app (clients.third_party) first gets a consent screen naming it and the scopes it asks for,
+unless the user already allowed it those scopes (auth_server/consent.py); Deny sends the
+browser back with `error=access_denied` (RFC 6749 §4.1.2.1).
+
+There is no single sign-on session: every authorization request asks for the password, so
+`prompt=login` is always honoured and `prompt=none` always gets `login_required`.
+`prompt=consent` shows the consent screen even when the app was allowed before (OpenID Connect
+Core §3.1.2.1). The only cookie holds the CSRF token of the form and, between the password
+and the consent screen, who signed in (for this very request, a few minutes at most).
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request, session
 from werkzeug.wrappers import Response as BaseResponse
 
-from auth_server.db import rolled_back_on_error
+from auth_server import consent
+from auth_server.db import db, rolled_back_on_error
 from auth_server.endpoints.forms import FORM_TYPE
+from auth_server.epochs import user_epoch_unchanged
 from auth_server.errors import (
+    AccessDeniedError,
     AuthorizationPageError,
     LoginRequiredError,
     OAuth2Error,
     TooManyRequestsError,
 )
+from auth_server.models import User
 from auth_server.passwords import PasswordHashingBusy
+from shared.digests import sha256_hex
 
 bp = Blueprint("authorize", __name__)
 
@@ -35,6 +45,9 @@ bp = Blueprint("authorize", __name__)
 LOGIN_FORM_MAX_AGE = 1800
 _CSRF = "csrf"
 _CSRF_AT = "csrf_at"
+# Who signed in, between the password and the consent screen's answer.
+_PENDING = "consent_pending"
+CONSENT_FORM_MAX_AGE = 600
 
 _PAGE_HEADERS = {
     # RFC 6749 §10.12 / RFC 9700 §4.16: never cached, never framed (clickjacking).
@@ -72,6 +85,8 @@ def authorize():
         return redirect(grant.error_response_uri(error), _redirect_status())
     if request.method != "POST":  # GET, and HEAD
         return _login_form(grant)
+    if request.mimetype == FORM_TYPE and "decision" in request.form:
+        return _decide(components, grant, redirect_uri)
     return _log_in(components, grant, redirect_uri)
 
 
@@ -113,13 +128,102 @@ def _log_in(components, grant, redirect_uri: str) -> BaseResponse:
     if user is None:
         return _login_form(grant, "The username or password is incorrect.", username)
     try:
-        status, _, headers = grant.create_authorization_response(redirect_uri, user)
+        scope = grant.scope_for(user)
+        if "consent" in grant.prompt or (
+            client.third_party and not consent.covers(db.session, user.id, client.id, scope)
+        ):
+            # The login is kept (its audit event); the code waits for the user's answer.
+            db.session.commit()
+            return _consent_form(components, grant, user, scope)
+        return _issue(grant, redirect_uri, user, user.token_epoch)
     except OAuth2Error as error:
         return redirect(grant.error_response_uri(error), _redirect_status())
+
+
+def _issue(grant, redirect_uri: str, user: User, user_epoch: int) -> Response:
+    status, _, headers = grant.create_authorization_response(redirect_uri, user, user_epoch)
     # One login per form: going back and posting it again needs a new one.
     session.pop(_CSRF, None)
     session.pop(_CSRF_AT, None)
+    session.pop(_PENDING, None)
     return redirect(dict(headers)["Location"], status)
+
+
+def _request_fingerprint() -> str:
+    # The consent answers this authorization request and no other (same client, scopes,
+    # redirect_uri, state, PKCE challenge).
+    # Over the parsed parameters, as the forms' action repeats them: not the raw encoding.
+    return sha256_hex(urlencode(list(request.args.items(multi=True))))
+
+
+def _consent_form(components, grant, user: User, scope: list[str]) -> Response:
+    session[_PENDING] = {
+        "user": user.id,
+        "epoch": user.token_epoch,
+        "at": components.now(),
+        "request": _request_fingerprint(),
+    }
+    client = grant.request.client
+    return Response(
+        render_template(
+            "consent.html",
+            action=f"{request.path}?{urlencode(list(request.args.items(multi=True)))}",
+            client_name=client.name or client.client_id,
+            third_party=client.third_party,
+            username=user.username,
+            scopes=[consent.describe_scope(s) for s in scope],
+            redirect_host=urlsplit(grant.redirect_uri).hostname,
+            csrf_token=_csrf_token(components.now()),
+        ),
+        200,
+        mimetype="text/html",
+    )
+
+
+def _decide(components, grant, redirect_uri: str) -> Response:
+    """The answer of the consent screen: Allow issues the code (and remembers the Allow of a
+    third-party app), Deny sends access_denied back to the client."""
+    now = components.now()
+    pending = session.get(_PENDING)
+    if not _csrf_valid(now, request.form.get("csrf_token")) or not _pending_valid(pending, now):
+        return _error_page(
+            "This page has expired or did not come from this site. "
+            "Go back to the application and sign in again.",
+            400,
+        )
+    decision = request.form.get("decision")
+    if decision not in ("allow", "deny"):
+        return _error_page("Choose Allow or Deny.", 400)
+    user = db.session.get(User, pending["user"])
+    session.pop(_PENDING, None)
+    try:
+        if decision == "deny" or user is None or user.disabled:
+            raise AccessDeniedError("The user denied the request.", redirect_uri=redirect_uri)
+        client = grant.request.client
+        if client.third_party:
+            scope = grant.scope_for(user)
+            # The user row before the consent row, as a withdrawal takes them (no deadlock);
+            # a revocation since the password check ends here.
+            if not user_epoch_unchanged(db.session, user.id, pending["epoch"]):
+                raise AccessDeniedError(
+                    "The user's sessions were signed out meanwhile; sign in again.",
+                    redirect_uri=redirect_uri,
+                )
+            consent.grant(db.session, user, client, scope, now, request.remote_addr)
+        # The epoch read with the password: a revocation since then refuses the code.
+        return _issue(grant, redirect_uri, user, pending["epoch"])
+    except OAuth2Error as error:
+        db.session.rollback()
+        return redirect(grant.error_response_uri(error), _redirect_status())
+
+
+def _pending_valid(pending, now: int) -> bool:
+    if not isinstance(pending, dict):
+        return False
+    fields = (pending.get("user"), pending.get("epoch"), pending.get("at"))
+    if not all(type(v) is int for v in fields) or now - pending["at"] > CONSENT_FORM_MAX_AGE:
+        return False
+    return hmac.compare_digest(str(pending.get("request")), _request_fingerprint())
 
 
 def _redirect_status() -> int:

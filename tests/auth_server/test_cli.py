@@ -205,3 +205,32 @@ def test_set_audiences_and_demo_setup_repair_a_resource_server_registered_withou
     with auth.app.app_context():
         notes_api = db.session.scalar(select(Client).where(Client.client_id == NOTES_API[0]))
         assert (notes_api.audiences, notes_api.grant_types) == (NOTES, "")
+
+
+def test_clients_create_third_party_is_listed_and_limited_to_the_code_flow(auth):
+    runner = auth.app.test_cli_runner()
+    created = runner.invoke(
+        args=[
+            "clients",
+            "create",
+            "partner",
+            "--third-party",
+            "--public",
+            "--scopes",
+            "notes:read",
+            "--redirect-uris",
+            "https://partner.example.org/cb",
+        ]
+    )
+    assert created.exit_code == 0, created.output
+    line = next(
+        row
+        for row in runner.invoke(args=["clients", "list"]).output.splitlines()
+        if row.startswith("partner\t")
+    )
+    assert "third-party" in line and "grants=authorization_code refresh_token" in line
+    refused = runner.invoke(
+        args=["clients", "create", "partner-2", "--third-party", "--grant-types", "password"]
+    )
+    assert refused.exit_code != 0
+    assert "third-party app may only use" in refused.output
