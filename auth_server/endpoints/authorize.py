@@ -1,12 +1,12 @@
 """RFC 6749 §4.1 authorization endpoint: the browser login, and the consent of third-party apps.
 
-`GET /oauth/authorize?...` checks the authorization request and shows a login form (a
-server-rendered page styled by /static/tessera.css, no JavaScript); the form posts the
-username, the password and a CSRF token back to the same URL. For a first-party app a correct
-password is the decision: the browser goes to the client's redirect_uri with a code, the
-state and the issuer. A third-party app (clients.third_party) first gets a consent screen naming it and the scopes it asks for,
-unless the user already allowed it those scopes (auth_server/consent.py); Deny sends the
-browser back with `error=access_denied` (RFC 6749 §4.1.2.1).
+`GET /oauth/authorize?...` checks the authorization request and shows a login form (a server-
+rendered page styled by /static/tessera.css, no JavaScript); the form posts the username, the
+password and a CSRF token back to the same URL. For a first-party app a correct password is the
+decision: the browser goes to the client's redirect_uri with a code, the state and the issuer. A
+third-party app (clients.third_party) first gets a consent screen naming it and the scopes it
+asks for, unless the user already allowed it those scopes (auth_server/consent.py); Deny sends
+the browser back with `error=access_denied` (RFC 6749 §4.1.2.1).
 
 There is no single sign-on session: every authorization request asks for the password, so
 `prompt=login` is always honoured and `prompt=none` always gets `login_required`.
