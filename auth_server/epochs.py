@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from auth_server.models import Client, User
@@ -61,7 +61,14 @@ def bump_client_epoch(session: Session, client_pk: int) -> None:
     )
 
 
-def _unchanged(session: Session, model: type[User | Client], row_id: int, expected: int) -> bool:
+def _unchanged(
+    session: Session,
+    model: type[User | Client],
+    row_id: int,
+    expected: int,
+    *,
+    asynchronous_commit: bool = False,
+) -> bool:
     if session.get_bind().dialect.name == "sqlite":
         # Writing takes SQLite's write lock (BEGIN IMMEDIATE, shared/database.py), held to the
         # commit; the WHERE then reads the latest committed epoch.
@@ -72,10 +79,12 @@ def _unchanged(session: Session, model: type[User | Client], row_id: int, expect
             .execution_options(synchronize_session=False)
         )
         return result.rowcount == 1
-    current = session.scalar(
-        select(model.token_epoch).where(model.id == row_id).with_for_update(read=True)
-    )
-    return current == expected
+    statement = select(model.token_epoch).where(model.id == row_id).with_for_update(read=True)
+    if asynchronous_commit:
+        # SET LOCAL synchronous_commit = off, in the same round trip (tokens.py says when).
+        statement = statement.add_columns(func.set_config("synchronous_commit", "off", True))
+    current = session.execute(statement).first()
+    return current is not None and current[0] == expected
 
 
 def user_epoch_unchanged(session: Session, user_id: int, expected: int) -> bool:
@@ -84,6 +93,11 @@ def user_epoch_unchanged(session: Session, user_id: int, expected: int) -> bool:
     return _unchanged(session, User, user_id, expected)
 
 
-def client_epoch_unchanged(session: Session, client_pk: int, expected: int) -> bool:
-    """The same for a client; call it after user_epoch_unchanged (lock order: user, client)."""
-    return _unchanged(session, Client, client_pk, expected)
+def client_epoch_unchanged(
+    session: Session, client_pk: int, expected: int, *, asynchronous_commit: bool = False
+) -> bool:
+    """The same for a client; call it after user_epoch_unchanged (lock order: user, client).
+
+    `asynchronous_commit`: on PostgreSQL, this transaction's COMMIT then returns without waiting
+    for its WAL to reach the disk (visibility is unchanged; tokens.py `issue_client_token`)."""
+    return _unchanged(session, Client, client_pk, expected, asynchronous_commit=asynchronous_commit)

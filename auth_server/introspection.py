@@ -8,14 +8,16 @@ endpoint answered (tests/auth_server/test_introspection.py): the same errors in 
 the same members, the same `{"active": false}` cases.
 
 No pre-ping guards the pool (shared/database.py): a pooled connection the database dropped
-fails the lookup, SQLAlchemy then discards every connection of that pool, and the lookup, a read
-with nothing to undo, is tried once more on a fresh connection. So a database restart costs no
-answer; a database that is really down still answers 503 within the connect timeout.
+fails the request's first statement, SQLAlchemy then discards every connection of that pool, and
+the view runs the whole answer, a read with nothing to undo, once more on a fresh connection
+(`retried_once_if_dropped`). So a database restart costs no answer; a database that is really
+down still answers 503 within the connect timeout.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -26,6 +28,7 @@ from auth_server.store import TokenRecord, find_access_token
 from shared.basic_auth import parse_basic_credentials
 from shared.digests import sha256_hex
 
+T = TypeVar("T")
 INACTIVE = {"active": False}
 # Longer than anything this server issues: never hashed nor looked up (still exactly inactive).
 MAX_TOKEN_LENGTH = 8192
@@ -74,22 +77,24 @@ def _client_with_secret(
 
 
 def look_up_access_token(engine: Engine, token: str) -> TokenRecord | None:
-    """The stored access token `token` is, or None; one statement, retried once on a fresh
-    connection if the pooled one turned out to be dead (module docstring)."""
+    """The stored access token `token` is, or None: one statement on a pooled connection."""
     if len(token) > MAX_TOKEN_LENGTH:
         return None
-    token_hash = sha256_hex(token)
+    with engine.connect() as connection:
+        return find_access_token(connection, sha256_hex(token))
+
+
+def retried_once_if_dropped(read: Callable[[], T], reset: Callable[[], None]) -> T:
+    """`read()`, and if the database had dropped the connection it used (SQLAlchemy has then
+    invalidated the pool's older connections too), `reset()` and `read()` once more. Only for
+    work that writes nothing: it may run twice."""
     try:
-        return _look_up(engine, token_hash)
+        return read()
     except DBAPIError as exc:
         if not exc.connection_invalidated:
             raise
-    return _look_up(engine, token_hash)
-
-
-def _look_up(engine: Engine, token_hash: str) -> TokenRecord | None:
-    with engine.connect() as connection:
-        return find_access_token(connection, token_hash)
+    reset()
+    return read()
 
 
 def introspection_payload(

@@ -17,6 +17,7 @@ from auth_server.introspection import (
     authenticate_introspector,
     introspection_payload,
     look_up_access_token,
+    retried_once_if_dropped,
 )
 
 bp = Blueprint("introspect", __name__)
@@ -26,17 +27,23 @@ bp = Blueprint("introspect", __name__)
 def introspect():
     require_form()
     components = current_app.extensions["tessera"]
-    client = authenticate_introspector(
-        request.headers.get("Authorization"),
-        request.form,
-        lambda client_id: components.clients.find(db.session, client_id),
-    )
-    # Only access tokens are looked up: a refresh token is for the authorization server alone
-    # and is never active to a resource server (RFC 7662 §4). So any token_type_hint (§2.1: it
-    # only orders the search) changes nothing.
-    record = look_up_access_token(components.reader, token_parameter())
-    payload = introspection_payload(
-        record, client.audience_list, components.now(), components.settings.auth_issuer
-    )
+
+    def answer() -> dict:
+        client = authenticate_introspector(
+            request.headers.get("Authorization"),
+            request.form,
+            lambda client_id: components.clients.find(db.session, client_id),
+        )
+        # Only access tokens are looked up: a refresh token is for the authorization server
+        # alone and is never active to a resource server (RFC 7662 §4). So any
+        # token_type_hint (§2.1: it only orders the search) changes nothing.
+        record = look_up_access_token(components.reader, token_parameter())
+        return introspection_payload(
+            record, client.audience_list, components.now(), components.settings.auth_issuer
+        )
+
+    # The client may be read through the request's session (a cache miss), the token through
+    # a pooled connection: either may meet a connection the database dropped.
+    payload = retried_once_if_dropped(answer, db.session.rollback)
     components.metrics.introspections.labels("active" if payload["active"] else "inactive").inc()
     return Response(json.dumps(payload), 200, default_json_headers)
