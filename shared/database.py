@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import scoped_session
 
 from shared.settings import DEFAULT_INSTANCE_DIR, ServiceSettings
+from shared.sqlite_writers import queue_sqlite_writers
 
 log = logging.getLogger("tessera.database")
 
@@ -164,6 +165,9 @@ def configure_engine(engine: Engine, settings: ServiceSettings) -> None:
         # other writer, and the next user of this connection would commit the failed rows.
         if dbapi_connection.in_transaction:
             dbapi_connection.rollback()
+
+    # Writers of this process queue for SQLite's write lock (shared/sqlite_writers.py).
+    queue_sqlite_writers(engine, busy_ms / 1000)
 
 
 def end_sessions_without_failing(app: Flask, session: scoped_session) -> None:
