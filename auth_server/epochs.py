@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from auth_server.models import Client, User
@@ -79,12 +79,27 @@ def _unchanged(
             .execution_options(synchronize_session=False)
         )
         return result.rowcount == 1
-    statement = select(model.token_epoch).where(model.id == row_id).with_for_update(read=True)
+    statement = _EPOCH_FOR_SHARE[model, asynchronous_commit]
+    current = session.execute(statement, {"row_id": row_id}).first()
+    return current is not None and current[0] == expected
+
+
+def _epoch_for_share(model: type[User | Client], asynchronous_commit: bool):
+    statement = (
+        select(model.token_epoch).where(model.id == bindparam("row_id")).with_for_update(read=True)
+    )
     if asynchronous_commit:
         # SET LOCAL synchronous_commit = off, in the same round trip (tokens.py says when).
         statement = statement.add_columns(func.set_config("synchronous_commit", "off", True))
-    current = session.execute(statement).first()
-    return current is not None and current[0] == expected
+    return statement
+
+
+# Built once: every issuance runs one of them (store.py says why that matters).
+_EPOCH_FOR_SHARE = {
+    (model, asynchronous): _epoch_for_share(model, asynchronous)
+    for model in (User, Client)
+    for asynchronous in (False, True)
+}
 
 
 def user_epoch_unchanged(session: Session, user_id: int, expected: int) -> bool:
