@@ -19,6 +19,7 @@ from auth_server.introspection import (
     look_up_access_token,
     retried_once_if_dropped,
 )
+from auth_server.store import TokenRecord
 
 bp = Blueprint("introspect", __name__)
 
@@ -28,7 +29,7 @@ def introspect():
     require_form()
     components = current_app.extensions["tessera"]
 
-    def answer() -> dict:
+    def answer() -> tuple[TokenRecord | None, dict]:
         client = authenticate_introspector(
             request.headers.get("Authorization"),
             request.form,
@@ -38,12 +39,14 @@ def introspect():
         # alone and is never active to a resource server (RFC 7662 §4). So any
         # token_type_hint (§2.1: it only orders the search) changes nothing.
         record = look_up_access_token(components.reader, token_parameter())
-        return introspection_payload(
+        return record, introspection_payload(
             record, client.audience_list, components.now(), components.settings.auth_issuer
         )
 
     # The client may be read through the request's session (a cache miss), the token through
-    # a pooled connection: either may meet a connection the database dropped.
-    payload = retried_once_if_dropped(answer, db.session.rollback)
+    # a pooled connection: either may meet a connection the database dropped. Anything that
+    # writes belongs after this call, not in `answer` (it may run twice). For an active user
+    # token, `record.family_id` is its login (refresh family) and `record.user_pk` its user.
+    record, payload = retried_once_if_dropped(answer, db.session.rollback)
     components.metrics.introspections.labels("active" if payload["active"] else "inactive").inc()
     return Response(json.dumps(payload), 200, default_json_headers)
