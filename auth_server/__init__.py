@@ -33,7 +33,12 @@ from auth_server.throttle import Limit, LoginThrottle, counter_store
 from auth_server.tokens import TokenPolicy
 from shared import openapi, request_id
 from shared.cors import Cors
-from shared.database import configure_engine, end_sessions_without_failing, engine_options
+from shared.database import (
+    configure_engine,
+    end_sessions_without_failing,
+    engine_options,
+    reader_engine,
+)
 from shared.dpop_replay import SeenProofs
 from shared.logging import configure_logging
 from shared.proxy import trust_proxies
@@ -69,7 +74,11 @@ def create_app(
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.config.update(
         SQLALCHEMY_DATABASE_URI=settings.auth_database_url,
-        SQLALCHEMY_ENGINE_OPTIONS=engine_options(settings.auth_database_url, settings),
+        # No pre-ping: introspection retries its read on a dropped connection, other requests
+        # answer 503 once per worker (shared/database.py).
+        SQLALCHEMY_ENGINE_OPTIONS=engine_options(
+            settings.auth_database_url, settings, pre_ping=False
+        ),
         # The session is one cookie: the CSRF token of the login form (endpoints/authorize.py).
         SECRET_KEY=_session_secret(settings),
         SESSION_COOKIE_NAME="tessera_login",
@@ -144,6 +153,7 @@ def create_app(
             settings.dpop_proof_max_age,
             DPoPNonces(app.config["SECRET_KEY"]) if settings.dpop_nonce_required else None,
         ),
+        reader=reader_engine(engine),
     )
     from auth_server.server import TesseraAuthorizationServer
 

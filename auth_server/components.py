@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from sqlalchemy.engine import Engine
+
 from auth_server.accounts import Accounts
 from auth_server.clients import ClientDirectory
 from auth_server.db import db
@@ -34,6 +36,9 @@ class AuthComponents:
     metrics: AuthMetrics
     clients: ClientDirectory
     dpop: TokenEndpointDPoP
+    # What reads outside any transaction (introspection) run on: the app's engine, in
+    # autocommit on PostgreSQL (no BEGIN/ROLLBACK round trips for one SELECT).
+    reader: Engine | None = None
     server: TesseraAuthorizationServer | None = None
     # Every expiry decision reads this clock; tests pass one they can move forward.
     clock: Callable[[], float] = field(default=time.time)

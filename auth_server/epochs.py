@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from auth_server.models import Client, User
@@ -63,7 +63,12 @@ def bump_client_epoch(session: Session, client_pk: int) -> None:
 
 
 def _unchanged(
-    session: Session, model: type[User | Client], row_id: int, expected: int | None
+    session: Session,
+    model: type[User | Client],
+    row_id: int,
+    expected: int | None,
+    *,
+    asynchronous_commit: bool = False,
 ) -> bool:
     if session.get_bind().dialect.name == "sqlite":
         # Writing takes SQLite's write lock (BEGIN IMMEDIATE, shared/database.py), held to the
@@ -75,10 +80,27 @@ def _unchanged(
             .execution_options(synchronize_session=False)
         )
         return affected_rows(result) == 1
-    current = session.scalar(
-        select(model.token_epoch).where(model.id == row_id).with_for_update(read=True)
+    statement = _EPOCH_FOR_SHARE[model, asynchronous_commit]
+    current = session.execute(statement, {"row_id": row_id}).first()
+    return current is not None and current[0] == expected
+
+
+def _epoch_for_share(model: type[User | Client], asynchronous_commit: bool):
+    statement = (
+        select(model.token_epoch).where(model.id == bindparam("row_id")).with_for_update(read=True)
     )
-    return current == expected
+    if asynchronous_commit:
+        # SET LOCAL synchronous_commit = off, in the same round trip (tokens.py says when).
+        statement = statement.add_columns(func.set_config("synchronous_commit", "off", True))
+    return statement
+
+
+# Built once: every issuance runs one of them (store.py says why that matters).
+_EPOCH_FOR_SHARE = {
+    (model, asynchronous): _epoch_for_share(model, asynchronous)
+    for model in (User, Client)
+    for asynchronous in (False, True)
+}
 
 
 def user_epoch_unchanged(session: Session, user_id: int, expected: int | None) -> bool:
@@ -87,6 +109,11 @@ def user_epoch_unchanged(session: Session, user_id: int, expected: int | None) -
     return _unchanged(session, User, user_id, expected)
 
 
-def client_epoch_unchanged(session: Session, client_pk: int, expected: int) -> bool:
-    """The same for a client; call it after user_epoch_unchanged (lock order: user, client)."""
-    return _unchanged(session, Client, client_pk, expected)
+def client_epoch_unchanged(
+    session: Session, client_pk: int, expected: int, *, asynchronous_commit: bool = False
+) -> bool:
+    """The same for a client; call it after user_epoch_unchanged (lock order: user, client).
+
+    `asynchronous_commit`: on PostgreSQL, this transaction's COMMIT then returns without waiting
+    for its WAL to reach the disk (visibility is unchanged; tokens.py `issue_client_token`)."""
+    return _unchanged(session, Client, client_pk, expected, asynchronous_commit=asynchronous_commit)

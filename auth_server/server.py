@@ -12,7 +12,6 @@ from flask import g
 from flask import request as flask_request
 
 from auth_server.db import db
-from auth_server.endpoints.introspect import IntrospectionEndpoint
 from auth_server.endpoints.revoke import RevocationEndpoint
 from auth_server.errors import InvalidClientError, InvalidRequestError
 from auth_server.grants import (
@@ -55,7 +54,6 @@ class TesseraAuthorizationServer(AuthorizationServer):
         ):
             if grant.GRANT_TYPE in supported_grant_types(components.settings):
                 self.register_grant(grant)
-        self.register_endpoint(IntrospectionEndpoint)
         self.register_endpoint(RevocationEndpoint)
         self.register_client_auth_method("client_secret_basic", _authenticate_basic)
         self.register_client_auth_method("client_secret_post", _authenticate_post)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, aliased
 
 from auth_server.models import (
@@ -93,7 +94,7 @@ _ACCESS_TOKEN_BY_HASH = (
 )
 
 
-def find_access_token(session: Session, token_hash: str) -> TokenRecord | None:
+def find_access_token(session: Session | Connection, token_hash: str) -> TokenRecord | None:
     # One indexed lookup with its joins: this runs on every protected request.
     row = session.execute(_ACCESS_TOKEN_BY_HASH, {"token_hash": token_hash}).one_or_none()
     if row is None:

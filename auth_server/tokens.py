@@ -151,7 +151,15 @@ class TokenService:
         """client_credentials (RFC 6749 §4.4): an access token and no refresh token (§4.4.3)."""
         signer = self.keyring.signing_key()
         now = int(self.clock())
-        self._check_epochs(client, None, None, "client_credentials", now, ctx)
+        # An access token alone: its COMMIT need not wait for the disk (PostgreSQL's
+        # synchronous_commit = off). Other sessions see it when COMMIT returns, as ever, so
+        # introspection knows it before the client holds it; only a database crash in the
+        # next fraction of a second (3 x wal_writer_delay at most) could forget it, and then
+        # it is inactive everywhere, as if revoked: the client asks for another. Nothing that
+        # a forgotten row would bring back (a refresh token, a consumed code) is in here.
+        self._check_epochs(
+            client, None, None, "client_credentials", now, ctx, asynchronous_commit=True
+        )
         access, jti = self._mint_access_token(
             signer, client, None, None, scope, audience, now, dpop_jkt
         )
@@ -504,6 +512,8 @@ class TokenService:
         grant_type: str,
         now: int,
         ctx: RequestContext,
+        *,
+        asynchronous_commit: bool = False,
     ) -> None:
         """Refuse the issuance if the user or the client was revoked since its credentials were
         read; otherwise hold the lock that keeps any revocation from committing before this
@@ -513,7 +523,9 @@ class TokenService:
             raise InvalidGrantError(
                 "The user's tokens were revoked while this request was in progress; log in again."
             )
-        if not client_epoch_unchanged(self.session, client.id, client.token_epoch):
+        if not client_epoch_unchanged(
+            self.session, client.id, client.token_epoch, asynchronous_commit=asynchronous_commit
+        ):
             self._refuse(client, user, grant_type, "client_revoked", now, ctx)
             self.forget_client(client.client_id)
             raise InvalidClientError(description="Client authentication failed.", status_code=401)

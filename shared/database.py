@@ -3,8 +3,15 @@
 SQLite (the embedded default) runs in WAL mode so readers never wait for the writer, and takes
 the write lock when a transaction starts writing (``BEGIN IMMEDIATE``) instead of upgrading a
 read lock later: two workers upgrading at once is what makes SQLite answer "database is locked"
-at once, whatever the busy timeout. PostgreSQL gets a sized, pre-pinged pool and a statement
-timeout so a stuck database turns into a fast 503 instead of a hung worker.
+at once, whatever the busy timeout. PostgreSQL gets a sized pool and a statement timeout so a
+stuck database turns into a fast 503 instead of a hung worker.
+
+Pre-pinging the pool (a `SELECT 1` before each checkout) is optional: it was a sixth of the
+authorization server's time on introspection. Without it, the first statement on a connection
+the database dropped fails; SQLAlchemy recognises the disconnect, invalidates that connection and
+every other one the pool opened before it, so a restarted database costs one 503 per worker
+(or nothing, where a read is retried once: auth_server/introspection.py), not one per pooled
+connection.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import scoped_session
 
 from shared.settings import ServiceSettings
+from shared.sqlite_writers import queue_sqlite_writers
 
 log = logging.getLogger("tessera.database")
 
@@ -47,8 +55,9 @@ NAMING_CONVENTION = {
 }
 
 
-def engine_options(url: str, settings: ServiceSettings) -> dict[str, Any]:
-    """SQLAlchemy ``create_engine`` keyword arguments for this database URL."""
+def engine_options(url: str, settings: ServiceSettings, *, pre_ping: bool = True) -> dict[str, Any]:
+    """SQLAlchemy ``create_engine`` keyword arguments for this database URL. `pre_ping=False`
+    for a service that handles a dropped connection itself (module docstring)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -63,7 +72,7 @@ def engine_options(url: str, settings: ServiceSettings) -> dict[str, Any]:
         "pool_size": settings.db_pool_size,
         "max_overflow": settings.db_max_overflow,
         "pool_timeout": settings.db_pool_timeout,
-        "pool_pre_ping": True,
+        "pool_pre_ping": pre_ping,
         "pool_recycle": 1800,
     }
     if parsed.get_backend_name() == "postgresql":
@@ -82,6 +91,16 @@ def engine_options(url: str, settings: ServiceSettings) -> dict[str, Any]:
             "tcp_user_timeout": 30_000,
         }
     return options
+
+
+def reader_engine(engine: Engine) -> Engine:
+    """`engine` for single statements that read and write nothing: on PostgreSQL in autocommit,
+    which saves the BEGIN and ROLLBACK round trips around them (the pool puts the connection
+    back in its transactional mode on return). pysqlite runs a lone SELECT outside any
+    transaction already."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine
 
 
 def prepare_private_sqlite_file(path: Path, instance_dir: Path) -> None:
@@ -157,6 +176,9 @@ def configure_engine(engine: Engine, settings: ServiceSettings) -> None:
         # other writer, and the next user of this connection would commit the failed rows.
         if dbapi_connection.in_transaction:
             dbapi_connection.rollback()
+
+    # Writers of this process queue for SQLite's write lock (shared/sqlite_writers.py).
+    queue_sqlite_writers(engine, busy_ms / 1000)
 
 
 def end_sessions_without_failing(app: Flask, session: scoped_session[Any]) -> None:
