@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import event, text
 
 from auth_server.db import db
-from tests.conftest import TEST_DATABASE_URL, _admin_engine
+from tests.databases import TEST_DATABASE_URL, admin_engine
 from tests.support import SERVICE_APP, start_auth_server
 
 
@@ -85,7 +85,7 @@ def test_introspection_answers_through_connections_the_database_dropped(
     token = auth.token(SERVICE_APP, grant_type="client_credentials").json()["access_token"]
     assert auth.is_active(token)
     assert backends
-    with _admin_engine().connect() as admin:
+    with admin_engine().connect() as admin:
         for pid in backends:
             # waits (up to 5 s) until the backend is gone, so the pool holds dead connections
             assert admin.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})

@@ -30,7 +30,7 @@ GEVENT_CHILD = textwrap.dedent(
     from shared.database import configure_engine, engine_options
 
     path = sys.argv[1]
-    settings = SimpleNamespace(sqlite_busy_timeout_ms=5000)
+    settings = SimpleNamespace(sqlite_busy_timeout_ms=5000, instance_dir=path.rsplit('/', 1)[0])
     url = "sqlite:///" + path
     engine = create_engine(url, **engine_options(url, settings))
     configure_engine(engine, settings)
@@ -91,7 +91,7 @@ def test_a_waiting_writer_lets_the_other_greenlets_of_its_worker_run(tmp_path):
 
 
 def test_writers_of_one_process_take_turns_without_errors(tmp_path):
-    settings = SimpleNamespace(sqlite_busy_timeout_ms=5000)
+    settings = SimpleNamespace(sqlite_busy_timeout_ms=5000, instance_dir=str(tmp_path))
     url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
     engine = create_engine(url, **engine_options(url, settings))
     configure_engine(engine, settings)
