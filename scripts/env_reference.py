@@ -17,7 +17,8 @@ def table(settings: type[ServiceSettings], skip: frozenset[str] | set[str] = fro
     for name, default, description in settings.env_reference():
         if name in skip:
             continue
-        lines.append(f"| `{name}` | `{default}` | {description} |")
+        shown = f"`{default}`" if str(default) != "" else "(empty)"
+        lines.append(f"| `{name}` | {shown} | {description} |")
     return "\n".join(lines)
 
 
