@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 
 from auth_server.models import RefreshFamily
+from shared.database import affected_rows
 
 # Built once: compiled once, reused by every introspection.
 _RECORD_ACTIVITY = (
@@ -47,4 +48,4 @@ def record_login_activity(
         _RECORD_ACTIVITY, {"family": family_id, "stale_before": stale_before, "now": now}
     )
     session.commit()
-    return result.rowcount == 1
+    return affected_rows(result) == 1

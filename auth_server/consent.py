@@ -66,6 +66,7 @@ def grant(
         except IntegrityError:
             # The same user allowed the same app in another tab a moment ago: add to that row.
             consent = _find(session, user.id, client.id)
+            assert consent is not None  # the row whose insert collided with ours
     consent.scope = " ".join(dict.fromkeys([*consent.scope_list, *scopes]))
     consent.granted_at = now
     audit.record(

@@ -636,7 +636,7 @@ class TokenService:
         jti = secrets.token_urlsafe(18)
         expires_at = now + self.policy.access_token_ttl
         # RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat, jti; scope per §2.2.3.
-        claims = {
+        claims: dict[str, object] = {
             "iss": self.policy.issuer,
             "sub": user.subject if user else client.client_id,
             "aud": audience[0] if len(audience) == 1 else list(audience),

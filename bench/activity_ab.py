@@ -74,7 +74,9 @@ def wrk(url: str, tokens: list[str], seconds: float, workdir: Path) -> tuple[flo
         text=True,
         check=True,
     ).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests_per_second = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert requests_per_second is not None, out  # wrk always prints it
+    rate = float(requests_per_second.group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return rate, non2xx.group(1) if non2xx else "0"
 

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -33,7 +34,7 @@ ON = introspect.record_login_activity
 INTERVAL = 60  # REFRESH_ACTIVITY_INTERVAL's default
 
 
-def off(*args) -> bool:
+def off(*args: Any, **kwargs: Any) -> bool:
     return False
 
 
@@ -76,11 +77,14 @@ def measure(args: argparse.Namespace, url: str) -> None:
     client = app.test_client()
     basic = {"Authorization": basic_credentials_header("demo-app", "demo-app-secret")}
     tokens = [
-        client.post(
-            "/oauth/token",
-            headers=basic,
-            data={"grant_type": "password", "username": "alice", "password": "wonderland"},
-        ).json["access_token"]
+        cast(
+            "dict[str, Any]",
+            client.post(
+                "/oauth/token",
+                headers=basic,
+                data={"grant_type": "password", "username": "alice", "password": "wonderland"},
+            ).json,
+        )["access_token"]
         for _ in range(200)
     ]
     rs = {"Authorization": basic_credentials_header(*NOTES_API)}
@@ -94,7 +98,7 @@ def measure(args: argparse.Namespace, url: str) -> None:
             response = client.post(
                 "/oauth/introspect", headers=rs, data={"token": batch[i % len(batch)]}
             )
-            assert response.json["active"] is True
+            assert cast("dict[str, Any]", response.json)["active"] is True
         return (time.process_time() - started) / args.requests * 1e6
 
     for name, batch, advance in (
@@ -102,7 +106,7 @@ def measure(args: argparse.Namespace, url: str) -> None:
         ("200 logins each 1/s: 1 in 60 writes", tokens, 1),
         ("200 logins each 1/min: every one writes", tokens, INTERVAL),
     ):
-        results = {"on": [], "off": []}
+        results: dict[str, list[float]] = {"on": [], "off": []}
         run(batch, advance)  # warm-up
         for _ in range(args.rounds):
             for variant, hook in (("on", ON), ("off", off)):

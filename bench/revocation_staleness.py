@@ -234,7 +234,9 @@ def main() -> None:
         services.append(uncached)
         wait_until_caching(auth.url, replicas)
 
-        report = {"staleness": staleness(auth.url, [r.url for r in replicas], args.revocations)}
+        report: dict[str, object] = {
+            "staleness": staleness(auth.url, [r.url for r in replicas], args.revocations)
+        }
         print(json.dumps(report["staleness"], indent=2), flush=True)
 
         token = login(auth.url)["access_token"]

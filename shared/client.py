@@ -529,7 +529,9 @@ class OAuthClient:
         tokens = self._renew(tokens)
         return self._send(method, url, tokens, kwargs)
 
-    def _send(self, method: str, url: str, tokens: Tokens, kwargs: dict) -> requests.Response:
+    def _send(
+        self, method: str, url: str, tokens: Tokens, kwargs: dict[str, Any]
+    ) -> requests.Response:
         if tokens.token_type != "DPoP":
             return self.session.request(method, url, auth=_Bearer(tokens.access_token), **kwargs)
         if self.dpop_key is None:

@@ -29,7 +29,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from joserfc import jws
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
+from joserfc.jwa import JWSAlgModel
+from joserfc.jwk import ECKey, Key, OKPKey, RSAKey, import_key
 from joserfc.jws import JWSRegistry
 
 from shared import json_input
@@ -62,7 +63,7 @@ _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 
 
-def _quiet(alg):
+def _quiet(alg: JWSAlgModel) -> JWSAlgModel:
     quiet = copy.copy(alg)
     quiet.security_warning = None  # joserfc flags EdDSA as superseded by Ed25519 (RFC 9864)
     return quiet
@@ -143,7 +144,7 @@ def normalize_htu(url: str) -> str:
     return urlunsplit((scheme, netloc, path, "", ""))
 
 
-def _normalize_escape(match: re.Match) -> str:
+def _normalize_escape(match: re.Match[str]) -> str:
     char = chr(int(match.group(1), 16))
     return char if char in _UNRESERVED else "%" + match.group(1).upper()
 
@@ -227,7 +228,7 @@ def _header(proof: str) -> dict[str, Any]:
     return header
 
 
-def _public_key(jwk: dict[str, Any], alg: str):
+def _public_key(jwk: dict[str, Any], alg: str) -> Key:
     if _PRIVATE_MEMBERS & jwk.keys():
         raise DPoPProofError("The DPoP proof jwk must be a public key.")
     key_class, curve = ALGORITHMS[alg]
@@ -250,7 +251,7 @@ def _same_uri(htu: str, url: str) -> bool:
 
 
 def create_proof(
-    key,
+    key: Key,
     method: str,
     url: str,
     *,
@@ -276,7 +277,7 @@ def create_proof(
     return jws.serialize_compact(header, payload, key, algorithms=[alg], registry=_REGISTRIES[alg])
 
 
-def _alg_of(key) -> str:
+def _alg_of(key: Key) -> str:
     if isinstance(key, ECKey):
         return "ES256"
     if isinstance(key, OKPKey):

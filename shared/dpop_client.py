@@ -15,13 +15,13 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
-from joserfc.jwk import ECKey, import_key
+from joserfc.jwk import ECKey, Key, import_key
 
 from shared.dpop import create_proof
 
 
 class DPoPKey:
-    def __init__(self, key: Any) -> None:
+    def __init__(self, key: Key) -> None:
         self._key = key
 
     @classmethod
@@ -72,7 +72,7 @@ class NonceBook:
 
     def remember(self, url: str, headers: Any) -> bool:
         """Keep the response's DPoP-Nonce; True if it is new for this origin."""
-        nonce = headers.get("DPoP-Nonce")
+        nonce: str | None = headers.get("DPoP-Nonce")
         if not nonce:
             return False
         with self._lock:

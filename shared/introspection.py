@@ -178,7 +178,9 @@ class IntrospectionClient:
             raise ValueError("client_id and client_secret are required")
         # A SecretFile is followed as it is rewritten (secret rotation), without a restart.
         self._secret_file = client_secret if isinstance(client_secret, SecretFile) else None
-        self._secret = client_secret.current() if self._secret_file else client_secret
+        self._secret: str = (
+            client_secret.current() if isinstance(client_secret, SecretFile) else client_secret
+        )
         if total_timeout <= 0 or max_response_bytes < 1:
             raise ValueError("total_timeout and max_response_bytes must be positive")
         self.introspection_url = introspection_url

@@ -21,11 +21,13 @@ from __future__ import annotations
 import logging
 import select
 import selectors
+import socket
 import threading
 import time
 from collections.abc import Callable
 
 import redis
+from redis.client import PubSub
 
 from shared import revocation_events as events
 from shared.introspection_cache import ChannelState, IntrospectionCache
@@ -55,7 +57,7 @@ class RevocationSubscriber(ChannelState):
         self.retry_delay = retry_delay
         self._on_event = on_event
         self._live = False
-        self._socket = None
+        self._socket: socket.socket | None = None
         self._reading = False
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -97,7 +99,8 @@ class RevocationSubscriber(ChannelState):
             client = redis.Redis.from_url(
                 self.redis_url, socket_connect_timeout=self.dead_after, socket_keepalive=True
             )
-            pubsub = client.pubsub()
+            # redis-py leaves Redis.pubsub unannotated
+            pubsub: PubSub = client.pubsub()  # type: ignore[no-untyped-call]
             try:
                 self._listen(pubsub)
             except Exception as exc:  # noqa: BLE001 - any failure: down, flush, subscribe again
@@ -117,14 +120,15 @@ class RevocationSubscriber(ChannelState):
                     log.debug("closing the broken subscription: %s", exc)
             self._stopping.wait(self.retry_delay)
 
-    def _listen(self, pubsub) -> None:
+    def _listen(self, pubsub: PubSub) -> None:
         pubsub.subscribe(self.channel)
         confirmed = pubsub.get_message(timeout=self.dead_after)
         if not confirmed or confirmed.get("type") != "subscribe":
             raise ConnectionError("no subscription confirmation")
         # Whatever was cached before may have been revoked while nobody listened.
         self.cache.flush()
-        sock = pubsub.connection._sock
+        # redis-py types PubSub.connection as None; subscribe() has just set it
+        sock: socket.socket = pubsub.connection._sock  # type: ignore[attr-defined]
         self._socket = sock
         self._live = True
         self.subscriptions += 1
@@ -136,7 +140,7 @@ class RevocationSubscriber(ChannelState):
         finally:
             selector.close()
 
-    def _loop(self, pubsub, sock, selector) -> None:
+    def _loop(self, pubsub: PubSub, sock: socket.socket, selector: selectors.BaseSelector) -> None:
         last_heard = time.monotonic()
         last_ping = last_heard
         while not self._stopping.is_set():
@@ -158,7 +162,7 @@ class RevocationSubscriber(ChannelState):
                 pubsub.ping()
                 last_ping = now
 
-    def _apply(self, body) -> None:
+    def _apply(self, body: bytes | str) -> None:
         try:
             targets = events.targets(body, self.issuer)
         except (ValueError, TypeError, AttributeError) as exc:

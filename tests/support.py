@@ -11,9 +11,11 @@ import socket
 import time
 from dataclasses import dataclass, field
 from html import unescape
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import requests
+from flask import Flask
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
@@ -59,7 +61,7 @@ SESSION_SECRET = "test-session-secret-" + "x" * 32
 @dataclass
 class AuthServer:
     url: str
-    app: object
+    app: Flask | None  # None: a server in another process (gunicorn)
     settings: AuthSettings
     server: object = None  # the LiveServer, for tests that stop and restart it
     http: requests.Session = field(default_factory=requests.Session)
@@ -112,7 +114,7 @@ class AuthServer:
 
 
 def auth_settings(database_url: str, issuer: str, **overrides) -> AuthSettings:
-    values = dict(
+    values: dict[str, Any] = dict(
         auth_issuer=issuer,
         auth_database_url=database_url,
         auth_key_encryption_key=None,
@@ -224,11 +226,17 @@ class Browser:
 
 
 def csrf_token(html: str) -> str:
-    return unescape(re.search(r'name="csrf_token" value="([^"]*)"', html).group(1))
+    return unescape(_first_group(r'name="csrf_token" value="([^"]*)"', html))
 
 
 def form_action(html: str) -> str:
-    return unescape(re.search(r'<form method="post" action="([^"]*)"', html).group(1))
+    return unescape(_first_group(r'<form method="post" action="([^"]*)"', html))
+
+
+def _first_group(pattern: str, html: str) -> str:
+    match = re.search(pattern, html)
+    assert match is not None, f"no {pattern!r} in the page:\n{html}"
+    return match.group(1)
 
 
 def code_request(client_id=SPA_APP, redirect_uri=SPA_REDIRECT, challenge=None, **params) -> dict:
@@ -271,7 +279,7 @@ def start_auth_server(serve, database_url: str, clock=None, **overrides) -> Auth
 @dataclass
 class ResourceServer:
     url: str
-    app: object
+    app: Flask | None  # None: a server in another process (gunicorn)
     settings: ResourceSettings
     http: requests.Session = field(default_factory=requests.Session)
 

@@ -10,8 +10,10 @@ signed cookie (auth_server/account_session.py). No token ever appears in the pag
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request
+from werkzeug.wrappers import Response as BaseResponse
 
 from auth_server import consent, logins
 from auth_server.account_session import ACCOUNT_SESSION_SECONDS, AccountCookie, AccountSession
@@ -23,6 +25,7 @@ from auth_server.models import CLIENT_ID_PATTERN, User
 from auth_server.passwords import PasswordHashingBusy
 
 bp = Blueprint("account_page", __name__)
+_AnyResponse = TypeVar("_AnyResponse", bound=BaseResponse)
 
 SIGNED_OUT_EVERYWHERE = "signed_out_everywhere"
 # What a redirect back to /account may say; the query names one of these, never free text.
@@ -71,7 +74,7 @@ class _Visit:
         self.components = current_app.extensions["tessera"]
         self.now = self.components.now()
         self.cookie = AccountCookie(
-            current_app.secret_key,
+            current_app.config["SECRET_KEY"],
             secure=self.components.settings.auth_issuer.startswith("https://"),
         )
         loaded = self.cookie.load(request.cookies.get(self.cookie.name))
@@ -93,7 +96,13 @@ class _Visit:
     def ip(self) -> str | None:
         return request.remote_addr
 
-    def respond(self, response: Response) -> Response:
+    @property
+    def signed_in_user(self) -> User:
+        """The user, once signed_in_problem() (or a check of `user`) has said there is one."""
+        assert self.user is not None
+        return self.user
+
+    def respond(self, response: _AnyResponse) -> _AnyResponse:
         self.cookie.set_on(response, self.session)
         return response
 
@@ -101,7 +110,7 @@ class _Visit:
         html = render_template(template, csrf_token=self.session.csrf, **values)
         return self.respond(Response(html, status, mimetype="text/html"))
 
-    def back(self, notice: str | None = None) -> Response:
+    def back(self, notice: str | None = None) -> BaseResponse:
         return self.respond(redirect(f"/account?notice={notice}" if notice else "/account", 303))
 
     def form_problem(self) -> Response | None:
@@ -127,7 +136,9 @@ class _Visit:
         return self.page("account_sign_in.html", status, error=error, username=username)
 
     def account_page(self, status: int = 200, password_error: str | None = None) -> Response:
-        user = self.user
+        user = self.signed_in_user
+        # Signed in, so the session has its sign-in time.
+        assert self.session.signed_in_at is not None
         return self.page(
             "account.html",
             status,
@@ -206,7 +217,7 @@ def sign_out_login(family_id: int):
     problem = visit.signed_in_problem()
     if problem is not None:
         return problem
-    done = logins.sign_out_login(db.session, visit.user, family_id, visit.now, visit.ip)
+    done = logins.sign_out_login(db.session, visit.signed_in_user, family_id, visit.now, visit.ip)
     return visit.back("login-signed-out" if done else "login-gone")
 
 
@@ -216,7 +227,7 @@ def sign_out_everywhere():
     problem = visit.signed_in_problem()
     if problem is not None:
         return problem
-    user = visit.user
+    user = visit.signed_in_user
     visit.components.accounts().revoke_tokens(
         user, actor=f"user:{user.subject}", reason=SIGNED_OUT_EVERYWHERE
     )
@@ -237,7 +248,7 @@ def change_password():
         return visit.account_page(400, "The new password and its confirmation differ.")
     components = visit.components
     accounts = components.accounts()
-    username = visit.user.username
+    username = visit.signed_in_user.username
     wrong = policy = None
     try:
         with (
@@ -277,14 +288,17 @@ def withdraw_app(client_id: str):
         return problem
     # Never looked up unless it can be a client_id (a NUL byte would be a database error).
     valid = CLIENT_ID_PATTERN.match(client_id) is not None
-    done = valid and consent.withdraw(db.session, visit.user, client_id, visit.now, visit.ip)
+    done = valid and consent.withdraw(
+        db.session, visit.signed_in_user, client_id, visit.now, visit.ip
+    )
     return _keep_this_page(visit, "app-removed" if done else "app-gone")
 
 
-def _keep_this_page(visit: _Visit, notice: str) -> Response:
+def _keep_this_page(visit: _Visit, notice: str) -> BaseResponse:
     """After a revocation moved the user's epoch, this browser's page session follows it (the
     others end)."""
     db.session.expire_all()
     user = db.session.get(User, visit.session.user_id)
+    assert user is not None  # the signed-in user, whose own request this is
     visit.session = visit.session.with_epoch(user.token_epoch)
     return visit.back(notice)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from typing import Any, TypeGuard
 from urllib.parse import urlencode, urlsplit
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request, session
@@ -140,7 +141,7 @@ def _log_in(components, grant, redirect_uri: str) -> BaseResponse:
         return redirect(grant.error_response_uri(error), _redirect_status())
 
 
-def _issue(grant, redirect_uri: str, user: User, user_epoch: int) -> Response:
+def _issue(grant, redirect_uri: str, user: User, user_epoch: int) -> BaseResponse:
     status, _, headers = grant.create_authorization_response(redirect_uri, user, user_epoch)
     # One login per form: going back and posting it again needs a new one.
     session.pop(_CSRF, None)
@@ -180,7 +181,7 @@ def _consent_form(components, grant, user: User, scope: list[str]) -> Response:
     )
 
 
-def _decide(components, grant, redirect_uri: str) -> Response:
+def _decide(components, grant, redirect_uri: str) -> BaseResponse:
     """The answer of the consent screen: Allow issues the code (and remembers the Allow of a
     third-party app), Deny sends access_denied back to the client."""
     now = components.now()
@@ -217,7 +218,7 @@ def _decide(components, grant, redirect_uri: str) -> Response:
         return redirect(grant.error_response_uri(error), _redirect_status())
 
 
-def _pending_valid(pending, now: int) -> bool:
+def _pending_valid(pending: object, now: int) -> TypeGuard[dict[str, Any]]:
     if not isinstance(pending, dict):
         return False
     fields = (pending.get("user"), pending.get("epoch"), pending.get("at"))
