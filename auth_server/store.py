@@ -141,7 +141,7 @@ _REFRESH_TOKEN_BY_HASH = (
 )
 
 
-def find_refresh_token(session: Session, token_hash: str) -> TokenRecord | None:
+def find_refresh_token(session: Session | Connection, token_hash: str) -> TokenRecord | None:
     row = session.execute(_REFRESH_TOKEN_BY_HASH, {"token_hash": token_hash}).one_or_none()
     if row is None:
         return None

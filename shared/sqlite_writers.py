@@ -51,7 +51,7 @@ class WriterQueue:
         self._holder: int | None = None  # id() of the DBAPI connection holding it
         self._owner: int | None = None  # the thread (greenlet) that took it
 
-    def before_write(self, dbapi_connection) -> None:
+    def before_write(self, dbapi_connection: Any) -> None:
         """Before a write: wait for the lock unless this connection's transaction has it."""
         if self._holder == id(dbapi_connection) or dbapi_connection.in_transaction:
             return
@@ -65,7 +65,7 @@ class WriterQueue:
             self._holder, self._owner = id(dbapi_connection), me
         self._begin_immediate(dbapi_connection, deadline)
 
-    def _begin_immediate(self, dbapi_connection, deadline: float) -> None:
+    def _begin_immediate(self, dbapi_connection: Any, deadline: float) -> None:
         """Open the write transaction, waiting cooperatively while another process writes."""
         busy_ms = int(self.wait_seconds * 1000)
         dbapi_connection.execute("PRAGMA busy_timeout=0")
@@ -81,7 +81,7 @@ class WriterQueue:
         finally:
             dbapi_connection.execute(f"PRAGMA busy_timeout={busy_ms}")
 
-    def after_end(self, dbapi_connection, *, closed: bool = False) -> None:
+    def after_end(self, dbapi_connection: Any, *, closed: bool = False) -> None:
         """After COMMIT or ROLLBACK (or the connection's end): free the lock if this
         connection's transaction held it and is over."""
         if self._holder != id(dbapi_connection):
@@ -99,19 +99,26 @@ def queue_sqlite_writers(engine: Engine, wait_seconds: float) -> WriterQueue:
     commit, rollback = dialect.do_commit, dialect.do_rollback
 
     @event.listens_for(engine, "before_cursor_execute")
-    def _before(connection, _cursor, statement, _parameters, _context, _executemany):
+    def _before(
+        connection: Any,
+        _cursor: Any,
+        statement: str,
+        _parameters: Any,
+        _context: Any,
+        _executemany: bool,
+    ) -> None:
         if statement.lstrip()[:7].upper().startswith(_WRITING):
             queue.before_write(connection.connection.dbapi_connection)
 
     # SQLAlchemy's commit and rollback events come before the driver call; the lock must be
     # freed after it, when SQLite's own write lock is gone.
-    def do_commit(dbapi_connection):
+    def do_commit(dbapi_connection: Any) -> None:
         try:
             commit(dbapi_connection)
         finally:
             queue.after_end(dbapi_connection)
 
-    def do_rollback(dbapi_connection):
+    def do_rollback(dbapi_connection: Any) -> None:
         try:
             rollback(dbapi_connection)
         finally:
@@ -121,16 +128,16 @@ def queue_sqlite_writers(engine: Engine, wait_seconds: float) -> WriterQueue:
     dialect.do_rollback = do_rollback  # type: ignore[method-assign]
 
     @event.listens_for(engine, "reset")
-    def _reset(dbapi_connection, _record, _state):
+    def _reset(dbapi_connection: Any, _record: Any, _state: Any) -> None:
         # After shared/database.py's reset hook, which rolls back what a failed COMMIT left.
         queue.after_end(dbapi_connection)
 
     @event.listens_for(engine, "close")
-    def _closed(dbapi_connection, _record):
+    def _closed(dbapi_connection: Any, _record: Any) -> None:
         queue.after_end(dbapi_connection, closed=True)
 
     @event.listens_for(engine, "invalidate")
-    def _invalidated(dbapi_connection, _record, _exception):
+    def _invalidated(dbapi_connection: Any, _record: Any, _exception: Any) -> None:
         queue.after_end(dbapi_connection, closed=True)
 
     return queue
