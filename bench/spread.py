@@ -8,6 +8,7 @@ run is each worker's share of it, with no change to the service.
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 from prometheus_client.mmap_dict import MmapedDict
@@ -19,11 +20,11 @@ def requests_per_worker(metrics_dir: str | Path) -> dict[int, float]:
     counts: dict[int, float] = {}
     for path in Path(metrics_dir).glob("counter_*.db"):
         pid = int(path.stem.rsplit("_", 1)[1])
-        total = 0.0
-        for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
-            if json.loads(key)[1] == METRIC:
-                total += value
-        counts[pid] = total
+        try:
+            values = MmapedDict.read_all_values_from_file(str(path))
+        except struct.error:
+            continue  # the worker is creating the file right now: nothing counted in it yet
+        counts[pid] = sum(value for key, value, *_ in values if json.loads(key)[1] == METRIC)
     return counts
 
 

@@ -9,6 +9,8 @@ import io
 import threading
 import time
 
+import pytest
+
 from shared.serving import BufferedApp
 
 
@@ -106,3 +108,41 @@ def test_at_most_slots_requests_run_in_the_app_at_once_and_the_response_is_close
         caller.join(10)
     assert most[0] == 2
     assert len(closed) == 5
+
+
+def test_every_request_is_logged_with_status_duration_and_request_id_but_not_its_query(caplog):
+    def app(environ, start_response):
+        start_response("404 NOT FOUND", [("X-Request-ID", "rid-7"), ("Content-Type", "text/plain")])
+        return [b"no"]
+
+    wrapped = BufferedApp(app, slots=1, max_body=1024)
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/api/me",
+        "QUERY_STRING": "access_token=secret-token-value",
+        "wsgi.input": io.BytesIO(b""),
+    }
+    with caplog.at_level("INFO", logger="tessera.request"):
+        _call(wrapped, environ)
+    [record] = [r for r in caplog.records if r.name == "tessera.request"]
+    assert (record.method, record.path, record.status, record.request_id) == (
+        "GET",
+        "/api/me",
+        404,
+        "rid-7",
+    )
+    assert record.duration_ms >= 0
+    assert "rid-7" in record.getMessage() and "404" in record.getMessage()
+    assert "secret-token-value" not in record.getMessage()
+
+
+def test_a_request_whose_app_raises_is_logged_as_500(caplog):
+    def app(environ, start_response):
+        raise RuntimeError("boom")
+
+    wrapped = BufferedApp(app, slots=1, max_body=1024)
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/oauth/token", "wsgi.input": io.BytesIO()}
+    with caplog.at_level("INFO", logger="tessera.request"), pytest.raises(RuntimeError):
+        _call(wrapped, environ)
+    [record] = [r for r in caplog.records if r.name == "tessera.request"]
+    assert (record.path, record.status, record.request_id) == ("/oauth/token", 500, None)
