@@ -42,6 +42,7 @@ from auth_server.clients import register_client  # noqa: E402
 from auth_server.db import db  # noqa: E402
 from auth_server.settings import AuthSettings  # noqa: E402
 from bench import peers as peer_bench  # noqa: E402
+from bench.cpu import workers_cpu_seconds  # noqa: E402
 from bench.spread import delta, imbalance, requests_per_worker  # noqa: E402
 from bench.wrk import Load, WrkResult, require_wrk, wrk  # noqa: E402
 from resource_server.settings import ResourceSettings  # noqa: E402
@@ -207,12 +208,22 @@ def measure(scenario: Scenario, services: dict, load: Load, warmup: float) -> di
     wrk(url, load, seconds=warmup, **request)
     watched = [name for name in ("auth", "notes") if name in services]
     before = {n: requests_per_worker(services[n].env["PROMETHEUS_MULTIPROC_DIR"]) for n in watched}
+    cpu_before = {n: workers_cpu_seconds(s.process.pid) for n, s in services.items()}
     result: WrkResult = wrk(url, load, **request)
+    cpu_after = {n: workers_cpu_seconds(s.process.pid) for n, s in services.items()}
     after = {n: requests_per_worker(services[n].env["PROMETHEUS_MULTIPROC_DIR"]) for n in watched}
     split = {n: delta(before[n], after[n]) for n in watched}
     split = {n: counts for n, counts in split.items() if sum(counts.values())}
+    # CPU of each service's workers per request of the scenario (wrk's count), in µs; the
+    # services that did nothing for it are left out.
+    cpu_us = {
+        n: round((cpu_after[n] - cpu_before[n]) / result.requests * 1e6, 1)
+        for n in services
+        if result.requests and (n == scenario.service or n in split)
+    }
     return {
         **result.as_dict(),
+        "cpu_us_per_request": cpu_us,
         "per_worker": {n: list(counts.values()) for n, counts in split.items()},
         "imbalance": {n: imbalance(counts) for n, counts in split.items()},
     }
@@ -284,7 +295,7 @@ def print_table(report: dict) -> None:
     print()
     print(
         f"{'scenario':52s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'/ceil':>6s}"
-        f" {'/oidc':>6s} {'/authlib':>8s}  per-worker requests"
+        f" {'/oidc':>6s} {'/authlib':>8s}  {'CPU us/req':18s} per-worker requests"
     )
     for database, results in report["tessera"].items():
         ceiling = results["ceiling /healthz (bare Flask)"]["rps"]
@@ -301,11 +312,12 @@ def print_table(report: dict) -> None:
                 for service, counts in row["per_worker"].items()
             )
             errors = row["non_2xx"] + row["socket_errors"]
+            cpu = " ".join(f"{n} {us:.0f}" for n, us in row["cpu_us_per_request"].items())
             print(
                 f"{database + ' ' + name:52s} {row['rps']:9.0f} {row['p50_ms']:8.1f}"
                 f" {row['p99_ms']:8.1f} {ratio(row['rps'], ceiling):>6s}"
-                f" {ratio(row['rps'], oidc):>6s} {ratio(row['rps'], authlib):>8s}  {split}"
-                + (f"  ERRORS {errors}" if errors else "")
+                f" {ratio(row['rps'], oidc):>6s} {ratio(row['rps'], authlib):>8s}"
+                f"  {cpu:18s} {split}" + (f"  ERRORS {errors}" if errors else "")
             )
     for key, row in peers.items():
         print(f"{'peer ' + key:52s} {row['rps']:9.0f} {row['p50_ms']:8.1f} {row['p99_ms']:8.1f}")
