@@ -3,7 +3,8 @@
 Read from the environment so compose, `make run` and the tests start the same way:
 GUNICORN_WORKERS (default 2), GUNICORN_WORKER_CONNECTIONS (1000), GUNICORN_APP_SLOTS (4),
 GUNICORN_TIMEOUT (30 s), GUNICORN_GRACEFUL_TIMEOUT (20 s), GUNICORN_KEEPALIVE (5 s),
-GUNICORN_ACCESS_LOG (0: off; the services log every request themselves), GUNICORN_BIND,
+GUNICORN_ACCESS_LOG (0: off; the services log every request themselves),
+GUNICORN_MAX_REQUESTS_PER_CONNECTION (100; 0: no limit), GUNICORN_BIND,
 PSYCOPG_WAIT_FUNC (wait_c: see below), and the service settings METRICS_BIND (the /metrics
 listener) and MAX_REQUEST_BYTES (README "Settings").
 """
@@ -47,6 +48,13 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 # SIGTERM lets requests in flight finish for this long before workers are killed.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+# A kept-alive connection is answered `Connection: close` after this many requests. The
+# worker that accepted a connection serves it for its whole life, and the busy peers of the
+# services (a proxy's pool, the resource server's introspection pool) keep theirs for hours:
+# opened at a moment when one worker was busier, they stayed on the other (an AS worker served
+# every introspection of a 10 s run while its sibling idled). Reconnecting re-balances them
+# (shared/balanced_worker.py) for the price of one TCP handshake per this many requests.
+max_requests_per_connection = int(os.environ.get("GUNICORN_MAX_REQUESTS_PER_CONNECTION", "100"))
 # Refuse absurd request lines and headers before any Python code sees them.
 limit_request_line = 8190
 limit_request_field_size = 16384
@@ -103,6 +111,12 @@ def when_ready(server):
 
         serve_multiprocess_metrics(metrics_bind)
         server.log.info("Serving /metrics at http://%s/metrics", metrics_bind)
+
+
+def pre_request(worker, req):
+    # Replaces gunicorn's default, a debug log call per request.
+    if max_requests_per_connection and req.req_number >= max_requests_per_connection:
+        req.must_close = True
 
 
 def post_worker_init(worker):

@@ -74,3 +74,25 @@ def test_connections_opened_at_once_are_split_evenly_between_two_workers(gunicor
     # on a machine loaded far beyond its cores a worker may not get the CPU within
     # MAX_DEFER_S, and 11/5 was seen then: the bound tells the two apart.
     assert len(connections) == 2 and connections[0] >= 4, per_worker
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    received = b""
+    while not received.rstrip().endswith(b"}"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+def test_a_kept_alive_connection_is_closed_after_its_hundredth_request(gunicorn_auth):
+    """So long-lived client pools are spread again over the workers from time to time."""
+    auth = gunicorn_auth(workers=2)
+    with socket.create_connection(("127.0.0.1", auth.server.port), timeout=10) as sock:
+        for number in range(1, 101):
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+            head = _read_response(sock).split(b"\r\n\r\n")[0].lower().split(b"\r\n")
+            assert head[0].startswith(b"http/1.1 200")
+            assert (b"connection: close" in head) == (number == 100), number
+        assert sock.recv(1) == b""  # the server closed it
