@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from shared.serving import BufferedApp
+from shared.serving import BufferedApp, FairSlots
 
 
 class RecordingStream(io.BytesIO):
@@ -146,3 +146,34 @@ def test_a_request_whose_app_raises_is_logged_as_500(caplog):
         _call(wrapped, environ)
     [record] = [r for r in caplog.records if r.name == "tessera.request"]
     assert (record.path, record.status, record.request_id) == ("/oauth/token", 500, None)
+
+
+def _wait_for(condition, deadline_s: float = 5.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.001)
+
+
+def test_a_freed_slot_goes_to_the_longest_waiter_never_to_a_newcomer():
+    slots = FairSlots(1)
+    order: list[str] = []
+
+    def request(name: str) -> None:
+        with slots:
+            order.append(name)
+
+    slots.__enter__()  # this test holds the only slot
+    first = threading.Thread(target=request, args=("first",))
+    first.start()
+    _wait_for(lambda: len(slots._waiters) == 1)
+    second = threading.Thread(target=request, args=("second",))
+    second.start()
+    _wait_for(lambda: len(slots._waiters) == 2)
+    slots.__exit__(None, None, None)
+    # Handed over, not freed: a request arriving now queues behind the two.
+    assert slots._free == 0
+    first.join(timeout=5)
+    second.join(timeout=5)
+    assert order == ["first", "second"]
+    assert slots._free == 1
