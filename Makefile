@@ -51,6 +51,8 @@ fuzz: install
 	FUZZ_CASES=$${FUZZ_CASES:-20000} FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-2000} \
 		$(BIN)/python -m pytest tests/fuzz -s
 
+# wrk against both services, a bare Flask ceiling and the peers (docs/benchmarks.md);
+# ARGS="--quick" for a 3 s SQLite smoke run, ARGS="--peers DIR" / "--no-peers".
 bench: install
 	$(BIN)/python bench/run.py $(ARGS)
 

@@ -3,8 +3,10 @@
 Read from the environment so compose, `make run` and the tests start the same way:
 GUNICORN_WORKERS (default 2), GUNICORN_WORKER_CONNECTIONS (1000), GUNICORN_APP_SLOTS (4),
 GUNICORN_TIMEOUT (30 s), GUNICORN_GRACEFUL_TIMEOUT (20 s), GUNICORN_KEEPALIVE (5 s),
-GUNICORN_BIND, PSYCOPG_WAIT_FUNC (wait_c: see below), and the service settings METRICS_BIND
-(the /metrics listener) and MAX_REQUEST_BYTES (README "Settings").
+GUNICORN_ACCESS_LOG (0: off; the services log every request themselves),
+GUNICORN_MAX_REQUESTS_PER_CONNECTION (100; 0: no limit), GUNICORN_BIND,
+PSYCOPG_WAIT_FUNC (wait_c: see below), and the service settings METRICS_BIND (the /metrics
+listener) and MAX_REQUEST_BYTES (README "Settings").
 """
 
 import importlib.util
@@ -30,7 +32,9 @@ workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 # 2 workers x 4 and /healthz waited 20 s (security finding 11; tests/faults/test_slow_clients.py).
 # A worker waiting on PostgreSQL (psycopg 3 waits through the patched select), on
 # introspection or on Redis serves its other connections meanwhile.
-worker_class = "gevent"
+# gevent's worker, accepting a connection only while it holds no more open connections than
+# its least loaded sibling: kept-alive connections otherwise piled onto one worker (15 of 16).
+worker_class = "shared.balanced_worker.BalancedGeventWorker"
 # Only gthread workers read this; it is spelled out because tools that describe a deployment
 # (the peer benchmark harness among them) read the config file's `threads`.
 threads = 1
@@ -44,12 +48,22 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 # SIGTERM lets requests in flight finish for this long before workers are killed.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+# A kept-alive connection is answered `Connection: close` after this many requests. The
+# worker that accepted a connection serves it for its whole life, and the busy peers of the
+# services (a proxy's pool, the resource server's introspection pool) keep theirs for hours:
+# opened at a moment when one worker was busier, they stayed on the other (an AS worker served
+# every introspection of a 10 s run while its sibling idled). Reconnecting re-balances them
+# (shared/balanced_worker.py) for the price of one TCP handshake per this many requests.
+max_requests_per_connection = int(os.environ.get("GUNICORN_MAX_REQUESTS_PER_CONNECTION", "100"))
 # Refuse absurd request lines and headers before any Python code sees them.
 limit_request_line = 8190
 limit_request_field_size = 16384
 limit_request_fields = 100
 
-accesslog = "-"
+# Off by default: gunicorn's access line cost about 8 % of a worker (/healthz +23 % without
+# it), and each service already logs every request (method, path, status, duration, request
+# id: shared/serving.py) on its own logger, in its LOG_FORMAT. GUNICORN_ACCESS_LOG=1 adds it.
+accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG", "0").lower() in ("1", "true") else None
 # %(U)s is the path without the query string, and no request header is logged: tokens and
 # credentials never reach the access log.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
@@ -83,7 +97,10 @@ def on_starting(server):
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 
+    from shared.balanced_worker import worker_exited
+
     multiprocess.mark_process_dead(worker.pid)
+    worker_exited(worker.age)
 
 
 def when_ready(server):
@@ -94,6 +111,12 @@ def when_ready(server):
 
         serve_multiprocess_metrics(metrics_bind)
         server.log.info("Serving /metrics at http://%s/metrics", metrics_bind)
+
+
+def pre_request(worker, req):
+    # Replaces gunicorn's default, a debug log call per request.
+    if max_requests_per_connection and req.req_number >= max_requests_per_connection:
+        req.must_close = True
 
 
 def post_worker_init(worker):

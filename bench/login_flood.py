@@ -71,6 +71,7 @@ def main() -> None:
         workdir,
         password_hash_concurrency=args.hash_concurrency,
         password_hash_niceness=args.niceness,
+        log_level="WARNING",  # a log line per refused login would measure the logger
     )
     seed_auth_server(settings, app_grant_types=["password"], app_scopes=["profile"])
     auth = GunicornService(

@@ -1,12 +1,19 @@
-"""Benchmark the token life cycle's hot paths under gunicorn, as deployed.
+"""`make bench`: the hot paths of both services under gunicorn as deployed, driven by wrk,
+next to the framework ceiling and the peer servers measured in the same sitting.
 
-    python bench/run.py [--seconds 8] [--database sqlite|postgresql] [--workers 2]
+    python bench/run.py [--quick] [--database sqlite|postgresql|both] [--seconds 10]
+        [--peers DIR | --no-peers] [--workers 2] [--threads 2] [--connections 16]
 
-Starts the authorization server and the notes API with gunicorn.conf.py (real processes,
-real sockets, SQLite files or fresh PostgreSQL schemas), then measures each scenario with the
-same load generator. Every number is also given as a ratio against a baseline measured in the
-same run (the same server answering /healthz), because absolute numbers depend on the machine.
-Results go to bench/results/<timestamp>.json.
+For each database: the authorization server, the notes API and a bare Flask app
+(bench/ceiling) start under gunicorn.conf.py (real processes and sockets; SQLite files or fresh
+PostgreSQL schemas; the services' default logging). Each scenario gets a short wrk warm-up,
+then one measured wrk run (`-t2 -c16 --latency`); the requests each gunicorn worker answered
+during it come from the workers' metric files (bench/spread.py). Then, when the peers are set
+up (--peers, default /tmp/bench/peers or BENCH_PEERS_DIR), node-oidc-provider and the Authlib
+baseline run through their bench.sh with the same wrk settings. One table: req/s, p50, p99,
+the ratio to the ceiling and to each peer, the per-worker split; the JSON goes to
+bench/results/<timestamp>-wrk.json. Absolute numbers depend on the machine and on what else
+runs on it: read the ratios, measured minutes apart.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -33,7 +41,10 @@ from auth_server import create_app as create_auth_app  # noqa: E402
 from auth_server.clients import register_client  # noqa: E402
 from auth_server.db import db  # noqa: E402
 from auth_server.settings import AuthSettings  # noqa: E402
-from bench.load import Request, run  # noqa: E402
+from bench import peers as peer_bench  # noqa: E402
+from bench.cpu import workers_cpu_seconds  # noqa: E402
+from bench.spread import delta, imbalance, requests_per_worker  # noqa: E402
+from bench.wrk import Load, WrkResult, require_wrk, wrk  # noqa: E402
 from resource_server.settings import ResourceSettings  # noqa: E402
 from shared.basic_auth import basic_credentials_header  # noqa: E402
 from tests.processes import GunicornService, free_port, settings_env  # noqa: E402
@@ -68,7 +79,6 @@ def bench_auth_settings(port: int, database_url: str, workdir: Path, **overrides
         auth_database_url=database_url,
         auth_key_encryption_key_file=str(workdir / "kek"),
         auth_session_secret=secrets.token_urlsafe(32),
-        log_level="WARNING",
         **overrides,
     )
 
@@ -99,21 +109,56 @@ def seed_auth_server(
         )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument(
-        "--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test"
-    )
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--processes", type=int, default=2, help="load generator processes")
-    parser.add_argument("--connections", type=int, default=8, help="connections per process")
-    args = parser.parse_args()
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    service: str  # "auth", "notes" or "ceiling": whose workers' split is reported
+    path: str
+    method: str = "GET"
+    body: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    # The peer runs (peers.PeerRun.key) this scenario is compared with.
+    peers: tuple[str, ...] = ()
 
-    scratch = tempfile.TemporaryDirectory(prefix="tessera-bench-")
-    workdir = Path(scratch.name)
-    auth_url_db, notes_url_db, schemas = database_urls(args.database, workdir, args.postgres_url)
+
+def scenarios(token: str) -> list[Scenario]:
+    app_auth = ("Authorization", basic_credentials_header(*APP))
+    api_auth = ("Authorization", basic_credentials_header(*API))
+    return [
+        Scenario("ceiling /healthz (bare Flask)", "ceiling", "/healthz"),
+        Scenario("AS /healthz", "auth", "/healthz"),
+        Scenario("RS /healthz", "notes", "/healthz"),
+        Scenario(
+            "AS token client_credentials (ES256 JWT)",
+            "auth",
+            "/oauth/token",
+            "POST",
+            "grant_type=client_credentials&scope=notes%3Aread",
+            (app_auth, FORM),
+            ("oidc-provider token", "authlib-baseline token"),
+        ),
+        Scenario(
+            "AS introspect",
+            "auth",
+            "/oauth/introspect",
+            "POST",
+            urlencode({"token": token, "token_type_hint": "access_token"}),
+            (api_auth, FORM),
+            ("oidc-provider introspect", "authlib-baseline introspect"),
+        ),
+        Scenario(
+            "RS GET /api/me (introspects)",
+            "notes",
+            "/api/me",
+            headers=(("Authorization", f"Bearer {token}"),),
+            peers=("authlib-baseline resource",),
+        ),
+    ]
+
+
+def start_stack(database: str, workdir: Path, args: argparse.Namespace) -> dict:
+    """The AS, the RS and the ceiling app under gunicorn; {name: GunicornService}, schemas."""
+    auth_url_db, notes_url_db, schemas = database_urls(database, workdir, args.postgres_url)
     auth_port = free_port()
     auth_settings = bench_auth_settings(auth_port, auth_url_db, workdir)
     seed_auth_server(
@@ -126,107 +171,207 @@ def main() -> None:
         auth_server_url=auth_settings.auth_issuer,
         resource_client_id=API[0],
         resource_client_secret=API[1],
-        log_level="WARNING",
     )
     resource_server.create_app(notes_settings, create_tables=True)
-    quiet = {"GUNICORN_LOG_LEVEL": "warning"}
-    auth = GunicornService(
-        "auth_server",
-        {**settings_env(auth_settings), **quiet},
-        workers=args.workers,
-        port=auth_port,
-    ).start()
-    notes = GunicornService(
-        "resource_server", {**settings_env(notes_settings), **quiet}, workers=args.workers
-    ).start()
-    try:
-        token = requests.post(
-            f"{auth.url}/oauth/token",
-            auth=APP,
-            timeout=10,
-            data={"grant_type": "password", "username": USER[0], "password": USER[1]},
-        ).json()
-        app_auth = ("Authorization", basic_credentials_header(*APP))
-        api_auth = ("Authorization", basic_credentials_header(*API))
-        bearer = ("Authorization", f"Bearer {token['access_token']}")
-        scenarios = {
-            "rs_healthz (baseline)": Request("GET", f"{notes.url}/healthz"),
-            "rs_protected_request": Request("GET", f"{notes.url}/api/me", headers=(bearer,)),
-            "as_healthz (baseline)": Request("GET", f"{auth.url}/healthz"),
-            "as_introspect": Request(
-                "POST",
-                f"{auth.url}/oauth/introspect",
-                headers=(api_auth, FORM),
-                body=urlencode({"token": token["access_token"]}).encode(),
-            ),
-            "as_client_credentials": Request(
-                "POST",
-                f"{auth.url}/oauth/token",
-                headers=(app_auth, FORM),
-                body=b"grant_type=client_credentials",
-            ),
-            "as_password_grant (Argon2id default)": Request(
-                "POST",
-                f"{auth.url}/oauth/token",
-                headers=(app_auth, FORM),
-                body=urlencode(
-                    {"grant_type": "password", "username": USER[0], "password": USER[1]}
-                ).encode(),
-            ),
-        }
-        results = {}
-        for name, request in scenarios.items():
-            result = run(
-                request,
-                processes=args.processes,
-                connections=args.connections,
-                seconds=args.seconds,
-            )
-            results[name] = result
-            print(
-                f"{name:40s} {result.rate:8.1f} req/s  p50 {result.percentile(50):6.1f} ms"
-                f"  p99 {result.percentile(99):6.1f} ms  statuses {result.statuses}"
-                f"  errors {result.errors}",
-                flush=True,
-            )
-    finally:
-        notes.stop()
-        auth.stop()
-        if schemas:
-            with create_engine(args.postgres_url).begin() as conn:
-                for schema in schemas:
-                    conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        scratch.cleanup()
-
-    rs_base = results["rs_healthz (baseline)"].rate
-    as_base = results["as_healthz (baseline)"].rate
-    ratios = {
-        "rs_protected_request / rs_healthz": results["rs_protected_request"].rate / rs_base,
-        "as_introspect / as_healthz": results["as_introspect"].rate / as_base,
-        "as_client_credentials / as_healthz": results["as_client_credentials"].rate / as_base,
+    services = {
+        "auth": GunicornService(
+            "auth_server", settings_env(auth_settings), workers=args.workers, port=auth_port
+        ),
+        "notes": GunicornService(
+            "resource_server", settings_env(notes_settings), workers=args.workers
+        ),
+        "ceiling": GunicornService("bench.ceiling", {}, workers=args.workers),
     }
+    started = {}
+    try:
+        for name, service in services.items():
+            started[name] = service.start()
+    except BaseException:
+        for service in started.values():
+            service.stop()
+        drop_schemas(args.postgres_url, schemas)
+        raise
+    return {"services": services, "schemas": schemas}
+
+
+def drop_schemas(pg_url: str, schemas: list[str]) -> None:
+    if schemas:
+        with create_engine(pg_url).begin() as conn:
+            for schema in schemas:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+def measure(scenario: Scenario, services: dict, load: Load, warmup: float) -> dict:
+    service = services[scenario.service]
+    url = f"{service.url}{scenario.path}"
+    request = {"method": scenario.method, "body": scenario.body, "headers": scenario.headers}
+    wrk(url, load, seconds=warmup, **request)
+    watched = [name for name in ("auth", "notes") if name in services]
+    before = {n: requests_per_worker(services[n].env["PROMETHEUS_MULTIPROC_DIR"]) for n in watched}
+    cpu_before = {n: workers_cpu_seconds(s.process.pid) for n, s in services.items()}
+    result: WrkResult = wrk(url, load, **request)
+    cpu_after = {n: workers_cpu_seconds(s.process.pid) for n, s in services.items()}
+    after = {n: requests_per_worker(services[n].env["PROMETHEUS_MULTIPROC_DIR"]) for n in watched}
+    split = {n: delta(before[n], after[n]) for n in watched}
+    split = {n: counts for n, counts in split.items() if sum(counts.values())}
+    # CPU of each service's workers per request of the scenario (wrk's count), in µs; the
+    # services that did nothing for it are left out.
+    cpu_us = {
+        n: round((cpu_after[n] - cpu_before[n]) / result.requests * 1e6, 1)
+        for n in services
+        if result.requests and (n == scenario.service or n in split)
+    }
+    return {
+        **result.as_dict(),
+        "cpu_us_per_request": cpu_us,
+        "per_worker": {n: list(counts.values()) for n, counts in split.items()},
+        "imbalance": {n: imbalance(counts) for n, counts in split.items()},
+    }
+
+
+def check(token: str, services: dict) -> None:
+    """The scenarios measure what they claim: the token works at the RS, a bad one does not."""
+    notes = services["notes"].url
+    good = requests.get(f"{notes}/api/me", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    bad = requests.get(f"{notes}/api/me", headers={"Authorization": "Bearer nope"}, timeout=10)
+    if good.status_code != 200 or bad.status_code != 401:
+        raise SystemExit(f"pre-check failed: /api/me {good.status_code} / {bad.status_code}")
+
+
+def bench_database(database: str, args: argparse.Namespace, load: Load) -> dict[str, dict]:
+    with tempfile.TemporaryDirectory(prefix="tessera-bench-") as scratch:
+        stack = start_stack(database, Path(scratch), args)
+        services = stack["services"]
+        try:
+            token = requests.post(
+                f"{services['auth'].url}/oauth/token",
+                auth=APP,
+                timeout=10,
+                data={"grant_type": "password", "username": USER[0], "password": USER[1]},
+            ).json()["access_token"]
+            check(token, services)
+            results = {}
+            for scenario in scenarios(token):
+                results[scenario.name] = {
+                    **measure(scenario, services, load, args.warmup),
+                    "peers": list(scenario.peers),
+                }
+                print_row(f"{database:10s} {scenario.name}", results[scenario.name])
+            return results
+        finally:
+            for service in services.values():
+                service.stop()
+            drop_schemas(args.postgres_url, stack["schemas"])
+
+
+def bench_peers(peers_dir: Path, load: Load) -> dict[str, dict]:
+    results = {}
+    for run in peer_bench.RUNS:
+        ports = {"op": free_port(), "as": free_port(), "rs": free_port()}
+        try:
+            results[run.key] = peer_bench.run_peer(peers_dir, run, load, ports)
+        except (RuntimeError, OSError) as exc:
+            print(f"peer {run.key}: {exc}", file=sys.stderr)
+            continue
+        print_row(f"{'peer':10s} {run.key}", results[run.key])
+    return results
+
+
+def print_row(label: str, row: dict, extra: str = "") -> None:
+    errors = row["non_2xx"] + row["socket_errors"]
+    print(
+        f"{label:52s} {row['rps']:9.0f} {row['p50_ms']:8.1f} {row['p99_ms']:8.1f}"
+        f"{'' if not errors else f'  ERRORS {errors}'}{extra}",
+        flush=True,
+    )
+
+
+def ratio(a: float, b: float | None) -> str:
+    return f"{a / b:.2f}" if b else "-"
+
+
+def print_table(report: dict) -> None:
+    peers = report["peers"]
     print()
-    for name, ratio in ratios.items():
-        print(f"{name:40s} {ratio:6.3f}")
+    print(
+        f"{'scenario':52s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'/ceil':>6s}"
+        f" {'/oidc':>6s} {'/authlib':>8s}  {'CPU us/req':18s} per-worker requests"
+    )
+    for database, results in report["tessera"].items():
+        ceiling = results["ceiling /healthz (bare Flask)"]["rps"]
+        for name, row in results.items():
+            oidc = next(
+                (peers[p]["rps"] for p in row["peers"] if p.startswith("oidc") and p in peers), None
+            )
+            authlib = next(
+                (peers[p]["rps"] for p in row["peers"] if p.startswith("authlib") and p in peers),
+                None,
+            )
+            split = "  ".join(
+                f"{service} {'/'.join(str(c) for c in counts)}"
+                for service, counts in row["per_worker"].items()
+            )
+            errors = row["non_2xx"] + row["socket_errors"]
+            cpu = " ".join(f"{n} {us:.0f}" for n, us in row["cpu_us_per_request"].items())
+            print(
+                f"{database + ' ' + name:52s} {row['rps']:9.0f} {row['p50_ms']:8.1f}"
+                f" {row['p99_ms']:8.1f} {ratio(row['rps'], ceiling):>6s}"
+                f" {ratio(row['rps'], oidc):>6s} {ratio(row['rps'], authlib):>8s}"
+                f"  {cpu:18s} {split}" + (f"  ERRORS {errors}" if errors else "")
+            )
+    for key, row in peers.items():
+        print(f"{'peer ' + key:52s} {row['rps']:9.0f} {row['p50_ms']:8.1f} {row['p99_ms']:8.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 s runs, SQLite, no peers")
+    parser.add_argument("--seconds", type=float, help="each measured run (default 10, quick 3)")
+    parser.add_argument(
+        "--warmup", type=float, help="wrk warm-up per scenario (default 2, quick 1)"
+    )
+    parser.add_argument(
+        "--database", choices=("sqlite", "postgresql", "both"), help="default both (quick: sqlite)"
+    )
+    parser.add_argument(
+        "--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per service")
+    parser.add_argument("--threads", type=int, default=2, help="wrk -t")
+    parser.add_argument("--connections", type=int, default=16, help="wrk -c")
+    parser.add_argument(
+        "--peers", type=Path, default=peer_bench.DEFAULT_DIR, help="the peers' folder (bench.sh)"
+    )
+    parser.add_argument("--no-peers", action="store_true")
+    args = parser.parse_args()
+    args.seconds = args.seconds or (3.0 if args.quick else 10.0)
+    args.warmup = args.warmup or (1.0 if args.quick else 2.0)
+    args.database = args.database or ("sqlite" if args.quick else "both")
+    require_wrk()
+    load = Load(threads=args.threads, connections=args.connections, seconds=args.seconds)
+    databases = ("sqlite", "postgresql") if args.database == "both" else (args.database,)
+
+    print(f"{'':52s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s}")
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "args": vars(args),
-        "scenarios": {
-            name: {
-                "rate": r.rate,
-                "p50_ms": r.percentile(50),
-                "p99_ms": r.percentile(99),
-                "requests": r.requests,
-                "errors": r.errors,
-                "statuses": {str(k): v for k, v in r.statuses.items()},
-            }
-            for name, r in results.items()
-        },
-        "ratios": ratios,
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "wrk": f"wrk -t{load.threads} -c{load.connections} -d{load.seconds:g}s --latency",
+        "tessera": {},
+        "peers": {},
     }
+    for database in databases:
+        report["tessera"][database] = bench_database(database, args, load)
+    why_not = (
+        "--no-peers or --quick" if args.no_peers or args.quick else peer_bench.available(args.peers)
+    )
+    if why_not is None:
+        report["peers"] = bench_peers(args.peers, load)
+    else:
+        print(f"peers skipped: {why_not}")
+    print_table(report)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    path = out / f"{time.strftime('%Y%m%d-%H%M%S')}-{args.database}.json"
+    path = out / f"{time.strftime('%Y%m%d-%H%M%S')}-wrk.json"
     path.write_text(json.dumps(report, indent=2))
     print(f"\nwritten to {path.relative_to(ROOT)}")
 

@@ -192,6 +192,8 @@ def end_sessions_without_failing(app: Flask, session: scoped_session[Any]) -> No
     # teardown functions in reverse order); that one then finds the session closed.
     @app.teardown_appcontext
     def _end_session(_exc: BaseException | None) -> None:
+        if not session.registry.has():
+            return  # the request used no session: closing would first create one
         try:
             session.close()
         except SQLAlchemyError:

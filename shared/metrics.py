@@ -14,6 +14,7 @@ an attacker cannot blow up the number of time series.
 from __future__ import annotations
 
 import time
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from flask import Flask, Response, g, request
@@ -29,6 +30,7 @@ class Metrics:
     def __init__(self, service: str) -> None:
         self.service = service
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.requests = self.counter(
             "http_requests_total", "HTTP requests answered.", ["endpoint", "method", "status"]
         )
@@ -57,11 +59,21 @@ class Metrics:
 
     def _observe(self, response: Response) -> Response:
         started = g.get("_metrics_started")
+        if started is None:
+            return response
         rule = request.url_rule
         endpoint = rule.rule if rule is not None else "unmatched"
-        if started is not None:
-            self.requests.labels(endpoint, request.method, str(response.status_code)).inc()
-            self.latency.labels(endpoint, request.method).observe(time.perf_counter() - started)
+        key = (endpoint, request.method, response.status_code)
+        children = self._children.get(key)
+        if children is None:
+            # labels() validates and locks on every call; the set of keys is small and fixed
+            # (route templates x methods x statuses), so each pair is looked up once.
+            children = self._children[key] = (
+                self.requests.labels(endpoint, request.method, str(response.status_code)),
+                self.latency.labels(endpoint, request.method),
+            )
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)
         return response
 
 

@@ -9,7 +9,9 @@ import io
 import threading
 import time
 
-from shared.serving import BufferedApp
+import pytest
+
+from shared.serving import BufferedApp, FairSlots
 
 
 class RecordingStream(io.BytesIO):
@@ -106,3 +108,72 @@ def test_at_most_slots_requests_run_in_the_app_at_once_and_the_response_is_close
         caller.join(10)
     assert most[0] == 2
     assert len(closed) == 5
+
+
+def test_every_request_is_logged_with_status_duration_and_request_id_but_not_its_query(caplog):
+    def app(environ, start_response):
+        start_response("404 NOT FOUND", [("X-Request-ID", "rid-7"), ("Content-Type", "text/plain")])
+        return [b"no"]
+
+    wrapped = BufferedApp(app, slots=1, max_body=1024)
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/api/me",
+        "QUERY_STRING": "access_token=secret-token-value",
+        "wsgi.input": io.BytesIO(b""),
+    }
+    with caplog.at_level("INFO", logger="tessera.request"):
+        _call(wrapped, environ)
+    [record] = [r for r in caplog.records if r.name == "tessera.request"]
+    assert (record.method, record.path, record.status, record.request_id) == (
+        "GET",
+        "/api/me",
+        404,
+        "rid-7",
+    )
+    assert record.duration_ms >= 0
+    assert "rid-7" in record.getMessage() and "404" in record.getMessage()
+    assert "secret-token-value" not in record.getMessage()
+
+
+def test_a_request_whose_app_raises_is_logged_as_500(caplog):
+    def app(environ, start_response):
+        raise RuntimeError("boom")
+
+    wrapped = BufferedApp(app, slots=1, max_body=1024)
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/oauth/token", "wsgi.input": io.BytesIO()}
+    with caplog.at_level("INFO", logger="tessera.request"), pytest.raises(RuntimeError):
+        _call(wrapped, environ)
+    [record] = [r for r in caplog.records if r.name == "tessera.request"]
+    assert (record.path, record.status, record.request_id) == ("/oauth/token", 500, None)
+
+
+def _wait_for(condition, deadline_s: float = 5.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.001)
+
+
+def test_a_freed_slot_goes_to_the_longest_waiter_never_to_a_newcomer():
+    slots = FairSlots(1)
+    order: list[str] = []
+
+    def request(name: str) -> None:
+        with slots:
+            order.append(name)
+
+    slots.__enter__()  # this test holds the only slot
+    first = threading.Thread(target=request, args=("first",))
+    first.start()
+    _wait_for(lambda: len(slots._waiters) == 1)
+    second = threading.Thread(target=request, args=("second",))
+    second.start()
+    _wait_for(lambda: len(slots._waiters) == 2)
+    slots.__exit__(None, None, None)
+    # Handed over, not freed: a request arriving now queues behind the two.
+    assert slots._free == 0
+    first.join(timeout=5)
+    second.join(timeout=5)
+    assert order == ["first", "second"]
+    assert slots._free == 1
