@@ -27,6 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,7 +205,11 @@ def drop_schemas(pg_url: str, schemas: list[str]) -> None:
 def measure(scenario: Scenario, services: dict, load: Load, warmup: float) -> dict:
     service = services[scenario.service]
     url = f"{service.url}{scenario.path}"
-    request = {"method": scenario.method, "body": scenario.body, "headers": scenario.headers}
+    request: dict[str, Any] = {
+        "method": scenario.method,
+        "body": scenario.body,
+        "headers": scenario.headers,
+    }
     wrk(url, load, seconds=warmup, **request)
     watched = [name for name in ("auth", "notes") if name in services]
     before = {n: requests_per_worker(services[n].env["PROMETHEUS_MULTIPROC_DIR"]) for n in watched}
@@ -352,7 +357,7 @@ def main() -> None:
     databases = ("sqlite", "postgresql") if args.database == "both" else (args.database,)
 
     print(f"{'':52s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s}")
-    report = {
+    report: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "wrk": f"wrk -t{load.threads} -c{load.connections} -d{load.seconds:g}s --latency",

@@ -58,7 +58,7 @@ class ConnectionTable:
 TABLE = ConnectionTable()
 
 
-class _BalancedStreamServer(StreamServer):
+class _BalancedStreamServer(StreamServer):  # type: ignore[misc]  # gevent ships no types
     worker: BalancedGeventWorker
 
     _defer_timer: Any = None
@@ -93,7 +93,7 @@ class _BalancedStreamServer(StreamServer):
         super().stop(*args, **kwargs)
 
 
-class BalancedGeventWorker(ggevent.GeventWorker):
+class BalancedGeventWorker(ggevent.GeventWorker):  # type: ignore[misc]  # gunicorn: no types
     open_connections = 0
     _balanced = False
 

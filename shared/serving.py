@@ -41,7 +41,9 @@ class BufferedApp:
         started = time.perf_counter()
         answer: list[Any] = ["500", None]  # status, request id: what start_response was given
 
-        def recording_start_response(status: str, headers: list, exc_info: Any = None) -> Any:
+        def recording_start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
             answer[0] = status[:3]
             answer[1] = next((v for k, v in headers if k == "X-Request-ID"), None)
             if exc_info is None:
@@ -119,7 +121,9 @@ class FairSlots:
                 self._free += 1
 
 
-def _log_request(environ: dict[str, Any], status: str, request_id: str | None, seconds: float):
+def _log_request(
+    environ: dict[str, Any], status: str, request_id: str | None, seconds: float
+) -> None:
     # PATH_INFO only: a query string can carry a token (RFC 6750 §2.3) and is never logged.
     method = environ.get("REQUEST_METHOD", "")
     path = environ.get("PATH_INFO", "")
