@@ -21,7 +21,7 @@ import tempfile
 if importlib.util.find_spec("psycopg_binary") or importlib.util.find_spec("psycopg_c"):
     os.environ.setdefault("PSYCOPG_WAIT_FUNC", "wait_c")
 
-from shared.settings import ServiceSettings  # noqa: E402
+from shared.service.settings import ServiceSettings  # noqa: E402
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
@@ -37,7 +37,7 @@ threads = 1
 # Connections (greenlets) per worker; beyond that new connections wait in the listen backlog.
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 # Requests inside the app at once per worker, each admitted with its whole body read
-# (shared/serving.py). A request may hold two database connections: keep it at most half of
+# (shared/service/serving.py). A request may hold two database connections: keep it at most half of
 # DB_POOL_SIZE + DB_MAX_OVERFLOW (15 by default). 4 is what gthread's threads allowed.
 app_slots = int(os.environ.get("GUNICORN_APP_SLOTS", "4"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
@@ -90,14 +90,14 @@ def when_ready(server):
     # The master serves the aggregated samples of every worker: it outlives them, so a scrape
     # never lands on a worker that is busy or restarting, and its port is not the public one.
     if metrics_bind:
-        from shared.metrics import serve_multiprocess_metrics
+        from shared.service.metrics import serve_multiprocess_metrics
 
         serve_multiprocess_metrics(metrics_bind)
         server.log.info("Serving /metrics at http://%s/metrics", metrics_bind)
 
 
 def post_worker_init(worker):
-    from shared.serving import BufferedApp
+    from shared.service.serving import BufferedApp
 
     worker.wsgi = BufferedApp(
         worker.wsgi, slots=app_slots, max_body=_service_settings.max_request_bytes

@@ -33,7 +33,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from auth_server.models import Client, User
-from shared.database import affected_rows
+from shared.service.database import affected_rows
 
 # Steps a service reports (see `Steps`); production passes no_steps.
 Steps = Callable[[str], None]
@@ -66,8 +66,8 @@ def _unchanged(
     session: Session, model: type[User | Client], row_id: int, expected: int | None
 ) -> bool:
     if session.get_bind().dialect.name == "sqlite":
-        # Writing takes SQLite's write lock (BEGIN IMMEDIATE, shared/database.py), held to the
-        # commit; the WHERE then reads the latest committed epoch.
+        # Writing takes SQLite's write lock (BEGIN IMMEDIATE, shared/service/database.py), held to
+        # the commit; the WHERE then reads the latest committed epoch.
         result = session.execute(
             update(model)
             .where(model.id == row_id, model.token_epoch == expected)

@@ -29,7 +29,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from auth_server.passwords import PasswordHashingBusy
-from shared.settings import ConfigurationError
+from shared.service.settings import ConfigurationError
 
 __all__ = [
     "AccessDeniedError",

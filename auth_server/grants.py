@@ -32,7 +32,7 @@ from auth_server.errors import (
 from auth_server.models import Client, User
 from auth_server.policy import resolve_audience, resolve_scope, resolve_user_scope
 from auth_server.tokens import RequestContext
-from shared.dpop import is_thumbprint
+from shared.protocol.dpop import is_thumbprint
 
 # Confidential clients: their secret, in the Authorization header or the form.
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]

@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable
 from urllib.parse import parse_qs
 
 from auth_server.passwords import Passwords
-from shared import request_id
-from shared.request_id import is_safe_request_id
+from shared.service import request_id
+from shared.service.request_id import is_safe_request_id
 
 _BODY = json.dumps(
     {
@@ -62,7 +62,8 @@ class PasswordCheckGate:
                 ("Pragma", "no-cache"),
                 ("Retry-After", str(self.passwords.busy_retry_after)),
             ]
-            # Echoed as every other answer does (shared/request_id.py); none is made up here.
+            # Echoed as every other answer does (shared/service/request_id.py); none is made
+            # up here.
             incoming = environ.get("HTTP_X_REQUEST_ID")
             if incoming and is_safe_request_id(incoming):
                 headers.append((request_id.HEADER, incoming))

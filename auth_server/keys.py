@@ -34,8 +34,8 @@ from sqlalchemy.orm import Session
 
 from auth_server import audit
 from auth_server.models import SigningKey
-from shared.database import affected_rows, make_private_dirs
-from shared.settings import ConfigurationError
+from shared.service.database import affected_rows, make_private_dirs
+from shared.service.settings import ConfigurationError
 
 log = logging.getLogger("tessera.auth.keys")
 

@@ -316,7 +316,7 @@ class LoginAttempt(db.Model):
 class DPoPProofSeen(db.Model):
     """A DPoP proof already used at the token endpoint (RFC 9449 §11.1): the digest of its key
     thumbprint and jti, kept until the proof is too old to be accepted anyway
-    (shared/dpop_replay.py inserts with ON CONFLICT DO NOTHING and prunes)."""
+    (shared/guard/dpop_replay.py inserts with ON CONFLICT DO NOTHING and prunes)."""
 
     __tablename__ = "dpop_proofs_seen"
 

@@ -19,8 +19,8 @@ from auth_server import audit
 from auth_server.epochs import Steps, bump_client_epoch, bump_user_epoch, no_steps
 from auth_server.models import AccessToken, AuthorizationCode, RefreshFamily
 from auth_server.store import TokenRecord, find_token
-from shared.database import affected_rows
-from shared.digests import sha256_hex
+from shared.protocol.digests import sha256_hex
+from shared.service.database import affected_rows
 
 
 def revoke_family(session: Session, family_id: int, reason: str, now: int) -> bool:

@@ -54,8 +54,8 @@ from auth_server.models import (
 )
 from auth_server.policy import allowed_scopes, resolve_audience, resolve_scope
 from auth_server.revocation import revoke_family
-from shared.database import affected_rows
-from shared.digests import sha256_hex as hash_token
+from shared.protocol.digests import sha256_hex as hash_token
+from shared.service.database import affected_rows
 
 REFRESH_TOKEN_BYTES = 32  # 256 bits
 # Longer than anything this server issues: never hashed nor looked up.

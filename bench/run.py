@@ -35,7 +35,7 @@ from auth_server.db import db  # noqa: E402
 from auth_server.settings import AuthSettings  # noqa: E402
 from bench.load import Request, run  # noqa: E402
 from resource_server.settings import ResourceSettings  # noqa: E402
-from shared.basic_auth import basic_credentials_header  # noqa: E402
+from shared.protocol.basic_auth import basic_credentials_header  # noqa: E402
 from tests.processes import GunicornService, free_port, settings_env  # noqa: E402
 
 USER = ("bench-user", "bench-password-1")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from shared.bearer import check_realm
-from shared.cors import parse_origins
-from shared.secret_file import SecretFile, SecretFileError
-from shared.settings import ConfigurationError, InInstanceDir, ServiceSettings
+from shared.guard.bearer import check_realm
+from shared.service.cors import parse_origins
+from shared.service.secret_file import SecretFile, SecretFileError
+from shared.service.settings import ConfigurationError, InInstanceDir, ServiceSettings
 
 # Only ever used in demo mode; the demo seeding of the authorization server registers them.
 DEMO_CLIENT_ID = "notes-api"

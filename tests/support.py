@@ -25,7 +25,7 @@ from auth_server.db import db
 from auth_server.settings import AuthSettings
 from auth_server.store import TokenRecord, find_refresh_token
 from resource_server.settings import ResourceSettings
-from shared.digests import sha256_hex
+from shared.protocol.digests import sha256_hex
 
 # Argon2id at its cheapest: the tests exercise the logic, bench/ measures the real cost. Such
 # hashes cannot starve anything, so the bound on concurrent hashing (1 per worker in

@@ -17,7 +17,7 @@ from auth_server.models import SigningKey
 from auth_server.settings import AuthSettings
 from examples.demo_web.settings import DemoWebSettings
 from resource_server.settings import ResourceSettings
-from shared.settings import PROJECT_ROOT, ServiceSettings
+from shared.service.settings import PROJECT_ROOT, ServiceSettings
 from tests.compose import (
     DOCKERFILE,
     env_files,

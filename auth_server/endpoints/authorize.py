@@ -37,7 +37,7 @@ from auth_server.errors import (
 )
 from auth_server.models import User
 from auth_server.passwords import PasswordHashingBusy
-from shared.digests import sha256_hex
+from shared.protocol.digests import sha256_hex
 
 bp = Blueprint("authorize", __name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import request
 
 from auth_server.errors import InvalidRequestError
-from shared.bearer import check_description
+from shared.guard.bearer import check_description
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_TOKEN_LENGTH = 8192

@@ -19,7 +19,7 @@ from auth_server.endpoints.forms import MAX_TOKEN_LENGTH, require_form, token_pa
 from auth_server.errors import InvalidClientError
 from auth_server.grants import CLIENT_AUTH_METHODS
 from auth_server.store import TokenRecord, find_access_token
-from shared.digests import sha256_hex
+from shared.protocol.digests import sha256_hex
 
 bp = Blueprint("introspect", __name__)
 INACTIVE = {"active": False}

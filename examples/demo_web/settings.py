@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.settings import DEFAULT_INSTANCE_DIR
+from shared.service.settings import DEFAULT_INSTANCE_DIR
 
 
 class DemoWebSettings(BaseSettings):

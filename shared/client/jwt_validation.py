@@ -48,9 +48,9 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
 from joserfc.jws import JWSRegistry
 from urllib3.exceptions import HTTPError
 
-from shared import json_input
-from shared.deadline_http import deadline
-from shared.http import service_session
+from shared.client.http import service_session
+from shared.protocol import json_input
+from shared.protocol.deadline_http import deadline
 
 log = logging.getLogger("tessera.jwt_validation")
 
@@ -298,7 +298,7 @@ class JWKSValidator:
         deadline_at = time.monotonic() + self.total_timeout
         try:
             # With service_session() the deadline also bounds a trickled status line and
-            # headers (shared/deadline_http.py); with any session, the body loop checks it.
+            # headers (shared/protocol/deadline_http.py); with any session, the body loop checks it.
             with deadline(deadline_at):
                 response = self._session.get(
                     self.jwks_uri,

@@ -20,7 +20,7 @@ from sqlalchemy.engine import CursorResult, Engine, Result, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import scoped_session
 
-from shared.settings import ServiceSettings
+from shared.service.settings import ServiceSettings
 
 log = logging.getLogger("tessera.database")
 

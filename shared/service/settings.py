@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The checkout, for the tests and scripts that run from it; no default of a setting uses it
 # (an installed package must never write next to its code in site-packages).
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # The embedded default keeps its SQLite files and generated secrets in INSTANCE_DIR, by default
 # this folder of the working directory: `make run` and the CLI, run from the checkout, share it.
 DEFAULT_INSTANCE_DIR = "instance"
