@@ -1,4 +1,9 @@
-"""The few queries the endpoints need, so views never build SQL themselves."""
+"""Lookups by identifier that several modules share: a client by client_id, a user by username,
+a token by its hash (with its login, client and user in one query), statements built once.
+
+Queries that belong to one rule live with that rule (grants, tokens, revocation, throttle, ...);
+views build no SQL beyond loading a row by primary key (``db.session.get``) and the health
+check's ``SELECT 1``."""
 
 from __future__ import annotations
 
