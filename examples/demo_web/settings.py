@@ -48,7 +48,7 @@ class DemoWebSettings(BaseSettings):
         "profile notes:read notes:write", description="The scope the app asks for."
     )
     demo_web_session_db: str = Field(
-        str(DEFAULT_INSTANCE_DIR / "demo-web-sessions.sqlite3"),
+        f"{DEFAULT_INSTANCE_DIR}/demo-web-sessions.sqlite3",
         description="SQLite file of the server-side sessions (the tokens live here, never in "
         "the browser).",
     )
