@@ -543,9 +543,7 @@ def list_users(as_json: bool) -> None:
                 {
                     "username": u.username,
                     "subject": u.subject,
-                    "allowed_scopes": u.allowed_scopes.split()
-                    if u.allowed_scopes is not None
-                    else None,
+                    "allowed_scopes": u.scope_limit,
                     "disabled": u.disabled,
                     "created_at": u.created_at,
                 }

@@ -92,10 +92,6 @@ class _TesseraGrant:
         return proof.jkt if proof is not None else None
 
 
-def _user_scopes(user: User) -> list[str] | None:
-    return user.allowed_scopes.split() if user.allowed_scopes is not None else None
-
-
 class PasswordGrant(_TesseraGrant, grants.ResourceOwnerPasswordCredentialsGrant):
     """RFC 6749 §4.3, for first-party clients only. RFC 9700 §2.4 says it MUST NOT be used; it
     stays while first-party apps move to the authorization code flow, and
@@ -125,7 +121,7 @@ class PasswordGrant(_TesseraGrant, grants.ResourceOwnerPasswordCredentialsGrant)
         # Read with the password hash just verified; the issuance re-checks it (epochs.py).
         self.user_epoch = user.token_epoch
         self.scope = resolve_user_scope(
-            self.request.payload.scope, client.scope_list, _user_scopes(user)
+            self.request.payload.scope, client.scope_list, user.scope_limit
         )
         self.request.user = user
 
@@ -304,7 +300,7 @@ class AuthorizationCodeGrant(_TesseraGrant, grants.AuthorizationCodeGrant):
         """The scopes the code will carry: the request's, within the client's and the user's."""
         client = self.request.client
         try:
-            return resolve_user_scope(self.requested_scope, client.scope_list, _user_scopes(user))
+            return resolve_user_scope(self.requested_scope, client.scope_list, user.scope_limit)
         except UserScopeError as error:
             # RFC 6749 §4.1.2.1: the authorization server denies the request for this user.
             raise AccessDeniedError(error.description, redirect_uri=self.redirect_uri) from error

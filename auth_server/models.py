@@ -59,6 +59,12 @@ class User(db.Model):
     # read with the credentials before committing (auth_server/epochs.py).
     token_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
+    @property
+    def scope_limit(self) -> list[str] | None:
+        """The scopes this user may delegate, or None for no limit of the user's own (the
+        user-side argument of auth_server.policy's narrowing)."""
+        return None if self.allowed_scopes is None else split_words(self.allowed_scopes)
+
 
 class Client(db.Model):
     __tablename__ = "clients"

@@ -55,11 +55,10 @@ from auth_server.models import (
 from auth_server.policy import allowed_scopes, resolve_audience, resolve_scope
 from auth_server.revocation import revoke_family
 from shared.protocol.digests import sha256_hex as hash_token
+from shared.protocol.oauth_syntax import MAX_TOKEN_LENGTH
 from shared.service.database import affected_rows
 
 REFRESH_TOKEN_BYTES = 32  # 256 bits
-# Longer than anything this server issues: never hashed nor looked up.
-MAX_PRESENTED_LENGTH = 512
 
 
 def new_secret() -> str:
@@ -368,7 +367,7 @@ class TokenService:
         )
 
     def _find_code(self, presented: str) -> AuthorizationCode | None:
-        if len(presented) > MAX_PRESENTED_LENGTH:
+        if len(presented) > MAX_TOKEN_LENGTH:
             return None
         return self.session.scalar(
             select(AuthorizationCode).where(AuthorizationCode.code_hash == hash_token(presented))
@@ -684,9 +683,5 @@ def _still_allowed(
     the user lost since, and nothing for a user who has been disabled."""
     if user.disabled:
         raise InvalidGrantError("The user is disabled.")
-    scopes = allowed_scopes(scope.split(), client.scope_list, _user_scopes(user))
+    scopes = allowed_scopes(scope.split(), client.scope_list, user.scope_limit)
     return scopes, [a for a in audience.split() if a in client.audience_list]
-
-
-def _user_scopes(user: User) -> list[str] | None:
-    return user.allowed_scopes.split() if user.allowed_scopes is not None else None

@@ -8,7 +8,6 @@ from auth_server.errors import InvalidRequestError
 from shared.guard.bearer import check_description
 
 FORM_TYPE = "application/x-www-form-urlencoded"
-MAX_TOKEN_LENGTH = 8192
 # Longer parameter names are not repeated back in an error_description.
 MAX_ECHOED_NAME = 64
 

@@ -15,11 +15,12 @@ from flask import Blueprint, current_app
 
 from auth_server.activity import record_login_activity
 from auth_server.db import db
-from auth_server.endpoints.forms import MAX_TOKEN_LENGTH, require_form, token_parameter
+from auth_server.endpoints.forms import require_form, token_parameter
 from auth_server.errors import InvalidClientError
 from auth_server.grants import CLIENT_AUTH_METHODS
 from auth_server.store import TokenRecord, find_access_token
 from shared.protocol.digests import sha256_hex
+from shared.protocol.oauth_syntax import MAX_TOKEN_LENGTH
 
 bp = Blueprint("introspect", __name__)
 INACTIVE = {"active": False}

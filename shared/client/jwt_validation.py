@@ -51,6 +51,7 @@ from urllib3.exceptions import HTTPError
 from shared.client.http import service_session
 from shared.protocol import json_input
 from shared.protocol.deadline_http import deadline
+from shared.protocol.oauth_syntax import MAX_TOKEN_LENGTH
 
 log = logging.getLogger("tessera.jwt_validation")
 
@@ -61,7 +62,6 @@ warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=Securi
 # The only algorithms a Tessera key can carry, each with the key type it must have.
 ALLOWED_ALGS = {"ES256": (ECKey, "P-256"), "RS256": (RSAKey, None), "EdDSA": (OKPKey, "Ed25519")}
 ACCEPTED_TYPES = ("at+jwt", "application/at+jwt")  # RFC 9068 §4, compared case-insensitively
-MAX_TOKEN_LENGTH = 16384
 MIN_RSA_BITS = 2048
 
 

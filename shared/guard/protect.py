@@ -30,7 +30,6 @@ from flask import Flask, Response, current_app, g, request
 from shared.guard.bearer import (
     BEARER,
     DPOP,
-    NO_STORE,
     BearerError,
     challenge_response,
     check_realm,
@@ -43,6 +42,7 @@ from shared.guard.introspection import (
     IntrospectionResult,
     IntrospectionUnavailable,
 )
+from shared.protocol.oauth_syntax import NO_STORE
 from shared.service import request_id
 
 EXTENSION_KEY = "tessera_token_guard"
