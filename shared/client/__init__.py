@@ -2,8 +2,9 @@
 token requests, refresh on ``invalid_token``, RFC 7009 logout, RFC 9449 DPoP), its token stores,
 ``JWKSValidator`` (local validation of RFC 9068 access tokens) and ``DPoPKey``.
 
-It imports neither Flask nor SQLAlchemy: ``pip install 'tessera[client]'`` is enough
-(``tessera[keyring]`` adds ``KeyringTokenStore``'s OS keyring).
+It imports neither Flask nor SQLAlchemy; what it does import is the ``client`` extra
+(requests, joserfc, cryptography), and the ``keyring`` extra adds ``KeyringTokenStore``'s OS
+keyring.
 """
 
 from shared.client.dpop import DPoPKey
