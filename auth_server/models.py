@@ -124,7 +124,9 @@ class RefreshFamily(db.Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    # client_id is the OAuth identifier everywhere in the code; this integer key to clients.id
+    # keeps its column name (so no migration) under another attribute name, here and below.
+    client_pk: Mapped[int] = mapped_column("client_id", ForeignKey("clients.id"), index=True)
     scope: Mapped[str] = mapped_column(Text)
     audience: Mapped[str] = mapped_column(Text)
     created_at: Mapped[int] = mapped_column(BigInteger)
@@ -172,7 +174,7 @@ class AccessToken(db.Model):
 
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(SHA256_HEX), unique=True)
-    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    client_pk: Mapped[int] = mapped_column("client_id", ForeignKey("clients.id"), index=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True, default=None)
     family_id: Mapped[int | None] = mapped_column(
         ForeignKey("refresh_families.id"), index=True, default=None
@@ -202,7 +204,7 @@ class AuthorizationCode(db.Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     code_hash: Mapped[str] = mapped_column(String(SHA256_HEX), unique=True)
-    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    client_pk: Mapped[int] = mapped_column("client_id", ForeignKey("clients.id"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     redirect_uri: Mapped[str] = mapped_column(Text)
     scope: Mapped[str] = mapped_column(Text)
@@ -241,7 +243,7 @@ class Consent(db.Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    client_pk: Mapped[int] = mapped_column("client_id", ForeignKey("clients.id"), index=True)
     scope: Mapped[str] = mapped_column(Text)
     granted_at: Mapped[int] = mapped_column(BigInteger)
 

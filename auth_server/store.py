@@ -76,7 +76,7 @@ _FamilyOfAccess = aliased(RefreshFamily)
 _ACCESS_TOKEN_BY_HASH = (
     select(
         AccessToken.jti,
-        AccessToken.client_id,
+        AccessToken.client_pk,
         AccessToken.user_id,
         AccessToken.scope,
         AccessToken.audience,
@@ -91,7 +91,7 @@ _ACCESS_TOKEN_BY_HASH = (
         _FamilyOfAccess.revoked_at.label("family_revoked_at"),
         _FamilyOfAccess.last_active_at.label("family_last_active_at"),
     )
-    .join(Client, Client.id == AccessToken.client_id)
+    .join(Client, Client.id == AccessToken.client_pk)
     .outerjoin(User, User.id == AccessToken.user_id)
     .outerjoin(_FamilyOfAccess, _FamilyOfAccess.id == AccessToken.family_id)
     .where(AccessToken.token_hash == bindparam("token_hash"))
@@ -105,7 +105,7 @@ def find_access_token(session: Session, token_hash: str) -> TokenRecord | None:
         return None
     return TokenRecord(
         kind="access_token",
-        client_pk=row.client_id,
+        client_pk=row.client_pk,
         client_id=row.client_name,
         user_pk=row.user_id,
         username=row.username,
@@ -128,7 +128,7 @@ _REFRESH_TOKEN_BY_HASH = (
         RefreshToken.expires_at,
         RefreshToken.consumed_at,
         RefreshFamily.id.label("family_id"),
-        RefreshFamily.client_id,
+        RefreshFamily.client_pk,
         RefreshFamily.user_id,
         RefreshFamily.scope,
         RefreshFamily.audience,
@@ -139,7 +139,7 @@ _REFRESH_TOKEN_BY_HASH = (
         User.subject,
     )
     .join(RefreshFamily, RefreshFamily.id == RefreshToken.family_id)
-    .join(Client, Client.id == RefreshFamily.client_id)
+    .join(Client, Client.id == RefreshFamily.client_pk)
     .join(User, User.id == RefreshFamily.user_id)
     .where(RefreshToken.token_hash == bindparam("token_hash"))
 )
@@ -151,7 +151,7 @@ def find_refresh_token(session: Session, token_hash: str) -> TokenRecord | None:
         return None
     return TokenRecord(
         kind="refresh_token",
-        client_pk=row.client_id,
+        client_pk=row.client_pk,
         client_id=row.client_name,
         user_pk=row.user_id,
         username=row.username,

@@ -258,7 +258,7 @@ class TokenService:
         self.session.add(
             AuthorizationCode(
                 code_hash=hash_token(code),
-                client_id=client.id,
+                client_pk=client.id,
                 user_id=user.id,
                 redirect_uri=redirect_uri,
                 scope=" ".join(scope),
@@ -302,7 +302,7 @@ class TokenService:
         self.steps("read")
         if row is None:
             raise InvalidGrantError("The authorization code is invalid.")
-        if row.client_id != client.id:
+        if row.client_pk != client.id:
             # RFC 6749 §4.1.3: bound to the client it was issued to.
             raise InvalidGrantError("The authorization code was issued to another client.")
         if redirect_uri != row.redirect_uri:
@@ -392,7 +392,7 @@ class TokenService:
         if row is None:
             raise InvalidGrantError("The refresh token is invalid.")
         family = row.family
-        if family.client_id != client.id:
+        if family.client_pk != client.id:
             # RFC 6749 §6: bound to the client it was issued to; a stranger changes nothing.
             raise InvalidGrantError("The refresh token was issued to another client.")
         if family.dpop_jkt is not None and family.dpop_jkt != dpop_jkt:
@@ -581,7 +581,7 @@ class TokenService:
             ip=ctx.ip,
             user_agent=ctx.user_agent,
             user_id=user.id,
-            client_id=client.id,
+            client_pk=client.id,
             scope=" ".join(scope),
             audience=" ".join(audience),
             created_at=now,
@@ -644,7 +644,7 @@ class TokenService:
             AccessToken(
                 jti=jti,
                 token_hash=hash_token(token),
-                client_id=client.id,
+                client_pk=client.id,
                 user_id=user.id if user else None,
                 family_id=family_id,
                 scope=" ".join(scope),
