@@ -17,6 +17,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from authlib.oauth2.rfc6749 import grants
 
 from auth_server import pkce
+from auth_server.clients import ClientRecord
 from auth_server.db import rolled_back_on_error
 from auth_server.errors import (
     AccessDeniedError,
@@ -29,7 +30,7 @@ from auth_server.errors import (
     UnsupportedResponseTypeError,
     UserScopeError,
 )
-from auth_server.models import Client, User
+from auth_server.models import User
 from auth_server.policy import resolve_audience, resolve_scope, resolve_user_scope
 from auth_server.tokens import RequestContext
 from shared.protocol.dpop import is_thumbprint
@@ -62,9 +63,9 @@ class _TesseraGrant:
         request: Any
         server: Any
 
-        def authenticate_token_endpoint_client(self) -> Client: ...
+        def authenticate_token_endpoint_client(self) -> ClientRecord: ...
 
-    def _authenticated_client(self) -> Client:
+    def _authenticated_client(self) -> ClientRecord:
         client = self.authenticate_token_endpoint_client()
         if not client.check_grant_type(self.GRANT_TYPE):
             raise UnauthorizedClientError(

@@ -36,18 +36,18 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from joserfc import jwk, jwt
+from joserfc import jwt
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from auth_server import audit, pkce
+from auth_server.clients import ClientRecord
 from auth_server.epochs import Steps, client_epoch_unchanged, no_steps, user_epoch_unchanged
 from auth_server.errors import InvalidClientError, InvalidGrantError
-from auth_server.keys import KeyRing
+from auth_server.keys import KeyRing, Signer
 from auth_server.models import (
     AccessToken,
     AuthorizationCode,
-    Client,
     RefreshFamily,
     RefreshToken,
     User,
@@ -140,7 +140,7 @@ class TokenService:
 
     def issue_client_token(
         self,
-        client: Client,
+        client: ClientRecord,
         scope: Sequence[str],
         audience: Sequence[str],
         ctx: RequestContext,
@@ -170,7 +170,7 @@ class TokenService:
 
     def issue_user_tokens(
         self,
-        client: Client,
+        client: ClientRecord,
         user: User,
         scope: Sequence[str],
         audience: Sequence[str],
@@ -196,8 +196,8 @@ class TokenService:
 
     def _finish_login(
         self,
-        signer: tuple[str, str, jwk.Key],
-        client: Client,
+        signer: Signer,
+        client: ClientRecord,
         user: User,
         family: RefreshFamily | None,
         scope: Sequence[str],
@@ -235,7 +235,7 @@ class TokenService:
 
     def issue_authorization_code(
         self,
-        client: Client,
+        client: ClientRecord,
         user: User,
         redirect_uri: str,
         scope: Sequence[str],
@@ -278,7 +278,7 @@ class TokenService:
 
     def redeem_authorization_code(
         self,
-        client: Client,
+        client: ClientRecord,
         presented: str,
         redirect_uri: str,
         code_verifier: str | None,
@@ -377,7 +377,7 @@ class TokenService:
 
     def rotate_refresh_token(
         self,
-        client: Client,
+        client: ClientRecord,
         presented: str,
         requested_scope: str | None,
         resources: Sequence[str],
@@ -497,7 +497,7 @@ class TokenService:
 
     def _check_epochs(
         self,
-        client: Client,
+        client: ClientRecord,
         user: User | None,
         user_epoch: int | None,
         grant_type: str,
@@ -520,7 +520,7 @@ class TokenService:
 
     def _refuse(
         self,
-        client: Client,
+        client: ClientRecord,
         user: User | None,
         grant_type: str,
         reason: str,
@@ -569,7 +569,7 @@ class TokenService:
 
     def _start_family(
         self,
-        client: Client,
+        client: ClientRecord,
         user: User,
         scope: Sequence[str],
         audience: Sequence[str],
@@ -611,8 +611,8 @@ class TokenService:
 
     def _mint_access_token(
         self,
-        signer: tuple[str, str, jwk.Key],
-        client: Client,
+        signer: Signer,
+        client: ClientRecord,
         user: User | None,
         family_id: int | None,
         scope: Sequence[str],
@@ -677,7 +677,7 @@ class TokenService:
 
 
 def _still_allowed(
-    client: Client, user: User, scope: str, audience: str
+    client: ClientRecord, user: User, scope: str, audience: str
 ) -> tuple[list[str], list[str]]:
     """What a grant made earlier (a code, a login) may still carry: less anything the client or
     the user lost since, and nothing for a user who has been disabled."""
