@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from urllib.parse import parse_qs
 
 from auth_server.passwords import Passwords
+from shared.protocol.oauth_syntax import NO_STORE
 from shared.service import request_id
 from shared.service.request_id import is_safe_request_id
 
@@ -58,8 +59,7 @@ class PasswordCheckGate:
             headers = [
                 ("Content-Type", "application/json"),
                 ("Content-Length", str(len(_BODY))),
-                ("Cache-Control", "no-store"),
-                ("Pragma", "no-cache"),
+                *NO_STORE.items(),
                 ("Retry-After", str(self.passwords.busy_retry_after)),
             ]
             # Echoed as every other answer does (shared/service/request_id.py); none is made
