@@ -47,3 +47,41 @@ def test_each_subpackage_says_what_it_is_for(subpackage: str) -> None:
 
 def test_client_library_ships_its_type_hints() -> None:
     assert (SHARED / "client" / "py.typed").is_file()
+
+
+# Which of shared's subpackages each one may import: the primitives stand alone, the client
+# library needs only them, and nothing of shared/ imports the services.
+MAY_IMPORT = {
+    "protocol": {"protocol"},
+    "client": {"client", "protocol"},
+    "guard": {"guard", "protocol", "service"},
+    "service": {"service", "protocol"},
+}
+
+
+def _shared_imports(path: Path) -> set[str]:
+    """The modules under shared/ and the services that a file imports, anywhere in it."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return {n for n in names if n.split(".")[0] in ("shared", "auth_server", "resource_server")}
+
+
+@pytest.mark.parametrize("subpackage", SUBPACKAGES)
+def test_subpackage_imports_only_the_layers_below_it(subpackage: str) -> None:
+    reached = {
+        (path.name, name)
+        for path in (SHARED / subpackage).glob("*.py")
+        for name in _shared_imports(path)
+    }
+    outside = sorted(
+        (file, name)
+        for file, name in reached
+        if name.split(".")[0] != "shared"
+        or (len(name.split(".")) > 1 and name.split(".")[1] not in MAY_IMPORT[subpackage])
+    )
+    assert outside == []
