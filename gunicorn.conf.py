@@ -23,7 +23,7 @@ import tempfile
 if importlib.util.find_spec("psycopg_binary") or importlib.util.find_spec("psycopg_c"):
     os.environ.setdefault("PSYCOPG_WAIT_FUNC", "wait_c")
 
-from shared.settings import ServiceSettings  # noqa: E402
+from shared.service.settings import ServiceSettings  # noqa: E402
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
@@ -34,14 +34,14 @@ workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 # introspection or on Redis serves its other connections meanwhile.
 # gevent's worker, accepting a connection only while it holds no more open connections than
 # its least loaded sibling: kept-alive connections otherwise piled onto one worker (15 of 16).
-worker_class = "shared.balanced_worker.BalancedGeventWorker"
+worker_class = "shared.service.balanced_worker.BalancedGeventWorker"
 # Only gthread workers read this; it is spelled out because tools that describe a deployment
 # (the peer benchmark harness among them) read the config file's `threads`.
 threads = 1
 # Connections (greenlets) per worker; beyond that new connections wait in the listen backlog.
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 # Requests inside the app at once per worker, each admitted with its whole body read
-# (shared/serving.py). A request may hold two database connections: keep it at most half of
+# (shared/service/serving.py). A request may hold two database connections: keep it at most half of
 # DB_POOL_SIZE + DB_MAX_OVERFLOW (15 by default). 4 is what gthread's threads allowed.
 app_slots = int(os.environ.get("GUNICORN_APP_SLOTS", "4"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
@@ -53,7 +53,7 @@ keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 # services (a proxy's pool, the resource server's introspection pool) keep theirs for hours:
 # opened at a moment when one worker was busier, they stayed on the other (an AS worker served
 # every introspection of a 10 s run while its sibling idled). Reconnecting re-balances them
-# (shared/balanced_worker.py) for the price of one TCP handshake per this many requests.
+# (shared/service/balanced_worker.py) for the price of one TCP handshake per this many requests.
 max_requests_per_connection = int(os.environ.get("GUNICORN_MAX_REQUESTS_PER_CONNECTION", "100"))
 # Refuse absurd request lines and headers before any Python code sees them.
 limit_request_line = 8190
@@ -62,7 +62,8 @@ limit_request_fields = 100
 
 # Off by default: gunicorn's access line cost about 8 % of a worker (/healthz +23 % without
 # it), and each service already logs every request (method, path, status, duration, request
-# id: shared/serving.py) on its own logger, in its LOG_FORMAT. GUNICORN_ACCESS_LOG=1 adds it.
+# id: shared/service/serving.py) on its own logger, in its LOG_FORMAT.
+# GUNICORN_ACCESS_LOG=1 adds it.
 accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG", "0").lower() in ("1", "true") else None
 # %(U)s is the path without the query string, and no request header is logged: tokens and
 # credentials never reach the access log.
@@ -97,7 +98,7 @@ def on_starting(server):
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 
-    from shared.balanced_worker import worker_exited
+    from shared.service.balanced_worker import worker_exited
 
     multiprocess.mark_process_dead(worker.pid)
     worker_exited(worker.age)
@@ -107,7 +108,7 @@ def when_ready(server):
     # The master serves the aggregated samples of every worker: it outlives them, so a scrape
     # never lands on a worker that is busy or restarting, and its port is not the public one.
     if metrics_bind:
-        from shared.metrics import serve_multiprocess_metrics
+        from shared.service.metrics import serve_multiprocess_metrics
 
         serve_multiprocess_metrics(metrics_bind)
         server.log.info("Serving /metrics at http://%s/metrics", metrics_bind)
@@ -120,7 +121,7 @@ def pre_request(worker, req):
 
 
 def post_worker_init(worker):
-    from shared.serving import BufferedApp
+    from shared.service.serving import BufferedApp
 
     worker.wsgi = BufferedApp(
         worker.wsgi, slots=app_slots, max_body=_service_settings.max_request_bytes

@@ -31,26 +31,26 @@ from auth_server.revocation_events import RevocationPublisher
 from auth_server.settings import AuthSettings
 from auth_server.throttle import Limit, LoginThrottle, counter_store
 from auth_server.tokens import TokenPolicy
-from shared import openapi, request_id
-from shared.cors import Cors
-from shared.database import (
+from shared.guard.dpop_replay import SeenProofs
+from shared.service import openapi, request_id
+from shared.service.cors import Cors
+from shared.service.database import (
     configure_engine,
     end_sessions_without_failing,
     engine_options,
     reader_engine,
 )
-from shared.dpop_replay import SeenProofs
-from shared.logging import configure_logging
-from shared.proxy import trust_proxies
-from shared.request_body import limit_request_bodies
-from shared.settings import ConfigurationError
+from shared.service.logging import configure_logging
+from shared.service.proxy import trust_proxies
+from shared.service.request_body import limit_request_bodies
+from shared.service.settings import ConfigurationError
 
 log = logging.getLogger("tessera.auth")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SESSION_SECRET_MIN_LENGTH = 32
 # What a public client's page may call cross-origin: the origins of public clients' redirect
-# URIs are allowed, nothing else (shared/cors.py).
+# URIs are allowed, nothing else (shared/service/cors.py).
 BROWSER_APP_ENDPOINTS = frozenset({"/oauth/token", "/oauth/revoke"})
 
 
@@ -75,7 +75,7 @@ def create_app(
     app.config.update(
         SQLALCHEMY_DATABASE_URI=settings.auth_database_url,
         # No pre-ping: introspection retries its read on a dropped connection, other requests
-        # answer 503 once per worker (shared/database.py).
+        # answer 503 once per worker (shared/service/database.py).
         SQLALCHEMY_ENGINE_OPTIONS=engine_options(
             settings.auth_database_url, settings, pre_ping=False
         ),

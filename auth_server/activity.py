@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 
 from auth_server.models import RefreshFamily
-from shared.database import affected_rows
+from shared.service.database import affected_rows
 
 # Built once: compiled once, reused by every introspection.
 _RECORD_ACTIVITY = (

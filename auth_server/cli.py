@@ -30,6 +30,7 @@ from auth_server.maintenance import purge_expired
 from auth_server.models import Client, SigningKey, User
 from auth_server.operator_changes import delete_client, enable_client, enable_user, update_client
 from auth_server.store import find_client, find_user
+from shared.service import demo_seed
 
 users = AppGroup("users", help="Create, list, disable, enable and cut off users.")
 clients = AppGroup(
@@ -38,48 +39,6 @@ clients = AppGroup(
 keys = AppGroup("keys", help="Inspect and rotate JWT signing keys.")
 tokens = AppGroup("tokens", help="Token housekeeping.")
 demo = AppGroup("demo", help="The embedded demo (make run).")
-
-DEMO_USER = ("alice", "wonderland")
-DEMO_SCOPES = ["profile", "notes:read", "notes:write"]
-DEMO_CLIENTS: list[dict[str, Any]] = [
-    dict(
-        client_id="demo-app",
-        secret="demo-app-secret",
-        name="Demo first-party app",
-        grant_types=["password", "refresh_token", "client_credentials"],
-        scopes=DEMO_SCOPES,
-        audiences=["urn:tessera:notes"],
-    ),
-    dict(
-        client_id="demo-spa",
-        name="Demo browser app",
-        client_type="public",
-        grant_types=["authorization_code", "refresh_token"],
-        scopes=DEMO_SCOPES,
-        audiences=["urn:tessera:notes"],
-        redirect_uris=["http://127.0.0.1:8002/callback"],
-    ),
-    dict(
-        # The demo web app (examples/demo_web, on 127.0.0.1:8002): a backend-for-frontend.
-        client_id="demo-web",
-        secret="demo-web-secret",
-        name="Tessera Notes",
-        grant_types=["authorization_code", "refresh_token"],
-        scopes=DEMO_SCOPES,
-        audiences=["urn:tessera:notes"],
-        redirect_uris=["http://127.0.0.1:8002/callback"],
-    ),
-    dict(
-        client_id="notes-api",
-        secret="notes-api-secret",
-        name="Notes resource server",
-        grant_types=[],
-        scopes=[],
-        # What it serves: introspection tells it about tokens for this audience only.
-        audiences=["urn:tessera:notes"],
-        can_introspect=True,
-    ),
-]
 
 
 def _components():
@@ -406,19 +365,16 @@ def demo_setup() -> None:
             "the database has no tables: run `flask --app auth_server db upgrade` first"
         )
     ensure_signing_keys(db.session, settings.signing_alg, components.cipher, components.now())
-    if find_user(db.session, DEMO_USER[0]) is None:
-        components.accounts().create_user(*DEMO_USER)
-    for spec in DEMO_CLIENTS:
+    if find_user(db.session, demo_seed.USER[0]) is None:
+        components.accounts().create_user(*demo_seed.USER)
+    for spec in demo_seed.CLIENTS:
         client = find_client(db.session, spec["client_id"])
         if client is None:
             register_client(db.session, **spec)
         elif client.can_introspect and not client.audiences:
             # A demo database from before introspection needed the audiences served.
             set_served_audiences(db.session, client.client_id, spec["audiences"])
-    click.echo(
-        "demo data: user alice/wonderland; clients demo-app/demo-app-secret, "
-        "demo-spa (public), demo-web/demo-web-secret, notes-api/notes-api-secret"
-    )
+    click.echo("demo data:\n" + demo_seed.summary())
 
 
 def register(app: Flask) -> None:
@@ -543,9 +499,7 @@ def list_users(as_json: bool) -> None:
                 {
                     "username": u.username,
                     "subject": u.subject,
-                    "allowed_scopes": u.allowed_scopes.split()
-                    if u.allowed_scopes is not None
-                    else None,
+                    "allowed_scopes": u.scope_limit,
                     "disabled": u.disabled,
                     "created_at": u.created_at,
                 }

@@ -17,8 +17,8 @@ from auth_server.epochs import Steps, no_steps
 from auth_server.models import CLIENT_ID_PATTERN, Client
 from auth_server.revocation import revoke_client_tokens
 from auth_server.store import find_client, subject_exists
-from shared.cors import origin_of
-from shared.digests import matches_digest, sha256_hex
+from shared.protocol.digests import matches_digest, sha256_hex
+from shared.service.cors import origin_of
 
 SUPPORTED_GRANT_TYPES = ("password", "client_credentials", "refresh_token", "authorization_code")
 # RFC 6749 §2.1 client types. A public client cannot keep a secret (a browser app): it may only

@@ -42,7 +42,7 @@ class AppAccess:
 
 def _find(session: Session, user_id: int, client_pk: int) -> Consent | None:
     return session.scalar(
-        select(Consent).where(Consent.user_id == user_id, Consent.client_id == client_pk)
+        select(Consent).where(Consent.user_id == user_id, Consent.client_pk == client_pk)
     )
 
 
@@ -61,7 +61,7 @@ def grant(
     if consent is None:
         try:
             with session.begin_nested():
-                consent = Consent(user_id=user.id, client_id=client.id, scope="", granted_at=now)
+                consent = Consent(user_id=user.id, client_pk=client.id, scope="", granted_at=now)
                 session.add(consent)
         except IntegrityError:
             # The same user allowed the same app in another tab a moment ago: add to that row.
@@ -101,12 +101,12 @@ def withdraw(session: Session, user: User, client_id: str, now: int, ip: str | N
     the user. False if there was none. Commits."""
     consent = session.scalar(
         select(Consent)
-        .join(Client, Client.id == Consent.client_id)
+        .join(Client, Client.id == Consent.client_pk)
         .where(Consent.user_id == user.id, Client.client_id == client_id)
     )
     if consent is None:
         return False
-    client_pk = consent.client_id
+    client_pk = consent.client_pk
     families, access = revoke_user_client_tokens(
         session, user.id, client_pk, CONSENT_WITHDRAWN, now
     )

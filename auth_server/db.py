@@ -8,7 +8,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase, Session
 
-from shared.database import NAMING_CONVENTION
+from shared.service.database import NAMING_CONVENTION
 
 
 class Base(DeclarativeBase):

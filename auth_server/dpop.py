@@ -18,8 +18,8 @@ import hmac
 from collections.abc import Sequence
 
 from auth_server.errors import InvalidDPoPProofError, UseDPoPNonceError
-from shared.dpop import DEFAULT_LEEWAY, DPoPProof, DPoPProofError, b64url, verify_proof
-from shared.dpop_replay import SeenProofs
+from shared.guard.dpop_replay import SeenProofs
+from shared.protocol.dpop import DEFAULT_LEEWAY, DPoPProof, DPoPProofError, b64url, verify_proof
 
 NONCE_WINDOW = 300
 

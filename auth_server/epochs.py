@@ -33,7 +33,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from auth_server.models import Client, User
-from shared.database import affected_rows
+from shared.service.database import affected_rows
 
 # Steps a service reports (see `Steps`); production passes no_steps.
 Steps = Callable[[str], None]
@@ -71,8 +71,8 @@ def _unchanged(
     asynchronous_commit: bool = False,
 ) -> bool:
     if session.get_bind().dialect.name == "sqlite":
-        # Writing takes SQLite's write lock (BEGIN IMMEDIATE, shared/database.py), held to the
-        # commit; the WHERE then reads the latest committed epoch.
+        # Writing takes SQLite's write lock (BEGIN IMMEDIATE, shared/service/database.py), held to
+        # the commit; the WHERE then reads the latest committed epoch.
         result = session.execute(
             update(model)
             .where(model.id == row_id, model.token_epoch == expected)

@@ -29,7 +29,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from auth_server.passwords import PasswordHashingBusy
-from shared.settings import ConfigurationError
+from shared.protocol.oauth_syntax import NO_STORE
+from shared.service.settings import ConfigurationError
 
 __all__ = [
     "AccessDeniedError",
@@ -55,7 +56,6 @@ __all__ = [
 
 log = logging.getLogger("tessera.auth")
 
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 DATABASE_RETRY_AFTER = 5
 
 

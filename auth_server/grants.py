@@ -17,6 +17,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from authlib.oauth2.rfc6749 import grants
 
 from auth_server import pkce
+from auth_server.clients import ClientRecord
 from auth_server.db import rolled_back_on_error
 from auth_server.errors import (
     AccessDeniedError,
@@ -29,10 +30,10 @@ from auth_server.errors import (
     UnsupportedResponseTypeError,
     UserScopeError,
 )
-from auth_server.models import Client, User
+from auth_server.models import User
 from auth_server.policy import resolve_audience, resolve_scope, resolve_user_scope
 from auth_server.tokens import RequestContext
-from shared.dpop import is_thumbprint
+from shared.protocol.dpop import is_thumbprint
 
 # Confidential clients: their secret, in the Authorization header or the form.
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
@@ -62,9 +63,9 @@ class _TesseraGrant:
         request: Any
         server: Any
 
-        def authenticate_token_endpoint_client(self) -> Client: ...
+        def authenticate_token_endpoint_client(self) -> ClientRecord: ...
 
-    def _authenticated_client(self) -> Client:
+    def _authenticated_client(self) -> ClientRecord:
         client = self.authenticate_token_endpoint_client()
         if not client.check_grant_type(self.GRANT_TYPE):
             raise UnauthorizedClientError(
@@ -90,10 +91,6 @@ class _TesseraGrant:
         """The thumbprint of the key this request's DPoP proof proved (RFC 9449), if any."""
         proof = getattr(self.request, "dpop_proof", None)
         return proof.jkt if proof is not None else None
-
-
-def _user_scopes(user: User) -> list[str] | None:
-    return user.allowed_scopes.split() if user.allowed_scopes is not None else None
 
 
 class PasswordGrant(_TesseraGrant, grants.ResourceOwnerPasswordCredentialsGrant):
@@ -125,7 +122,7 @@ class PasswordGrant(_TesseraGrant, grants.ResourceOwnerPasswordCredentialsGrant)
         # Read with the password hash just verified; the issuance re-checks it (epochs.py).
         self.user_epoch = user.token_epoch
         self.scope = resolve_user_scope(
-            self.request.payload.scope, client.scope_list, _user_scopes(user)
+            self.request.payload.scope, client.scope_list, user.scope_limit
         )
         self.request.user = user
 
@@ -304,7 +301,7 @@ class AuthorizationCodeGrant(_TesseraGrant, grants.AuthorizationCodeGrant):
         """The scopes the code will carry: the request's, within the client's and the user's."""
         client = self.request.client
         try:
-            return resolve_user_scope(self.requested_scope, client.scope_list, _user_scopes(user))
+            return resolve_user_scope(self.requested_scope, client.scope_list, user.scope_limit)
         except UserScopeError as error:
             # RFC 6749 §4.1.2.1: the authorization server denies the request for this user.
             raise AccessDeniedError(error.description, redirect_uri=self.redirect_uri) from error

@@ -21,8 +21,9 @@ from collections.abc import Callable, Iterable
 from urllib.parse import parse_qs
 
 from auth_server.passwords import Passwords
-from shared import request_id
-from shared.request_id import is_safe_request_id
+from shared.protocol.oauth_syntax import NO_STORE
+from shared.service import request_id
+from shared.service.request_id import is_safe_request_id
 
 _BODY = json.dumps(
     {
@@ -58,11 +59,11 @@ class PasswordCheckGate:
             headers = [
                 ("Content-Type", "application/json"),
                 ("Content-Length", str(len(_BODY))),
-                ("Cache-Control", "no-store"),
-                ("Pragma", "no-cache"),
+                *NO_STORE.items(),
                 ("Retry-After", str(self.passwords.busy_retry_after)),
             ]
-            # Echoed as every other answer does (shared/request_id.py); none is made up here.
+            # Echoed as every other answer does (shared/service/request_id.py); none is made
+            # up here.
             incoming = environ.get("HTTP_X_REQUEST_ID")
             if incoming and is_safe_request_id(incoming):
                 headers.append((request_id.HEADER, incoming))

@@ -7,7 +7,7 @@ session, no transaction, no Authlib request object. What it answers is the same 
 endpoint answered (tests/auth_server/test_introspection.py): the same errors in the same order,
 the same members, the same `{"active": false}` cases.
 
-No pre-ping guards the pool (shared/database.py): a pooled connection the database dropped
+No pre-ping guards the pool (shared/service/database.py): a pooled connection the database dropped
 fails the request's first statement, SQLAlchemy then discards every connection of that pool, and
 the view runs the whole answer, a read with nothing to undo, once more on a fresh connection
 (`retried_once_if_dropped`). So a database restart costs no answer; a database that is really
@@ -25,8 +25,8 @@ from sqlalchemy.exc import DBAPIError
 from auth_server.clients import ClientRecord
 from auth_server.errors import InvalidClientError, InvalidRequestError
 from auth_server.store import TokenRecord, find_access_token
-from shared.basic_auth import parse_basic_credentials
-from shared.digests import sha256_hex
+from shared.protocol.basic_auth import parse_basic_credentials
+from shared.protocol.digests import sha256_hex
 
 T = TypeVar("T")
 

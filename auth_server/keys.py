@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from joserfc import jwk
@@ -34,8 +34,8 @@ from sqlalchemy.orm import Session
 
 from auth_server import audit
 from auth_server.models import SigningKey
-from shared.database import affected_rows, make_private_dirs
-from shared.settings import ConfigurationError
+from shared.service.database import affected_rows, make_private_dirs
+from shared.service.settings import ConfigurationError
 
 log = logging.getLogger("tessera.auth.keys")
 
@@ -290,10 +290,18 @@ def prepare_signing_keys(
     )
 
 
+class Signer(NamedTuple):
+    """The active signing key, as tokens are signed with it."""
+
+    kid: str
+    alg: str
+    key: jwk.Key  # joserfc private key
+
+
 @dataclass(frozen=True)
 class LoadedKeys:
     loaded_at: float
-    signing: tuple[str, str, jwk.Key] | None  # (kid, alg, joserfc private key)
+    signing: Signer | None
     activated_at: int | None
     jwks: dict = field(default_factory=dict)
 
@@ -321,7 +329,7 @@ class KeyRing:
         self._lock = threading.Lock()
         self._loaded: LoadedKeys | None = None
 
-    def signing_key(self) -> tuple[str, str, jwk.Key]:
+    def signing_key(self) -> Signer:
         loaded = self._current()
         if loaded.signing is None:
             raise ConfigurationError(f"no active {self.alg} signing key")
@@ -374,7 +382,7 @@ class KeyRing:
             jwks = {"keys": [k.public_jwk_dict for k in rows]}
             return LoadedKeys(
                 loaded_at=self._clock(),
-                signing=(active.kid, active.alg, private),
+                signing=Signer(active.kid, active.alg, private),
                 activated_at=active.activated_at,
                 jwks=jwks,
             )

@@ -15,7 +15,7 @@ from auth_server.models import (
     RefreshFamily,
     RefreshToken,
 )
-from shared.database import affected_rows
+from shared.service.database import affected_rows
 
 
 def _delete_in_batches(session: Session, model, key, condition, batch_size: int) -> int:

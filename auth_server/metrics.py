@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from shared.metrics import Metrics
+from shared.service.metrics import Metrics
 
 # audit event -> the grant that produced the tokens
 _ISSUED = {"token_issued": None, "token_refreshed": "refresh_token"}

@@ -59,6 +59,12 @@ class User(db.Model):
     # read with the credentials before committing (auth_server/epochs.py).
     token_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
+    @property
+    def scope_limit(self) -> list[str] | None:
+        """The scopes this user may delegate, or None for no limit of the user's own (the
+        user-side argument of auth_server.policy's narrowing)."""
+        return None if self.allowed_scopes is None else split_words(self.allowed_scopes)
+
 
 class Client(db.Model):
     __tablename__ = "clients"
@@ -118,7 +124,9 @@ class RefreshFamily(db.Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    # client_id is the OAuth identifier everywhere in the code; this integer key to clients.id
+    # keeps its column name (so no migration) under another attribute name, here and below.
+    client_pk: Mapped[int] = mapped_column("client_id", ForeignKey("clients.id"), index=True)
     scope: Mapped[str] = mapped_column(Text)
     audience: Mapped[str] = mapped_column(Text)
     created_at: Mapped[int] = mapped_column(BigInteger)
@@ -166,7 +174,7 @@ class AccessToken(db.Model):
 
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(SHA256_HEX), unique=True)
-    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    client_pk: Mapped[int] = mapped_column("client_id", ForeignKey("clients.id"), index=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True, default=None)
     family_id: Mapped[int | None] = mapped_column(
         ForeignKey("refresh_families.id"), index=True, default=None
@@ -196,7 +204,7 @@ class AuthorizationCode(db.Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     code_hash: Mapped[str] = mapped_column(String(SHA256_HEX), unique=True)
-    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    client_pk: Mapped[int] = mapped_column("client_id", ForeignKey("clients.id"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     redirect_uri: Mapped[str] = mapped_column(Text)
     scope: Mapped[str] = mapped_column(Text)
@@ -235,7 +243,7 @@ class Consent(db.Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    client_pk: Mapped[int] = mapped_column("client_id", ForeignKey("clients.id"), index=True)
     scope: Mapped[str] = mapped_column(Text)
     granted_at: Mapped[int] = mapped_column(BigInteger)
 
@@ -316,7 +324,7 @@ class LoginAttempt(db.Model):
 class DPoPProofSeen(db.Model):
     """A DPoP proof already used at the token endpoint (RFC 9449 §11.1): the digest of its key
     thumbprint and jti, kept until the proof is too old to be accepted anyway
-    (shared/dpop_replay.py inserts with ON CONFLICT DO NOTHING and prunes)."""
+    (shared/guard/dpop_replay.py inserts with ON CONFLICT DO NOTHING and prunes)."""
 
     __tablename__ = "dpop_proofs_seen"
 

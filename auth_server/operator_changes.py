@@ -117,11 +117,11 @@ def delete_client(session: Session, client_id: str, *, actor: str, now: int) -> 
         raise ClientRegistrationError(
             f"Disable the client {client_id!r} first: that revokes what it holds."
         )
-    families = select(RefreshFamily.id).where(RefreshFamily.client_id == client.id)
-    session.execute(delete(AccessToken).where(AccessToken.client_id == client.id))
-    session.execute(delete(AuthorizationCode).where(AuthorizationCode.client_id == client.id))
+    families = select(RefreshFamily.id).where(RefreshFamily.client_pk == client.id)
+    session.execute(delete(AccessToken).where(AccessToken.client_pk == client.id))
+    session.execute(delete(AuthorizationCode).where(AuthorizationCode.client_pk == client.id))
     session.execute(delete(RefreshToken).where(RefreshToken.family_id.in_(families)))
-    session.execute(delete(RefreshFamily).where(RefreshFamily.client_id == client.id))
+    session.execute(delete(RefreshFamily).where(RefreshFamily.client_pk == client.id))
     session.delete(client)
     audit.record(session, "client_deleted", actor=actor, at=now, client_id=client_id)
     session.commit()

@@ -7,14 +7,11 @@ more is an error rather than a silent cut, so a client never believes it holds a
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
 from auth_server.errors import InvalidScopeError, InvalidTargetError, UserScopeError
-
-# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")
+from shared.protocol.oauth_syntax import SCOPE_TOKEN
 
 
 def _ordered_unique(items: Iterable[str]) -> list[str]:
@@ -38,7 +35,7 @@ def resolve_scope(requested: str | None, allowed: Sequence[str]) -> list[str]:
     if requested is None or not requested.strip():
         return list(allowed)
     wanted = requested.split(" ")
-    if any(not _SCOPE_TOKEN.match(s) for s in wanted):
+    if any(not SCOPE_TOKEN.fullmatch(s) for s in wanted):
         raise InvalidScopeError("The scope parameter is malformed.")
     wanted = _ordered_unique(wanted)
     missing = [s for s in wanted if s not in set(allowed)]

@@ -19,8 +19,8 @@ from auth_server import audit
 from auth_server.epochs import Steps, bump_client_epoch, bump_user_epoch, no_steps
 from auth_server.models import AccessToken, AuthorizationCode, RefreshFamily
 from auth_server.store import TokenRecord, find_token
-from shared.database import affected_rows
-from shared.digests import sha256_hex
+from shared.protocol.digests import sha256_hex
+from shared.service.database import affected_rows
 
 
 def revoke_family(session: Session, family_id: int, reason: str, now: int) -> bool:
@@ -105,9 +105,9 @@ def revoke_user_client_tokens(
     bump_user_epoch(session, user_id)
     return _revoke_where(
         session,
-        (RefreshFamily.user_id == user_id) & (RefreshFamily.client_id == client_pk),
-        (AccessToken.user_id == user_id) & (AccessToken.client_id == client_pk),
-        (AuthorizationCode.user_id == user_id) & (AuthorizationCode.client_id == client_pk),
+        (RefreshFamily.user_id == user_id) & (RefreshFamily.client_pk == client_pk),
+        (AccessToken.user_id == user_id) & (AccessToken.client_pk == client_pk),
+        (AuthorizationCode.user_id == user_id) & (AuthorizationCode.client_pk == client_pk),
         reason,
         now,
     )
@@ -121,9 +121,9 @@ def revoke_client_tokens(
     steps("bumped")
     return _revoke_where(
         session,
-        RefreshFamily.client_id == client_pk,
-        AccessToken.client_id == client_pk,
-        AuthorizationCode.client_id == client_pk,
+        RefreshFamily.client_pk == client_pk,
+        AccessToken.client_pk == client_pk,
+        AuthorizationCode.client_pk == client_pk,
         reason,
         now,
     )

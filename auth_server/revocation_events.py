@@ -1,4 +1,5 @@
-"""Publishes a revocation event (shared/revocation_events.py) for every committed revocation.
+"""Publishes a revocation event (shared/protocol/revocation_events.py) for every committed
+revocation.
 
 It listens to committed audit events (audit.subscribe): every revoking operation already
 writes one in its own transaction, and the listeners run inside `session.commit()`, so the
@@ -20,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from auth_server.models import User
-from shared import revocation_events as events
+from shared.protocol import revocation_events as events
 
 log = logging.getLogger("tessera.revocation_events")
 

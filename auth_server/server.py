@@ -22,7 +22,7 @@ from auth_server.grants import (
     supported_grant_types,
 )
 from auth_server.models import USER_AGENT_LENGTH
-from shared.basic_auth import parse_basic_credentials
+from shared.protocol.basic_auth import parse_basic_credentials
 
 
 class _FormPayload(FlaskOAuth2Payload):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from authlib.common.security import is_secure_transport
 from pydantic import Field, model_validator
 
-from shared.settings import InInstanceDir, ServiceSettings
+from shared.service.settings import InInstanceDir, ServiceSettings
 
 SUPPORTED_SIGNING_ALGS = ("ES256", "RS256", "EdDSA")
 

@@ -1,4 +1,9 @@
-"""The few queries the endpoints need, so views never build SQL themselves."""
+"""Lookups by identifier that several modules share: a client by client_id, a user by username,
+a token by its hash (with its login, client and user in one query), statements built once.
+
+Queries that belong to one rule live with that rule (grants, tokens, revocation, throttle, ...);
+views build no SQL beyond loading a row by primary key (``db.session.get``) and the health
+check's ``SELECT 1``."""
 
 from __future__ import annotations
 
@@ -72,7 +77,7 @@ _FamilyOfAccess = aliased(RefreshFamily)
 _ACCESS_TOKEN_BY_HASH = (
     select(
         AccessToken.jti,
-        AccessToken.client_id,
+        AccessToken.client_pk,
         AccessToken.user_id,
         AccessToken.scope,
         AccessToken.audience,
@@ -87,7 +92,7 @@ _ACCESS_TOKEN_BY_HASH = (
         _FamilyOfAccess.revoked_at.label("family_revoked_at"),
         _FamilyOfAccess.last_active_at.label("family_last_active_at"),
     )
-    .join(Client, Client.id == AccessToken.client_id)
+    .join(Client, Client.id == AccessToken.client_pk)
     .outerjoin(User, User.id == AccessToken.user_id)
     .outerjoin(_FamilyOfAccess, _FamilyOfAccess.id == AccessToken.family_id)
     .where(AccessToken.token_hash == bindparam("token_hash"))
@@ -101,7 +106,7 @@ def find_access_token(session: Session | Connection, token_hash: str) -> TokenRe
         return None
     return TokenRecord(
         kind="access_token",
-        client_pk=row.client_id,
+        client_pk=row.client_pk,
         client_id=row.client_name,
         user_pk=row.user_id,
         username=row.username,
@@ -124,7 +129,7 @@ _REFRESH_TOKEN_BY_HASH = (
         RefreshToken.expires_at,
         RefreshToken.consumed_at,
         RefreshFamily.id.label("family_id"),
-        RefreshFamily.client_id,
+        RefreshFamily.client_pk,
         RefreshFamily.user_id,
         RefreshFamily.scope,
         RefreshFamily.audience,
@@ -135,7 +140,7 @@ _REFRESH_TOKEN_BY_HASH = (
         User.subject,
     )
     .join(RefreshFamily, RefreshFamily.id == RefreshToken.family_id)
-    .join(Client, Client.id == RefreshFamily.client_id)
+    .join(Client, Client.id == RefreshFamily.client_pk)
     .join(User, User.id == RefreshFamily.user_id)
     .where(RefreshToken.token_hash == bindparam("token_hash"))
 )
@@ -147,7 +152,7 @@ def find_refresh_token(session: Session | Connection, token_hash: str) -> TokenR
         return None
     return TokenRecord(
         kind="refresh_token",
-        client_pk=row.client_id,
+        client_pk=row.client_pk,
         client_id=row.client_name,
         user_pk=row.user_id,
         username=row.username,

@@ -42,8 +42,8 @@ from sqlalchemy.engine import Engine
 
 from auth_server.errors import TooManyRequestsError
 from auth_server.models import LoginAttempt
-from shared.digests import fingerprint
-from shared.settings import ConfigurationError
+from shared.protocol.digests import fingerprint
+from shared.service.settings import ConfigurationError
 
 log = logging.getLogger("tessera.auth.throttle")
 
@@ -105,7 +105,7 @@ class DatabaseCounters:
     Each check is one short transaction on its own connection, never the request's session:
     it commits before the hash starts, and a request that fails later cannot roll it back.
     PostgreSQL's upsert locks each row until commit, SQLite takes the database's write lock
-    (BEGIN IMMEDIATE, shared/database.py), so concurrent checks see each other's counts.
+    (BEGIN IMMEDIATE, shared/service/database.py), so concurrent checks see each other's counts.
     """
 
     def __init__(self, engine: Engine):

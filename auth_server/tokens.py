@@ -36,30 +36,29 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from joserfc import jwk, jwt
+from joserfc import jwt
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from auth_server import audit, pkce
+from auth_server.clients import ClientRecord
 from auth_server.epochs import Steps, client_epoch_unchanged, no_steps, user_epoch_unchanged
 from auth_server.errors import InvalidClientError, InvalidGrantError
-from auth_server.keys import KeyRing
+from auth_server.keys import KeyRing, Signer
 from auth_server.models import (
     AccessToken,
     AuthorizationCode,
-    Client,
     RefreshFamily,
     RefreshToken,
     User,
 )
 from auth_server.policy import allowed_scopes, resolve_audience, resolve_scope
 from auth_server.revocation import revoke_family
-from shared.database import affected_rows
-from shared.digests import sha256_hex as hash_token
+from shared.protocol.digests import sha256_hex as hash_token
+from shared.protocol.oauth_syntax import MAX_TOKEN_LENGTH
+from shared.service.database import affected_rows
 
 REFRESH_TOKEN_BYTES = 32  # 256 bits
-# Longer than anything this server issues: never hashed nor looked up.
-MAX_PRESENTED_LENGTH = 512
 
 
 def new_secret() -> str:
@@ -141,7 +140,7 @@ class TokenService:
 
     def issue_client_token(
         self,
-        client: Client,
+        client: ClientRecord,
         scope: Sequence[str],
         audience: Sequence[str],
         ctx: RequestContext,
@@ -179,7 +178,7 @@ class TokenService:
 
     def issue_user_tokens(
         self,
-        client: Client,
+        client: ClientRecord,
         user: User,
         scope: Sequence[str],
         audience: Sequence[str],
@@ -205,8 +204,8 @@ class TokenService:
 
     def _finish_login(
         self,
-        signer: tuple[str, str, jwk.Key],
-        client: Client,
+        signer: Signer,
+        client: ClientRecord,
         user: User,
         family: RefreshFamily | None,
         scope: Sequence[str],
@@ -244,7 +243,7 @@ class TokenService:
 
     def issue_authorization_code(
         self,
-        client: Client,
+        client: ClientRecord,
         user: User,
         redirect_uri: str,
         scope: Sequence[str],
@@ -267,7 +266,7 @@ class TokenService:
         self.session.add(
             AuthorizationCode(
                 code_hash=hash_token(code),
-                client_id=client.id,
+                client_pk=client.id,
                 user_id=user.id,
                 redirect_uri=redirect_uri,
                 scope=" ".join(scope),
@@ -287,7 +286,7 @@ class TokenService:
 
     def redeem_authorization_code(
         self,
-        client: Client,
+        client: ClientRecord,
         presented: str,
         redirect_uri: str,
         code_verifier: str | None,
@@ -311,7 +310,7 @@ class TokenService:
         self.steps("read")
         if row is None:
             raise InvalidGrantError("The authorization code is invalid.")
-        if row.client_id != client.id:
+        if row.client_pk != client.id:
             # RFC 6749 §4.1.3: bound to the client it was issued to.
             raise InvalidGrantError("The authorization code was issued to another client.")
         if redirect_uri != row.redirect_uri:
@@ -376,7 +375,7 @@ class TokenService:
         )
 
     def _find_code(self, presented: str) -> AuthorizationCode | None:
-        if len(presented) > MAX_PRESENTED_LENGTH:
+        if len(presented) > MAX_TOKEN_LENGTH:
             return None
         return self.session.scalar(
             select(AuthorizationCode).where(AuthorizationCode.code_hash == hash_token(presented))
@@ -386,7 +385,7 @@ class TokenService:
 
     def rotate_refresh_token(
         self,
-        client: Client,
+        client: ClientRecord,
         presented: str,
         requested_scope: str | None,
         resources: Sequence[str],
@@ -401,7 +400,7 @@ class TokenService:
         if row is None:
             raise InvalidGrantError("The refresh token is invalid.")
         family = row.family
-        if family.client_id != client.id:
+        if family.client_pk != client.id:
             # RFC 6749 §6: bound to the client it was issued to; a stranger changes nothing.
             raise InvalidGrantError("The refresh token was issued to another client.")
         if family.dpop_jkt is not None and family.dpop_jkt != dpop_jkt:
@@ -506,7 +505,7 @@ class TokenService:
 
     def _check_epochs(
         self,
-        client: Client,
+        client: ClientRecord,
         user: User | None,
         user_epoch: int | None,
         grant_type: str,
@@ -533,7 +532,7 @@ class TokenService:
 
     def _refuse(
         self,
-        client: Client,
+        client: ClientRecord,
         user: User | None,
         grant_type: str,
         reason: str,
@@ -582,7 +581,7 @@ class TokenService:
 
     def _start_family(
         self,
-        client: Client,
+        client: ClientRecord,
         user: User,
         scope: Sequence[str],
         audience: Sequence[str],
@@ -594,7 +593,7 @@ class TokenService:
             ip=ctx.ip,
             user_agent=ctx.user_agent,
             user_id=user.id,
-            client_id=client.id,
+            client_pk=client.id,
             scope=" ".join(scope),
             audience=" ".join(audience),
             created_at=now,
@@ -624,8 +623,8 @@ class TokenService:
 
     def _mint_access_token(
         self,
-        signer: tuple[str, str, jwk.Key],
-        client: Client,
+        signer: Signer,
+        client: ClientRecord,
         user: User | None,
         family_id: int | None,
         scope: Sequence[str],
@@ -657,7 +656,7 @@ class TokenService:
             AccessToken(
                 jti=jti,
                 token_hash=hash_token(token),
-                client_id=client.id,
+                client_pk=client.id,
                 user_id=user.id if user else None,
                 family_id=family_id,
                 scope=" ".join(scope),
@@ -690,15 +689,11 @@ class TokenService:
 
 
 def _still_allowed(
-    client: Client, user: User, scope: str, audience: str
+    client: ClientRecord, user: User, scope: str, audience: str
 ) -> tuple[list[str], list[str]]:
     """What a grant made earlier (a code, a login) may still carry: less anything the client or
     the user lost since, and nothing for a user who has been disabled."""
     if user.disabled:
         raise InvalidGrantError("The user is disabled.")
-    scopes = allowed_scopes(scope.split(), client.scope_list, _user_scopes(user))
+    scopes = allowed_scopes(scope.split(), client.scope_list, user.scope_limit)
     return scopes, [a for a in audience.split() if a in client.audience_list]
-
-
-def _user_scopes(user: User) -> list[str] | None:
-    return user.allowed_scopes.split() if user.allowed_scopes is not None else None

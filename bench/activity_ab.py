@@ -26,7 +26,7 @@ import requests  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from bench.run import API, APP, USER, bench_auth_settings, database_urls, seed_auth_server  # noqa: E402
-from shared.basic_auth import basic_credentials_header  # noqa: E402
+from shared.protocol.basic_auth import basic_credentials_header  # noqa: E402
 from tests.processes import GunicornService, free_port, settings_env  # noqa: E402
 
 WRAPPER = """from auth_server.endpoints import introspect

@@ -27,7 +27,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from auth_server import create_app  # noqa: E402
 from auth_server.endpoints import introspect  # noqa: E402
 from bench.run import database_urls  # noqa: E402
-from shared.basic_auth import basic_credentials_header  # noqa: E402
+from shared.protocol.basic_auth import basic_credentials_header  # noqa: E402
 from tests.support import NOTES_API, auth_settings, seed  # noqa: E402
 
 ON = introspect.record_login_activity

@@ -41,7 +41,7 @@ from bench.run import (  # noqa: E402
     database_urls,
     seed_auth_server,
 )
-from shared.basic_auth import basic_credentials_header  # noqa: E402
+from shared.protocol.basic_auth import basic_credentials_header  # noqa: E402
 from tests.processes import GunicornService, free_port, settings_env  # noqa: E402
 
 

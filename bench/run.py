@@ -47,7 +47,7 @@ from bench.cpu import workers_cpu_seconds  # noqa: E402
 from bench.spread import delta, imbalance, requests_per_worker  # noqa: E402
 from bench.wrk import Load, WrkResult, require_wrk, wrk  # noqa: E402
 from resource_server.settings import ResourceSettings  # noqa: E402
-from shared.basic_auth import basic_credentials_header  # noqa: E402
+from shared.protocol.basic_auth import basic_credentials_header  # noqa: E402
 from tests.processes import GunicornService, free_port, settings_env  # noqa: E402
 
 USER = ("bench-user", "bench-password-1")

@@ -16,17 +16,17 @@ from resource_server.health import bp as health_bp
 from resource_server.metrics import ResourceMetrics
 from resource_server.models import DPoPProofSeen
 from resource_server.settings import ResourceSettings
-from shared import openapi
-from shared.cors import Cors
-from shared.dpop_replay import SeenProofs
-from shared.dpop_resource import ResourceDPoP
-from shared.introspection import IntrospectionClient
-from shared.introspection_cache import CachingIntrospector, IntrospectionCache
-from shared.logging import configure_logging
-from shared.protect import TokenGuard
-from shared.proxy import trust_proxies
-from shared.request_body import limit_request_bodies
-from shared.revocation_subscriber import RevocationSubscriber
+from shared.guard.dpop_replay import SeenProofs
+from shared.guard.dpop_resource import ResourceDPoP
+from shared.guard.introspection import IntrospectionClient
+from shared.guard.introspection_cache import CachingIntrospector, IntrospectionCache
+from shared.guard.protect import TokenGuard
+from shared.guard.revocation_subscriber import RevocationSubscriber
+from shared.service import openapi
+from shared.service.cors import Cors
+from shared.service.logging import configure_logging
+from shared.service.proxy import trust_proxies
+from shared.service.request_body import limit_request_bodies
 
 SETTINGS_KEY = "tessera_settings"
 SUBSCRIBER_KEY = "tessera_revocation_subscriber"

@@ -12,10 +12,11 @@ from werkzeug.routing import BaseConverter
 
 from resource_server.db import db
 from resource_server.models import MAX_NOTE_ID, OWNER_SUB_LENGTH, Note
-from shared import json_input
-from shared.bearer import NO_STORE, BearerError
-from shared.database import affected_rows
-from shared.protect import EXTENSION_KEY, current_token, require_token
+from shared.guard.bearer import BearerError
+from shared.guard.protect import EXTENSION_KEY, current_token, require_token
+from shared.protocol import json_input
+from shared.protocol.oauth_syntax import NO_STORE
+from shared.service.database import affected_rows
 
 MAX_NOTE_LENGTH = 10_000
 # Owner of the notes of a token without a resource owner; user subjects are UUIDs, never this.

@@ -7,13 +7,13 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
-from shared.database import (
+from shared.service.database import (
     NAMING_CONVENTION,
     configure_engine,
     end_sessions_without_failing,
     engine_options,
 )
-from shared.settings import ServiceSettings
+from shared.service.settings import ServiceSettings
 
 
 class Base(DeclarativeBase):

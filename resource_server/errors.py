@@ -17,7 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from resource_server.db import db
-from shared.bearer import NO_STORE
+from shared.protocol.oauth_syntax import NO_STORE
 
 log = logging.getLogger("tessera.resource")
 

@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from resource_server.db import db
-from shared.bearer import NO_STORE
+from shared.protocol.oauth_syntax import NO_STORE
 
 log = logging.getLogger("tessera.resource")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from shared.introspection import ACTIVE, INACTIVE
-from shared.metrics import Metrics
+from shared.guard.introspection import ACTIVE, INACTIVE
+from shared.service.metrics import Metrics
 
 
 class ResourceMetrics(Metrics):

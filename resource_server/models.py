@@ -35,7 +35,7 @@ class Note(db.Model):
 
 class DPoPProofSeen(db.Model):
     """A DPoP proof already used here (RFC 9449 §11.1): the digest of its key thumbprint and
-    jti, kept until the proof is too old to be accepted anyway (shared/dpop_replay.py)."""
+    jti, kept until the proof is too old to be accepted anyway (shared/guard/dpop_replay.py)."""
 
     __tablename__ = "dpop_proofs_seen"
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from shared.bearer import check_realm
-from shared.cors import parse_origins
-from shared.secret_file import SecretFile, SecretFileError
-from shared.settings import ConfigurationError, InInstanceDir, ServiceSettings
-
-# Only ever used in demo mode; the demo seeding of the authorization server registers them.
-DEMO_CLIENT_ID = "notes-api"
-DEMO_CLIENT_SECRET = "notes-api-secret"
+from shared.guard.bearer import check_realm
+from shared.service import demo_seed
+from shared.service.cors import parse_origins
+from shared.service.secret_file import SecretFile, SecretFileError
+from shared.service.settings import ConfigurationError, InInstanceDir, ServiceSettings
 
 
 class ResourceSettings(ServiceSettings):
@@ -146,7 +143,9 @@ class ResourceSettings(ServiceSettings):
         literal fallback would either fail every request or, worse, match a demo client that
         was left registered in production.
         """
-        client_id = self.resource_client_id or (DEMO_CLIENT_ID if self.tessera_demo else None)
+        client_id = self.resource_client_id or (
+            demo_seed.NOTES_API[0] if self.tessera_demo else None
+        )
         secret: str | SecretFile | None = self.resource_client_secret
         if self.resource_client_secret_file:
             if secret:
@@ -157,7 +156,7 @@ class ResourceSettings(ServiceSettings):
                 secret = SecretFile(self.resource_client_secret_file)
             except (OSError, SecretFileError) as exc:
                 raise ConfigurationError(f"RESOURCE_CLIENT_SECRET_FILE: {exc}") from exc
-        secret = secret or (DEMO_CLIENT_SECRET if self.tessera_demo else None)
+        secret = secret or (demo_seed.NOTES_API[1] if self.tessera_demo else None)
         missing = [
             name
             for name, value in (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from auth_server.settings import AuthSettings
 from resource_server.settings import ResourceSettings
-from shared.settings import ServiceSettings
+from shared.service.settings import ServiceSettings
 
 
 def table(settings: type[ServiceSettings], skip: frozenset[str] | set[str] = frozenset()) -> str:

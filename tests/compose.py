@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from shared.settings import PROJECT_ROOT
+from shared.service.settings import PROJECT_ROOT
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"

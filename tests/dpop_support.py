@@ -11,7 +11,7 @@ import time
 from joserfc import jws
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
-from shared.dpop import access_token_hash, create_proof
+from shared.protocol.dpop import access_token_hash, create_proof
 
 
 def _b64(data: dict) -> str:

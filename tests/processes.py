@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from shared.settings import PROJECT_ROOT, ServiceSettings
+from shared.service.settings import PROJECT_ROOT, ServiceSettings
 
 # Logs and metric files of every service a test run starts; removed when the run ends.
 _WORKDIR = tempfile.TemporaryDirectory(prefix="tessera-tests-")

@@ -27,7 +27,8 @@ from auth_server.db import db
 from auth_server.settings import AuthSettings
 from auth_server.store import TokenRecord, find_refresh_token
 from resource_server.settings import ResourceSettings
-from shared.digests import sha256_hex
+from shared.protocol.digests import sha256_hex
+from shared.service import demo_seed
 
 # Argon2id at its cheapest: the tests exercise the logic, bench/ measures the real cost. Such
 # hashes cannot starve anything, so the bound on concurrent hashing (1 per worker in
@@ -39,12 +40,12 @@ FAST_PASSWORDS = dict(
     password_hash_concurrency=64,
 )
 
-ALICE = ("alice", "wonderland")
+ALICE = demo_seed.USER
 BOB = ("bob", "bob-password-1")
 NOTES = "urn:tessera:notes"
 REPORTS = "urn:tessera:reports"
-DEMO_APP = ("demo-app", "demo-app-secret")
-NOTES_API = ("notes-api", "notes-api-secret")
+DEMO_APP = demo_seed.APP
+NOTES_API = demo_seed.NOTES_API
 REPORTS_API = ("reports-api", "reports-api-secret")
 OTHER_APP = ("other-app", "other-app-secret")
 SERVICE_APP = ("service-app", "service-app-secret")

@@ -11,13 +11,13 @@ import sys
 import pytest
 from sqlalchemy import delete
 
-from auth_server.cli import DEMO_CLIENTS
 from auth_server.db import db as auth_db
 from auth_server.models import SigningKey
 from auth_server.settings import AuthSettings
 from examples.demo_web.settings import DemoWebSettings
 from resource_server.settings import ResourceSettings
-from shared.settings import PROJECT_ROOT, ServiceSettings
+from shared.service import demo_seed
+from shared.service.settings import PROJECT_ROOT, ServiceSettings
 from tests.compose import (
     DOCKERFILE,
     env_files,
@@ -269,6 +269,6 @@ def test_the_demo_web_app_signs_in_at_the_public_issuer_and_calls_inside_the_net
     assert demo["DEMO_WEB_NOTES_URL"] == "http://resource-server:8000/api"
     settings = DemoWebSettings(**{k.lower(): v for k, v in demo.items() if k in KNOWN["demo-web"]})
     # The redirect URI and secret the demo seed registers for it.
-    (seeded,) = [c for c in DEMO_CLIENTS if c["client_id"] == settings.demo_web_client_id]
+    (seeded,) = [c for c in demo_seed.CLIENTS if c["client_id"] == settings.demo_web_client_id]
     assert seeded["redirect_uris"] == [settings.redirect_uri]
     assert seeded["secret"] == settings.demo_web_client_secret

@@ -11,7 +11,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from shared.settings import PROJECT_ROOT
+from shared.service.settings import PROJECT_ROOT
 
 PIN = re.compile(r"^([A-Za-z0-9._-]+)==(\S+)")
 

@@ -30,7 +30,7 @@ from auth_server.db import db as auth_db
 from auth_server.models import Client, SigningKey, User
 from resource_server.db import db as resource_db
 from resource_server.settings import ResourceSettings
-from shared.settings import PROJECT_ROOT
+from shared.service.settings import PROJECT_ROOT
 from tests.support import FAST_PASSWORDS, SESSION_SECRET, auth_settings
 
 FLASK = str(Path(sys.executable).with_name("flask"))

@@ -9,7 +9,7 @@ import schemathesis
 import resource_server
 from auth_server import create_app as create_auth_app
 from resource_server.settings import ResourceSettings
-from shared.openapi import load_document
+from shared.service.openapi import load_document
 from tests.support import auth_settings
 
 # Flask answers these for every rule by itself; they are not operations of ours.

@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 
-from shared.settings import PROJECT_ROOT
+from shared.service.settings import PROJECT_ROOT
 
 README = (PROJECT_ROOT / "README.md").read_text()
 

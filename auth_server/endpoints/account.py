@@ -10,6 +10,7 @@ from auth_server.db import rolled_back_on_error
 from auth_server.endpoints.forms import require_form
 from auth_server.errors import InvalidGrantError, InvalidRequestError, UnauthorizedClientError
 from auth_server.grants import CLIENT_AUTH_METHODS
+from shared.protocol.oauth_syntax import NO_STORE
 
 bp = Blueprint("account", __name__)
 
@@ -52,5 +53,5 @@ def change_password():
     if wrong_password is not None:
         raise InvalidGrantError(str(wrong_password))
     response = jsonify(revoked_logins=families, revoked_access_tokens=access)
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(NO_STORE)
     return response

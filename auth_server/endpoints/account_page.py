@@ -23,6 +23,7 @@ from auth_server.endpoints.forms import FORM_TYPE
 from auth_server.errors import TooManyRequestsError
 from auth_server.models import CLIENT_ID_PATTERN, User
 from auth_server.passwords import PasswordHashingBusy
+from shared.protocol.oauth_syntax import NO_STORE
 
 bp = Blueprint("account_page", __name__)
 _AnyResponse = TypeVar("_AnyResponse", bound=BaseResponse)
@@ -39,8 +40,7 @@ NOTICES = {
     "app-gone": "That app had no access any more.",
 }
 _PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Pragma": "no-cache",
+    **NO_STORE,
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; "

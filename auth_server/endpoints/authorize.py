@@ -38,7 +38,8 @@ from auth_server.errors import (
 )
 from auth_server.models import User
 from auth_server.passwords import PasswordHashingBusy
-from shared.digests import sha256_hex
+from shared.protocol.digests import sha256_hex
+from shared.protocol.oauth_syntax import NO_STORE
 
 bp = Blueprint("authorize", __name__)
 
@@ -52,8 +53,7 @@ CONSENT_FORM_MAX_AGE = 600
 
 _PAGE_HEADERS = {
     # RFC 6749 §10.12 / RFC 9700 §4.16: never cached, never framed (clickjacking).
-    "Cache-Control": "no-store",
-    "Pragma": "no-cache",
+    **NO_STORE,
     "X-Frame-Options": "DENY",
     # No script and no subresource but the same-origin stylesheet. No form-action: browsers
     # apply it to the redirect that follows the form, which goes to the client's redirect_uri.

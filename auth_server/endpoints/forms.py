@@ -5,10 +5,9 @@ from __future__ import annotations
 from flask import request
 
 from auth_server.errors import InvalidRequestError
-from shared.bearer import check_description
+from shared.guard.bearer import check_description
 
 FORM_TYPE = "application/x-www-form-urlencoded"
-MAX_TOKEN_LENGTH = 8192
 # Longer parameter names are not repeated back in an error_description.
 MAX_ECHOED_NAME = 64
 

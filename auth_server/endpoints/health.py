@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from auth_server.db import db
-from shared.settings import ConfigurationError
+from shared.service.settings import ConfigurationError
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger("tessera.auth")

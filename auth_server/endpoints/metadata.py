@@ -9,7 +9,7 @@ from auth_server.grants import (
     PUBLIC_CLIENT_AUTH_METHODS,
     supported_grant_types,
 )
-from shared.dpop import SUPPORTED_ALGS as DPOP_ALGS
+from shared.protocol.dpop import SUPPORTED_ALGS as DPOP_ALGS
 
 bp = Blueprint("metadata", __name__)
 

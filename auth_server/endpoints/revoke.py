@@ -7,9 +7,10 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint as _RevocationEndpoint
 from flask import Blueprint, current_app
 
 from auth_server.db import db
-from auth_server.endpoints.forms import MAX_TOKEN_LENGTH, require_form, token_parameter
+from auth_server.endpoints.forms import require_form, token_parameter
 from auth_server.grants import PUBLIC_CLIENT_AUTH_METHODS
 from auth_server.revocation import revoke_presented_token
+from shared.protocol.oauth_syntax import MAX_TOKEN_LENGTH
 
 bp = Blueprint("revoke", __name__)
 

@@ -115,7 +115,7 @@ def _rebase(url: str, issuer: str, backchannel: str) -> str:
 
 
 class DemoWebClient(OAuthClient):
-    """shared/client.py's client for one browser session: its metadata comes from the app's
+    """shared/client/oauth.py's client for one browser session: its metadata comes from the app's
     cache, and it can redeem an authorization code."""
 
     def __init__(self, metadata: MetadataCache, settings: DemoWebSettings, **kwargs) -> None:

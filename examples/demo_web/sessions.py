@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.client import Tokens
-from shared.digests import sha256_hex
+from shared.protocol.digests import sha256_hex
 
 SESSION_ID_BYTES = 32
 # An id a browser sends is at most this long; anything longer is not ours (and not hashed).
@@ -110,7 +110,7 @@ class SessionStore:
 
 
 class SessionTokens:
-    """One session's tokens as shared/client.py's TokenStore: what the OAuthClient rotates."""
+    """One session's tokens as shared/client/oauth.py's TokenStore: what the OAuthClient rotates."""
 
     def __init__(self, store: SessionStore, session_id: str) -> None:
         self._store = store

@@ -13,7 +13,8 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.settings import DEFAULT_INSTANCE_DIR
+from shared.service import demo_seed
+from shared.service.settings import DEFAULT_INSTANCE_DIR
 
 
 class DemoWebSettings(BaseSettings):
@@ -39,13 +40,13 @@ class DemoWebSettings(BaseSettings):
         "http://127.0.0.1:8001/api",
         description="Base URL of the notes API: the app calls its `/notes` and `/me`.",
     )
-    demo_web_client_id: str = Field("demo-web", description="The app's client_id.")
+    demo_web_client_id: str = Field(demo_seed.WEB[0], description="The app's client_id.")
     demo_web_client_secret: str = Field(
-        "demo-web-secret",
+        demo_seed.WEB[1],
         description="The app's client secret (the demo seed's; replace it outside demos).",
     )
     demo_web_scope: str = Field(
-        "profile notes:read notes:write", description="The scope the app asks for."
+        " ".join(demo_seed.SCOPES), description="The scope the app asks for."
     )
     demo_web_session_db: str = Field(
         f"{DEFAULT_INSTANCE_DIR}/demo-web-sessions.sqlite3",

@@ -21,7 +21,7 @@ from examples.demo_web.oauth import (
 )
 from examples.demo_web.sessions import SessionTokens
 from shared.client import LoginRequired, OAuthClientError, TokenEndpointError
-from shared.digests import fingerprint
+from shared.protocol.digests import fingerprint
 
 log = logging.getLogger("tessera.demo_web")
 

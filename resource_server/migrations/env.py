@@ -1,5 +1,5 @@
 """Alembic environment of the resource_server: migrates the database of the app in context."""
 
-from shared.migrations import run_migrations
+from shared.service.migrations import run_migrations
 
 run_migrations()

@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 from auth_server import create_app
 from auth_server.db import db
 from auth_server.models import AuditEvent, AuthorizationCode, Client
-from shared.logging import JsonFormatter
-from shared.settings import ConfigurationError
+from shared.service.logging import JsonFormatter
+from shared.service.settings import ConfigurationError
 from tests.support import (
     ALICE,
     BOB,

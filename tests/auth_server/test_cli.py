@@ -13,7 +13,7 @@ from sqlalchemy import select
 from auth_server.clients import ClientRegistrationError, register_client
 from auth_server.db import db
 from auth_server.models import Client, User
-from shared.digests import sha256_hex
+from shared.protocol.digests import sha256_hex
 from tests.support import (
     DEMO_APP,
     NOTES,

@@ -21,8 +21,8 @@ from auth_server import keys as keys_module
 from auth_server.db import db
 from auth_server.keys import generate_signing_key, prepare_signing_keys, rotate_signing_keys
 from auth_server.models import AuditEvent, SigningKey
-from shared.jwt_validation import InvalidToken, JWKSValidator
-from shared.settings import ConfigurationError
+from shared.client.jwt_validation import InvalidToken, JWKSValidator
+from shared.service.settings import ConfigurationError
 from tests.support import NOTES, AuthServer, FakeClock, auth_settings, seed, start_auth_server
 
 # The authorization server signs with EdDSA on purpose; auth_server/keys.py silences joserfc's

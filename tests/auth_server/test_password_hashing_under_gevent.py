@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from shared.settings import PROJECT_ROOT
+from shared.service.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.live  # a child interpreter
 

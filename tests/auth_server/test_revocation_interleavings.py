@@ -31,7 +31,7 @@ from auth_server import create_app
 from auth_server.clients import register_client
 from auth_server.db import db
 from auth_server.store import find_token
-from shared.digests import sha256_hex
+from shared.protocol.digests import sha256_hex
 from tests.databases import TEST_DATABASE_URL
 from tests.support import (
     NOTES,

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from auth_server.db import db
 from auth_server.models import AuditEvent, Client
-from shared.digests import sha256_hex
+from shared.protocol.digests import sha256_hex
 from tests.support import DEMO_APP, NOTES_API, SPA_APP, FakeClock, start_auth_server
 
 OVERLAP = 3600

@@ -7,14 +7,14 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from auth_server.cli import DEMO_CLIENTS
 from auth_server.clients import register_client
 from auth_server.db import db
 from examples.demo_web import create_app
 from examples.demo_web.settings import DemoWebSettings
+from shared.service import demo_seed
 from tests.support import AuthServer, ResourceServer
 
-DEMO_WEB = next(client for client in DEMO_CLIENTS if client["client_id"] == "demo-web")
+DEMO_WEB = next(client for client in demo_seed.CLIENTS if client["client_id"] == demo_seed.WEB[0])
 DEMO_WEB_CREDENTIALS = (DEMO_WEB["client_id"], DEMO_WEB["secret"])
 
 

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from examples.demo_web.settings import DemoWebSettings
-from shared.settings import PROJECT_ROOT
+from shared.service.settings import PROJECT_ROOT
 
 
 def test_the_doc_lists_every_setting_with_its_default():

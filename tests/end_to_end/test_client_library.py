@@ -1,5 +1,5 @@
-"""The client library (shared/client.py) against a real authorization server and notes API over
-real HTTP: discovery, refresh on 401 invalid_token with rotation, one refresh for many threads,
+"""The client library (shared/client/oauth.py) against a real authorization server and notes API
+over real HTTP: discovery, refresh on 401 invalid_token with rotation, one refresh for many threads,
 re-login, logout, keyring storage; and a third-party client (requests-oauthlib) for good
 measure. Nothing is mocked; tokens that must expire live two seconds."""
 

@@ -1,5 +1,5 @@
 """Kept-alive connections opened at once are shared out between the workers of a service
-(shared/balanced_worker.py): with gevent's plain accept, one worker often took nearly all of
+(shared/service/balanced_worker.py): with gevent's plain accept, one worker often took nearly all of
 them (15 of 16) and served alone while the other idled."""
 
 from __future__ import annotations

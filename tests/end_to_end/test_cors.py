@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from resource_server.settings import ResourceSettings
-from shared.cors import origin_of, parse_origins
+from shared.service.cors import origin_of, parse_origins
 from tests.support import (
     SPA_APP,
     Browser,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import requests
 
 from shared.client import KeyringTokenStore, OAuthClient
-from shared.dpop_client import DPoPKey
+from shared.client.dpop import DPoPKey
 from tests.end_to_end import test_client_library as library
 from tests.support import ALICE, DEMO_APP, start_auth_server, start_resource_server
 

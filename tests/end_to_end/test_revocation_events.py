@@ -17,7 +17,7 @@ import requests
 
 import resource_server
 from resource_server import SUBSCRIBER_KEY
-from shared import revocation_events
+from shared.protocol import revocation_events
 from tests.auth_server.test_authorization_code import exchange, get_code
 from tests.processes import GunicornService, settings_env
 from tests.support import (

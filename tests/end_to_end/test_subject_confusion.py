@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from auth_server.db import db
 from auth_server.models import Client, User
-from shared.digests import sha256_hex
+from shared.protocol.digests import sha256_hex
 from tests.support import NOTES
 
 

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from shared.settings import PROJECT_ROOT
+from shared.service.settings import PROJECT_ROOT
 from tests.support import SERVICE_APP, start_auth_server, start_resource_server
 
 CLIENT_DIR = PROJECT_ROOT / "tests" / "thirdparty" / "oauth4webapi"

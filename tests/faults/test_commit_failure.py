@@ -179,7 +179,7 @@ def _counts(app: Flask) -> dict[str, int]:
 
 
 def _refresh_row(app: Flask, value: str) -> RefreshToken:
-    from shared.digests import sha256_hex
+    from shared.protocol.digests import sha256_hex
 
     with app.app_context():
         row = db.session.scalar(

@@ -25,7 +25,7 @@ from tests.support import ALICE, DEMO_APP, NOTES_API, SERVICE_APP
 
 pytestmark = [pytest.mark.slow, POSTGRES_ONLY]
 
-DB_POOL_TIMEOUT = 2  # shared.database also uses it, rounded, as the psycopg connect_timeout
+DB_POOL_TIMEOUT = 2  # shared.service.database also uses it, rounded, as the psycopg connect_timeout
 CONNECT_TIMEOUT = 2
 BOUND = DB_POOL_TIMEOUT + CONNECT_TIMEOUT + 2  # seconds any answer may take while it is down
 RECOVERY_LIMIT = 5.0

@@ -25,7 +25,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 import resource_server
 from auth_server import create_app
-from shared.settings import PROJECT_ROOT
+from shared.service.settings import PROJECT_ROOT
 from tests.compose import load_compose, service_environment
 from tests.faults.slow_clients import trickling
 from tests.processes import GunicornService, free_port

@@ -9,8 +9,8 @@ import base64
 import pytest
 import schemathesis
 
-from shared.basic_auth import basic_credentials_header
-from shared.openapi import load_document
+from shared.protocol.basic_auth import basic_credentials_header
+from shared.service.openapi import load_document
 from tests.fuzz.api_fuzzer import case_budget, cases_per_operation, fuzz_service, has_inputs
 from tests.support import DEMO_APP, NOTES_API, SERVICE_APP, SPA_APP, SPA_REDIRECT
 

@@ -1,8 +1,8 @@
 """Raw Authorization header parsing, fuzzed: the bearer parser of the resource server
-(shared/bearer.py) and the Basic parser of client authentication (shared/basic_auth.py) take
-any value and either return well-formed credentials or fail in their documented way
-(BearerError; (None, None)), never anything else. The same values sent to the live services
-get their documented 400/401, never a 5xx."""
+(shared/guard/bearer.py) and the Basic parser of client authentication
+(shared/protocol/basic_auth.py) take any value and either return well-formed credentials or
+fail in their documented way (BearerError; (None, None)), never anything else. The same values
+sent to the live services get their documented 400/401, never a 5xx."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from flask import Flask
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.basic_auth import MAX_HEADER, basic_credentials_header, parse_basic_credentials
-from shared.bearer import (
+from shared.guard.bearer import (
     _B64TOKEN,
     MAX_TOKEN_LENGTH,
     BearerError,
@@ -24,6 +23,7 @@ from shared.bearer import (
     parse_authorization,
     token_from_request,
 )
+from shared.protocol.basic_auth import MAX_HEADER, basic_credentials_header, parse_basic_credentials
 from tests.fuzz.hypothesis_settings import bounded
 from tests.support import DEMO_APP, NOTES_API
 

@@ -11,7 +11,7 @@ import pytest
 import requests
 import schemathesis
 
-from shared.openapi import load_document
+from shared.service.openapi import load_document
 from tests.fuzz.api_fuzzer import CHECKS
 from tests.support import (
     ALICE,

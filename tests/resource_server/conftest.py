@@ -12,7 +12,7 @@ from flask import Flask
 from resource_server import create_app
 from resource_server.db import db
 from resource_server.settings import ResourceSettings
-from shared.protect import EXTENSION_KEY
+from shared.guard.protect import EXTENSION_KEY
 
 
 @pytest.fixture

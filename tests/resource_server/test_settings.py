@@ -9,8 +9,8 @@ from sqlalchemy import inspect
 from resource_server import create_app
 from resource_server.db import db
 from resource_server.settings import ResourceSettings
-from shared.protect import EXTENSION_KEY
-from shared.settings import ConfigurationError
+from shared.guard.protect import EXTENSION_KEY
+from shared.service.settings import ConfigurationError
 
 # Every variable ResourceSettings reads, so the ambient environment cannot leak into a test.
 ENV_NAMES = [name for name, _, _ in ResourceSettings.env_reference()]

@@ -1,11 +1,11 @@
-"""shared.balanced_worker.ConnectionTable: what the workers of a service tell each other (the
-accept behaviour under gunicorn: tests/end_to_end/test_connection_balance_under_gunicorn.py)."""
+"""shared.service.balanced_worker.ConnectionTable: what the workers of a service tell each
+other (the accept behaviour under gunicorn: tests/end_to_end/test_connection_balance_under_gunicorn.py)."""
 
 from __future__ import annotations
 
 import os
 
-from shared.balanced_worker import ConnectionTable
+from shared.service.balanced_worker import ConnectionTable
 
 
 def test_the_least_loaded_live_worker_is_found_and_a_dead_one_stops_counting():

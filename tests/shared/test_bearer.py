@@ -7,7 +7,7 @@ import json
 import pytest
 from flask import Flask, request
 
-from shared.bearer import (
+from shared.guard.bearer import (
     MAX_TOKEN_LENGTH,
     BearerError,
     challenge_response,

@@ -1,5 +1,5 @@
-"""shared/client.py in isolation: header parsing, token responses, URLs, and the answers a real
-Tessera never gives (HTML errors, 503 on refresh) from a small stand-in server over HTTP."""
+"""shared/client/oauth.py in isolation: header parsing, token responses, URLs, and the answers a
+real Tessera never gives (HTML errors, 503 on refresh) from a small stand-in server over HTTP."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from shared.client import (
     ProtocolError,
     TokenEndpointError,
     Tokens,
-    _issuer_and_metadata_url,
     is_invalid_token,
     parse_www_authenticate,
 )
+from shared.client.oauth import _issuer_and_metadata_url
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,9 @@
-"""shared.deadline_http: a small request goes out in one write (the deadline behaviour itself is
-proved against slow peers in tests/shared/test_introspection.py)."""
+"""shared.protocol.deadline_http: a small request goes out in one write (the deadline
+behaviour itself is proved against slow peers in tests/shared/test_introspection.py)."""
 
 from __future__ import annotations
 
-from shared.deadline_http import deadline_pool
+from shared.protocol.deadline_http import deadline_pool
 
 
 class RecordingSocket:

@@ -1,10 +1,11 @@
-"""shared/dpop.py on its own: the RFC 9449 examples, URL comparison, the freshness window."""
+"""shared/protocol/dpop.py on its own: the RFC 9449 examples, URL comparison, the freshness
+window."""
 
 from __future__ import annotations
 
 import pytest
 
-from shared.dpop import (
+from shared.protocol.dpop import (
     DPoPProofError,
     access_token_hash,
     is_thumbprint,

@@ -8,7 +8,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from shared.database import end_sessions_without_failing
+from shared.service.database import end_sessions_without_failing
 
 
 def test_a_connection_that_dies_before_the_closing_rollback_is_invalidated_not_a_500(tmp_path):

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from shared.introspection import (
+from shared.guard.introspection import (
     IntrospectionClient,
     IntrospectionCredentialsRejected,
     IntrospectionError,

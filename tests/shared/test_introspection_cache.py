@@ -11,9 +11,9 @@ import pytest
 from pydantic import ValidationError
 
 from resource_server.settings import ResourceSettings
-from shared import revocation_events as events
-from shared.introspection import IntrospectionResult
-from shared.introspection_cache import IntrospectionCache, token_key
+from shared.guard.introspection import IntrospectionResult
+from shared.guard.introspection_cache import IntrospectionCache, token_key
+from shared.protocol import revocation_events as events
 from tests.support import FakeClock
 
 

@@ -1,4 +1,4 @@
-"""shared.json_input: hostile JSON can only raise ValueError."""
+"""shared.protocol.json_input: hostile JSON can only raise ValueError."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from shared.json_input import finite_number, loads
+from shared.protocol.json_input import finite_number, loads
 
 
 @pytest.mark.parametrize("text", ["[" * 200_000, "[" * 5_000 + "]" * 5_000, '{"a":' * 5_000])

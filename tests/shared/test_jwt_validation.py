@@ -1,4 +1,4 @@
-"""shared.jwt_validation: local validation of our RFC 9068 access tokens against a real
+"""shared.client.jwt_validation: local validation of our RFC 9068 access tokens against a real
 authorization server's JWKS, and the forgeries it must reject."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 from joserfc import jwk, jwt
 
-from shared.jwt_validation import InvalidToken, JWKSUnavailable, JWKSValidator
+from shared.client.jwt_validation import InvalidToken, JWKSUnavailable, JWKSValidator
 from tests.resource_server.fake_as import TricklingAuthorizationServer
 from tests.support import DEMO_APP, NOTES, REPORTS, FakeClock, start_auth_server
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 from flask import Flask, g
 
-from shared.introspection import IntrospectionClient
-from shared.protect import EXTENSION_KEY, TokenGuard, current_token, require_token
+from shared.guard.introspection import IntrospectionClient
+from shared.guard.protect import EXTENSION_KEY, TokenGuard, current_token, require_token
 from tests.resource_server.fake_as import AUDIENCE
 
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from shared.secret_file import SecretFile, SecretFileError
+from shared.service.secret_file import SecretFile, SecretFileError
 
 
 def replace(path, value: str) -> None:

@@ -1,4 +1,4 @@
-"""shared.serving.BufferedApp: the app sees a request only with its whole body read, and at
+"""shared.service.serving.BufferedApp: the app sees a request only with its whole body read, and at
 most `slots` requests run in it at once (the slow-client and pool behaviour under gunicorn is
 proved live in tests/faults/test_slow_clients.py and
 tests/end_to_end/test_refresh_races_under_gunicorn.py)."""
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from shared.serving import BufferedApp, FairSlots
+from shared.service.serving import BufferedApp, FairSlots
 
 
 class RecordingStream(io.BytesIO):

@@ -1,5 +1,5 @@
 """SQLite writers wait for another process's write lock without stopping their worker
-(shared/sqlite_writers.py), and the writers of one process take turns without errors.
+(shared/service/sqlite_writers.py), and the writers of one process take turns without errors.
 
 The gevent half runs in a child interpreter patched by gevent, as a gunicorn gevent worker is:
 SQLite's own busy handler sleeps in C there and would stop every greenlet of the worker.
@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 from sqlalchemy import create_engine, text
 
-from shared.database import configure_engine, engine_options
+from shared.service.database import configure_engine, engine_options
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +27,7 @@ GEVENT_CHILD = textwrap.dedent(
     from types import SimpleNamespace
     import gevent
     from sqlalchemy import create_engine, text
-    from shared.database import configure_engine, engine_options
+    from shared.service.database import configure_engine, engine_options
 
     path = sys.argv[1]
     settings = SimpleNamespace(sqlite_busy_timeout_ms=5000, instance_dir=path.rsplit('/', 1)[0])

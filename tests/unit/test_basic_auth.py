@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from shared.basic_auth import MAX_HEADER, basic_credentials_header, parse_basic_credentials
+from shared.protocol.basic_auth import MAX_HEADER, basic_credentials_header, parse_basic_credentials
 
 
 def basic(raw: str) -> str:

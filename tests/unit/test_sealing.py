@@ -8,7 +8,7 @@ from cryptography.fernet import Fernet
 
 from auth_server.keys import KeyCipher
 from auth_server.tokens import GraceSealer
-from shared.settings import ConfigurationError
+from shared.service.settings import ConfigurationError
 
 RESPONSE = {"access_token": "eyJ.a.b", "refresh_token": "next", "token_type": "Bearer"}
 

@@ -5,7 +5,7 @@ Revises:
 Create Date: 2026-11-27
 
 Generated from the models, then checked by hand: constraint and index names are the ones
-shared.database.NAMING_CONVENTION gives the models, and the partial unique indexes on
+shared.service.database.NAMING_CONVENTION gives the models, and the partial unique indexes on
 signing_keys (one active and at most one next key per algorithm) carry their WHERE clause for
 both SQLite and PostgreSQL. Frozen: a later model change gets its own revision.
 """

@@ -5,7 +5,7 @@ Revises:
 Create Date: 2026-11-27
 
 Generated from the models, then checked by hand: names follow
-shared.database.NAMING_CONVENTION. Frozen: a later model change gets its own revision.
+shared.service.database.NAMING_CONVENTION. Frozen: a later model change gets its own revision.
 """
 
 import sqlalchemy as sa

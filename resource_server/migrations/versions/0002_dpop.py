@@ -5,7 +5,7 @@ Revises: 0001
 Create Date: 2026-11-29
 
 One row per used proof (SHA-256 of its key thumbprint and jti) until the proof is too old to be
-accepted anyway; shared/dpop_replay.py inserts with ON CONFLICT DO NOTHING and prunes.
+accepted anyway; shared/guard/dpop_replay.py inserts with ON CONFLICT DO NOTHING and prunes.
 """
 
 import sqlalchemy as sa

@@ -2,8 +2,9 @@
 
 Every field's environment variable is its name in upper case (``access_token_ttl`` is
 ``ACCESS_TOKEN_TTL``); its default and meaning sit next to it, and ``env_reference`` turns them
-into the table the README documents. Settings are read once, by the app factory, and travel
-on ``app.extensions``; nothing reads ``os.environ`` anywhere else.
+into the tables of docs/settings.md. Settings are read once, by the app factory, and travel
+on ``app.extensions``; no other module of the services reads ``os.environ``. The one exception
+is gunicorn.conf.py, which reads its own ``GUNICORN_*`` variables before any app exists.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The checkout, for the tests and scripts that run from it; no default of a setting uses it
 # (an installed package must never write next to its code in site-packages).
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # The embedded default keeps its SQLite files and generated secrets in INSTANCE_DIR, by default
 # this folder of the working directory: `make run` and the CLI, run from the checkout, share it.
 DEFAULT_INSTANCE_DIR = "instance"

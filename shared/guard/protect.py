@@ -8,7 +8,7 @@
     def things():
         return {"sub": current_token().sub}
 
-With ``dpop=ResourceDPoP(...)`` (shared/dpop_resource.py) the guard also accepts RFC 9449
+With ``dpop=ResourceDPoP(...)`` (shared/guard/dpop_resource.py) the guard also accepts RFC 9449
 `Authorization: DPoP` requests and refuses bound tokens sent as bearer tokens; without it,
 only bearer requests get through and a bound token never does.
 
@@ -27,19 +27,23 @@ from typing import Any, TypeVar
 
 from flask import Flask, Response, current_app, g, request
 
-from shared import request_id
-from shared.bearer import (
+from shared.guard.bearer import (
     BEARER,
     DPOP,
-    NO_STORE,
     BearerError,
     challenge_response,
     check_realm,
     check_scope_token,
     credentials_from_request,
 )
-from shared.dpop_resource import ResourceDPoP
-from shared.introspection import IntrospectionClient, IntrospectionResult, IntrospectionUnavailable
+from shared.guard.dpop_resource import ResourceDPoP
+from shared.guard.introspection import (
+    IntrospectionClient,
+    IntrospectionResult,
+    IntrospectionUnavailable,
+)
+from shared.protocol.oauth_syntax import NO_STORE
+from shared.service import request_id
 
 EXTENSION_KEY = "tessera_token_guard"
 ACCESS_TOKEN_USE = "access_token"

@@ -27,8 +27,8 @@ from sqlalchemy.engine import CursorResult, Engine, Result, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import scoped_session
 
-from shared.settings import ServiceSettings
-from shared.sqlite_writers import queue_sqlite_writers
+from shared.service.settings import ServiceSettings
+from shared.service.sqlite_writers import queue_sqlite_writers
 
 log = logging.getLogger("tessera.database")
 
@@ -177,7 +177,7 @@ def configure_engine(engine: Engine, settings: ServiceSettings) -> None:
         if dbapi_connection.in_transaction:
             dbapi_connection.rollback()
 
-    # Writers of this process queue for SQLite's write lock (shared/sqlite_writers.py).
+    # Writers of this process queue for SQLite's write lock (shared/service/sqlite_writers.py).
     queue_sqlite_writers(engine, busy_ms / 1000)
 
 

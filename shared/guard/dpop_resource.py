@@ -19,8 +19,10 @@ from collections.abc import Callable
 
 from flask import Request
 
-from shared.bearer import BEARER, DPOP, BearerError
-from shared.dpop import (
+from shared.guard.bearer import BEARER, DPOP, BearerError
+from shared.guard.dpop_replay import SeenProofs
+from shared.guard.introspection import IntrospectionResult
+from shared.protocol.dpop import (
     DEFAULT_LEEWAY,
     DEFAULT_MAX_AGE,
     SUPPORTED_ALGS,
@@ -28,8 +30,6 @@ from shared.dpop import (
     DPoPProofError,
     verify_proof,
 )
-from shared.dpop_replay import SeenProofs
-from shared.introspection import IntrospectionResult
 
 
 class ResourceDPoP:

@@ -29,8 +29,8 @@ from collections.abc import Callable
 import redis
 from redis.client import PubSub
 
-from shared import revocation_events as events
-from shared.introspection_cache import ChannelState, IntrospectionCache
+from shared.guard.introspection_cache import ChannelState, IntrospectionCache
+from shared.protocol import revocation_events as events
 
 log = logging.getLogger("tessera.revocation_events")
 

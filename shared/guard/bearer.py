@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from flask import Request, Response
 
-MAX_TOKEN_LENGTH = 8192
+from shared.protocol.oauth_syntax import MAX_TOKEN_LENGTH, NO_STORE, SCOPE_TOKEN
 
 INVALID_REQUEST = "invalid_request"
 INVALID_TOKEN = "invalid_token"
@@ -33,10 +33,6 @@ DPOP = "DPoP"
 _DESCRIPTION = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
-
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 class BearerError(Exception):
@@ -91,7 +87,7 @@ def check_description(text: str) -> str:
 
 def check_scope_token(scope: str) -> str:
     """Return ``scope`` if it is a valid RFC 6749 §3.3 scope-token, else raise ValueError."""
-    if not _SCOPE_TOKEN.fullmatch(scope):
+    if not SCOPE_TOKEN.fullmatch(scope):
         raise ValueError(f"not a valid scope token: {scope!r}")
     return scope
 

@@ -48,9 +48,10 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
 from joserfc.jws import JWSRegistry
 from urllib3.exceptions import HTTPError
 
-from shared import json_input
-from shared.deadline_http import deadline
-from shared.http import service_session
+from shared.client.http import service_session
+from shared.protocol import json_input
+from shared.protocol.deadline_http import deadline
+from shared.protocol.oauth_syntax import MAX_TOKEN_LENGTH
 
 log = logging.getLogger("tessera.jwt_validation")
 
@@ -61,7 +62,6 @@ warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=Securi
 # The only algorithms a Tessera key can carry, each with the key type it must have.
 ALLOWED_ALGS = {"ES256": (ECKey, "P-256"), "RS256": (RSAKey, None), "EdDSA": (OKPKey, "Ed25519")}
 ACCEPTED_TYPES = ("at+jwt", "application/at+jwt")  # RFC 9068 §4, compared case-insensitively
-MAX_TOKEN_LENGTH = 16384
 MIN_RSA_BITS = 2048
 
 
@@ -298,7 +298,7 @@ class JWKSValidator:
         deadline_at = time.monotonic() + self.total_timeout
         try:
             # With service_session() the deadline also bounds a trickled status line and
-            # headers (shared/deadline_http.py); with any session, the body loop checks it.
+            # headers (shared/protocol/deadline_http.py); with any session, the body loop checks it.
             with deadline(deadline_at):
                 response = self._session.get(
                     self.jwks_uri,

@@ -21,11 +21,11 @@ from urllib3 import BaseHTTPResponse, Timeout
 from urllib3.exceptions import HTTPError, NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 
-from shared import json_input
-from shared.basic_auth import basic_credentials_header
-from shared.deadline_http import deadline, deadline_pool
-from shared.digests import fingerprint
-from shared.secret_file import SecretFile
+from shared.protocol import json_input
+from shared.protocol.basic_auth import basic_credentials_header
+from shared.protocol.deadline_http import deadline, deadline_pool
+from shared.protocol.digests import fingerprint
+from shared.service.secret_file import SecretFile
 
 log = logging.getLogger("tessera.introspection")
 
@@ -197,8 +197,8 @@ class IntrospectionClient:
             "Content-Type": "application/x-www-form-urlencoded",
             "User-Agent": "tessera-introspection/1",
         }
-        # urllib3 directly, not requests: a deadline per call (shared/deadline_http.py) needs
-        # its connections, and requests' per-call overhead was half of the worker's time.
+        # urllib3 directly, not requests: a deadline per call (shared/protocol/deadline_http.py)
+        # needs its connections, and requests' per-call overhead was half of the worker's time.
         self._pool = deadline_pool(introspection_url, pool_size, verify)
         self._target = _request_target(introspection_url)
 

@@ -7,7 +7,7 @@ through several rounds while writers of the other workers come and go: token iss
 p99 of 0.3 to 0.7 s (worst 1.5 s) at 16 connections.
 
 Here, a transaction about to take SQLite's write lock (before its first INSERT, UPDATE, DELETE
-or REPLACE, where pysqlite would issue BEGIN IMMEDIATE, shared/database.py):
+or REPLACE, where pysqlite would issue BEGIN IMMEDIATE, shared/service/database.py):
 
 - first takes this process's lock, and gives it back as soon as the transaction has ended
   (after COMMIT or ROLLBACK): the writers of a process wait their turn, woken the moment the
@@ -129,7 +129,7 @@ def queue_sqlite_writers(engine: Engine, wait_seconds: float) -> WriterQueue:
 
     @event.listens_for(engine, "reset")
     def _reset(dbapi_connection: Any, _record: Any, _state: Any) -> None:
-        # After shared/database.py's reset hook, which rolls back what a failed COMMIT left.
+        # After shared/service/database.py's reset hook, which rolls back what a failed COMMIT left.
         queue.after_end(dbapi_connection)
 
     @event.listens_for(engine, "close")

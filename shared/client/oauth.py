@@ -53,9 +53,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import requests
 from requests.auth import AuthBase, HTTPBasicAuth
 
-from shared import json_input
-from shared.digests import fingerprint
-from shared.dpop_client import DPoPKey, NonceBook
+from shared.client.dpop import DPoPKey, NonceBook
+from shared.protocol import json_input
+from shared.protocol.digests import fingerprint
 
 log = logging.getLogger("tessera.client")
 

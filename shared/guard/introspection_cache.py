@@ -24,8 +24,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shared import revocation_events as events
-from shared.introspection import IntrospectionClient, IntrospectionResult
+from shared.guard.introspection import IntrospectionClient, IntrospectionResult
+from shared.protocol import revocation_events as events
 
 # Outcomes of a lookup, for the metric: hit, miss (introspected, maybe stored) and bypass
 # (introspected because the channel is not live, nothing stored).

@@ -1,5 +1,5 @@
 """X-Request-ID: one id per request, taken from the caller when it is safe, echoed back, put in
-every log line (shared/logging.py) and forwarded by the resource server to the authorization
+every log line (shared/service/logging.py) and forwarded by the resource server to the authorization
 server, so one user request can be followed across both services."""
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ No Flask here: the authorization server's token endpoint and the resource server
 call ``verify_proof`` with the method and URL of their request and get back the proof's facts
 (above all ``jkt``, the SHA-256 thumbprint of its public key), or a ``DPoPProofError`` whose
 description is a fixed sentence, safe for an ``error_description``. Whether the proof's ``jti``
-was seen before is the caller's question (``shared/dpop_replay.py``): it needs the service's
+was seen before is the caller's question (``shared/guard/dpop_replay.py``): it needs the service's
 database, and is asked last, so a proof that fails any other check burns nothing.
 
 Signatures are checked by joserfc with exactly the one algorithm the header names, and only
@@ -33,7 +33,7 @@ from joserfc.jwa import JWSAlgModel
 from joserfc.jwk import ECKey, Key, OKPKey, RSAKey, import_key
 from joserfc.jws import JWSRegistry
 
-from shared import json_input
+from shared.protocol import json_input
 
 PROOF_TYPE = "dpop+jwt"
 # What the proof may be signed with, and the key type and curve each needs.

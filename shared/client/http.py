@@ -1,5 +1,5 @@
 """The requests session a service uses to call another service (JWKS; introspection uses
-shared/deadline_http.py)."""
+shared/protocol/deadline_http.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.cookies import RequestsCookieJar
 
-from shared.deadline_http import deadline_pool_classes
+from shared.protocol.deadline_http import deadline_pool_classes
 
 
 def service_session(pool_size: int = 10) -> requests.Session:
@@ -21,8 +21,8 @@ def service_session(pool_size: int = 10) -> requests.Session:
     # No cookies either: state from one user's request must never ride along on another's.
     session.cookies = RequestsCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
     adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-    # Connections that honour shared.deadline_http.deadline(): a call made inside one ends by
-    # then, however slowly the peer sends its answer.
+    # Connections that honour shared.protocol.deadline_http.deadline(): a call made inside one ends
+    # by then, however slowly the peer sends its answer.
     adapter.poolmanager.pool_classes_by_scheme = deadline_pool_classes()
     session.mount("http://", adapter)
     session.mount("https://", adapter)

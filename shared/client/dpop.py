@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from joserfc.jwk import ECKey, Key, import_key
 
-from shared.dpop import create_proof
+from shared.protocol.dpop import create_proof
 
 
 class DPoPKey:
