@@ -1,5 +1,6 @@
 """shared.service.balanced_worker.ConnectionTable: what the workers of a service tell each
-other (the accept behaviour under gunicorn: tests/end_to_end/test_connection_balance_under_gunicorn.py)."""
+other (the accept behaviour under gunicorn:
+tests/end_to_end/test_connection_balance_under_gunicorn.py)."""
 
 from __future__ import annotations
 
