@@ -77,7 +77,7 @@ _FamilyOfAccess = aliased(RefreshFamily)
 _ACCESS_TOKEN_BY_HASH = (
     select(
         AccessToken.jti,
-        AccessToken.client_pk,
+        AccessToken.client_pk.label("client_pk"),
         AccessToken.user_id,
         AccessToken.scope,
         AccessToken.audience,
@@ -129,7 +129,7 @@ _REFRESH_TOKEN_BY_HASH = (
         RefreshToken.expires_at,
         RefreshToken.consumed_at,
         RefreshFamily.id.label("family_id"),
-        RefreshFamily.client_pk,
+        RefreshFamily.client_pk.label("client_pk"),
         RefreshFamily.user_id,
         RefreshFamily.scope,
         RefreshFamily.audience,
