@@ -50,6 +50,8 @@ def sign_in(page, demo_web, shot=None, password=ALICE[1]) -> None:
     if shot:
         shot(page, "1-signed-out")
     page.get_by_role("link", name="Sign in").click()
+    # The login page with its stylesheet (the load event waits for it: a busy machine is slow).
+    page.wait_for_load_state("load")
     page.get_by_label("Username").fill(ALICE[0])
     page.get_by_label("Password").fill(password)
     if shot:
@@ -162,7 +164,9 @@ def test_sign_in_with_the_keyboard_only(demo_web, new_context, shot):
     page.keyboard.press("Enter")
     # The login page puts the caret in Username; Tab goes on to Password, then the button.
     page.get_by_label("Username").wait_for()
-    assert page.evaluate("document.activeElement.id") == "username"
+    # autofocus applies once the document has loaded; wait for it, then for the caret
+    page.wait_for_load_state("load")
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'username'")
     page.keyboard.type(ALICE[0])
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "password"
@@ -190,8 +194,8 @@ def test_a_wrong_password_shows_a_clear_error_and_signs_nobody_in(demo_web, new_
     assert alert.inner_text() == "The username or password is incorrect."
     assert page.get_by_label("Username").input_value() == ALICE[0]
     assert page.get_by_label("Password").get_attribute("aria-invalid") == "true"
-    # The caret goes back to the field to correct.
-    assert page.evaluate("document.activeElement.id") == "password"
+    # The caret goes back to the field to correct (autofocus, once the page has loaded).
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'password'")
     shot(page, "login-error")
     assert stored_tokens(demo_web) == []
 
