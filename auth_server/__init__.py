@@ -155,13 +155,10 @@ def create_app(
         ),
         reader=reader_engine(engine),
     )
-    from auth_server.server import TesseraAuthorizationServer
-
-    components.server = TesseraAuthorizationServer(components)
     _prepare_signing_keys(engine, components)
     app.extensions["tessera"] = components
 
-    from auth_server import cli, errors
+    from auth_server import cli, web_errors
     from auth_server.endpoints import (
         account,
         account_page,
@@ -192,7 +189,7 @@ def create_app(
         headers=("Content-Type",),
     ).init_app(app)
     openapi.init_app(app, __name__)
-    errors.register_error_handlers(app)
+    web_errors.register_error_handlers(app)
     request_id.init_app(app)
     # Innermost: its refusals skip Flask, and the proxy fix still applies outside it.
     app.wsgi_app = PasswordCheckGate(  # type: ignore[method-assign]
