@@ -7,8 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from auth_server.accounts import Accounts
+from auth_server.audit import AuditTrail
 from auth_server.clients import ClientDirectory
 from auth_server.db import db
 from auth_server.dpop import TokenEndpointDPoP
@@ -26,6 +28,10 @@ from auth_server.tokens import TokenPolicy, TokenService
 @dataclass
 class AuthComponents:
     settings: AuthSettings
+    # Where this app's committed audit events go (auth_server/audit.py).
+    audit_trail: AuditTrail
+    # The app's own sessions outside a request (key ring, start-up); requests use db.session.
+    sessions: sessionmaker[Session]
     cipher: KeyCipher
     keyring: KeyRing
     passwords: Passwords
