@@ -117,6 +117,7 @@ def create_app(
     sessions = sessionmaker(bind=engine)
     audit_trail.watch(db.session)
     audit_trail.watch(sessions)
+    metrics = AuthMetrics()
     components = AuthComponents(
         settings=settings,
         audit_trail=audit_trail,
@@ -144,6 +145,7 @@ def create_app(
             per_ip=Limit.parse(settings.login_failures_per_ip),
             per_username=Limit.parse(settings.login_failures_per_username),
             clock=clock,
+            on_throttled=metrics.count_login_throttled,
         ),
         token_policy=TokenPolicy(
             issuer=settings.auth_issuer,
@@ -154,7 +156,7 @@ def create_app(
             authorization_code_ttl=settings.authorization_code_ttl,
         ),
         clock=clock,
-        metrics=AuthMetrics(),
+        metrics=metrics,
         clients=ClientDirectory(settings.client_cache_seconds, wall_clock=clock),
         dpop=TokenEndpointDPoP(
             SeenProofs(lambda: engine, DPoPProofSeen.__table__),
@@ -220,7 +222,6 @@ def create_app(
             on_publish=components.metrics.count_revocation_event,
         )
         audit_trail.subscribe(publisher.on_audit_event)
-    components.login_throttle.on_throttled = components.metrics.count_login_throttled
     cli.register(app)
     return app
 
