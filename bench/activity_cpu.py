@@ -24,8 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from auth_server import create_app  # noqa: E402
-from auth_server import activity  # noqa: E402
+from auth_server import activity, create_app  # noqa: E402
 from bench.run import database_urls  # noqa: E402
 from shared.protocol.basic_auth import basic_credentials_header  # noqa: E402
 from tests.support import NOTES_API, auth_settings, seed  # noqa: E402
