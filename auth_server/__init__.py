@@ -111,11 +111,20 @@ def create_app(
         log.warning(
             "AUTH_KEY_ENCRYPTION_KEY is not set: private signing keys are stored unencrypted"
         )
+    # The sessions this app makes (db.session for requests and the CLI; `sessions` for the key
+    # ring and start-up) publish the audit events committed through them, to this app alone.
+    audit_trail = audit.AuditTrail(engine)
+    sessions = sessionmaker(bind=engine)
+    audit_trail.watch(db.session)
+    audit_trail.watch(sessions)
+    metrics = AuthMetrics()
     components = AuthComponents(
         settings=settings,
+        audit_trail=audit_trail,
+        sessions=sessions,
         cipher=cipher,
         keyring=KeyRing(
-            session_factory=sessionmaker(bind=engine),
+            session_factory=sessions,
             cipher=cipher,
             alg=settings.signing_alg,
             cache_seconds=settings.key_cache_seconds,
@@ -136,6 +145,7 @@ def create_app(
             per_ip=Limit.parse(settings.login_failures_per_ip),
             per_username=Limit.parse(settings.login_failures_per_username),
             clock=clock,
+            on_throttled=metrics.count_login_throttled,
         ),
         token_policy=TokenPolicy(
             issuer=settings.auth_issuer,
@@ -146,7 +156,7 @@ def create_app(
             authorization_code_ttl=settings.authorization_code_ttl,
         ),
         clock=clock,
-        metrics=AuthMetrics(),
+        metrics=metrics,
         clients=ClientDirectory(settings.client_cache_seconds, wall_clock=clock),
         dpop=TokenEndpointDPoP(
             SeenProofs(lambda: engine, DPoPProofSeen.__table__),
@@ -155,13 +165,10 @@ def create_app(
         ),
         reader=reader_engine(engine),
     )
-    from auth_server.server import TesseraAuthorizationServer
-
-    components.server = TesseraAuthorizationServer(components)
-    _prepare_signing_keys(engine, components)
+    _prepare_signing_keys(engine, sessions, components)
     app.extensions["tessera"] = components
 
-    from auth_server import cli, errors
+    from auth_server import cli, web_errors
     from auth_server.endpoints import (
         account,
         account_page,
@@ -192,7 +199,7 @@ def create_app(
         headers=("Content-Type",),
     ).init_app(app)
     openapi.init_app(app, __name__)
-    errors.register_error_handlers(app)
+    web_errors.register_error_handlers(app)
     request_id.init_app(app)
     # Innermost: its refusals skip Flask, and the proxy fix still applies outside it.
     app.wsgi_app = PasswordCheckGate(  # type: ignore[method-assign]
@@ -203,7 +210,7 @@ def create_app(
     )
     trust_proxies(app, settings.trusted_proxies)
     components.metrics.init_app(app)
-    audit.subscribe(engine, components.metrics.on_audit_event)
+    audit_trail.subscribe(components.metrics.on_audit_event)
     if settings.revocation_events_url:
         publisher = RevocationPublisher(
             settings.revocation_events_url,
@@ -214,13 +221,14 @@ def create_app(
             clock=components.clock,
             on_publish=components.metrics.count_revocation_event,
         )
-        audit.subscribe(engine, publisher.on_audit_event)
-    components.login_throttle.on_throttled = components.metrics.count_login_throttled
+        audit_trail.subscribe(publisher.on_audit_event)
     cli.register(app)
     return app
 
 
-def _prepare_signing_keys(engine: Engine, components: AuthComponents) -> None:
+def _prepare_signing_keys(
+    engine: Engine, sessions: sessionmaker[Session], components: AuthComponents
+) -> None:
     """Start-up is where keys are created and a due rotation is made (the key ring only reads:
     auth_server/keys.py). Before `db upgrade` has made the tables there is nothing to do, and a
     database that is down now leaves the work to the next start or `keys prepare`."""
@@ -228,7 +236,7 @@ def _prepare_signing_keys(engine: Engine, components: AuthComponents) -> None:
     try:
         if not inspect(engine).has_table(SigningKey.__tablename__):
             return
-        with Session(engine) as session:
+        with sessions() as session:
             prepare_signing_keys(
                 session,
                 settings.signing_alg,

@@ -2,16 +2,19 @@
 describes. Details name tokens by `jti` or fingerprint, never by value.
 
 Once that transaction commits (and only then: a rolled-back change did not happen), the event
-is mirrored to the `tessera.audit` log and handed to the listeners subscribed for the database
-engine, which is how metrics count tokens issued, reuse detected and revocations.
+is mirrored to the `tessera.audit` log and handed to the listeners subscribed to the app's
+AuditTrail, which is how metrics count tokens issued, reuse detected and revocations. Each app
+has its own trail, hooked at app creation on the sessions that app makes (create_app), so two
+apps in one process share neither listeners nor events.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import weakref
 from collections.abc import Callable
-from weakref import WeakKeyDictionary
+from typing import Any
 
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
@@ -22,7 +25,6 @@ from auth_server.models import AuditEvent
 log = logging.getLogger("tessera.audit")
 
 Listener = Callable[[str, dict], None]
-_listeners: WeakKeyDictionary[Engine, list[Listener]] = WeakKeyDictionary()
 _PENDING = "tessera_audit_pending"
 
 # The events an operator can rely on finding (README "Operate it" lists them).
@@ -85,22 +87,63 @@ def record(
     session.info.setdefault(_PENDING, []).append((session.get_bind(), event, fields))
 
 
-def subscribe(engine: Engine, listener: Listener) -> None:
-    """Call `listener(event, fields)` for every audit event committed through `engine`."""
-    _listeners.setdefault(engine, []).append(listener)
+class AuditTrail:
+    """The audit events one app commits through its engine, logged and handed to its listeners.
 
+    Flask-SQLAlchemy's db.session is one scoped session for every app of the process, so the
+    events a session holds are sorted by the engine they were recorded on (`record` notes it):
+    each trail takes its own and leaves the others'.
+    """
 
-@sa_event.listens_for(Session, "after_commit")
-def _publish(session: Session) -> None:
-    for engine, event, fields in session.info.pop(_PENDING, ()):
-        log.info(event, extra={"audit": {"event": event, **fields}})
-        for listener in _listeners.get(engine, ()):
-            try:
-                listener(event, fields)
-            except Exception:  # noqa: BLE001 - a metrics bug must not fail a committed request
-                log.exception("audit listener failed")
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._listeners: list[Listener] = []
 
+    def subscribe(self, listener: Listener) -> None:
+        """Call `listener(event, fields)` for every audit event this app commits."""
+        self._listeners.append(listener)
 
-@sa_event.listens_for(Session, "after_rollback")
-def _discard(session: Session) -> None:
-    session.info.pop(_PENDING, None)
+    def watch(self, sessions: Any) -> None:
+        """Publish what commits through `sessions` (a Session, sessionmaker or scoped_session).
+
+        The hooks hold the trail weakly: a shared session factory must not keep a finished
+        app (its engine and pool) alive.
+        """
+        trail = weakref.ref(self)
+
+        def published(session: Session) -> None:
+            live = trail()
+            if live is not None:
+                live._publish(session)
+
+        def discarded(session: Session) -> None:
+            live = trail()
+            if live is not None:
+                live._discard(session)
+
+        sa_event.listen(sessions, "after_commit", published)
+        sa_event.listen(sessions, "after_rollback", discarded)
+
+    def _take_own(self, session: Session) -> list[tuple[str, dict]]:
+        pending = session.info.get(_PENDING)
+        if not pending:
+            return []
+        own = [(event, fields) for engine, event, fields in pending if engine is self.engine]
+        if own:
+            pending[:] = [entry for entry in pending if entry[0] is not self.engine]
+        if not pending:
+            session.info.pop(_PENDING, None)
+        return own
+
+    def _publish(self, session: Session) -> None:
+        for event, fields in self._take_own(session):
+            log.info(event, extra={"audit": {"event": event, **fields}})
+            for listener in self._listeners:
+                try:
+                    listener(event, fields)
+                except Exception:  # noqa: BLE001 - a metrics bug must not fail a committed request
+                    log.exception("audit listener failed")
+
+    def _discard(self, session: Session) -> None:
+        # A rolled-back change did not happen: its events are dropped, never published.
+        self._take_own(session)

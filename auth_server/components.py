@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from auth_server.accounts import Accounts
+from auth_server.audit import AuditTrail
 from auth_server.clients import ClientDirectory
 from auth_server.db import db
 from auth_server.dpop import TokenEndpointDPoP
@@ -17,17 +18,20 @@ from auth_server.epochs import Steps, no_steps
 from auth_server.keys import KeyCipher, KeyRing
 from auth_server.metrics import AuthMetrics
 from auth_server.passwords import Passwords
+from auth_server.protocol.server import TesseraAuthorizationServer
+from auth_server.revocation import RevocationService
 from auth_server.settings import AuthSettings
 from auth_server.throttle import LoginThrottle
 from auth_server.tokens import TokenPolicy, TokenService
-
-if TYPE_CHECKING:
-    from auth_server.server import TesseraAuthorizationServer
 
 
 @dataclass
 class AuthComponents:
     settings: AuthSettings
+    # Where this app's committed audit events go (auth_server/audit.py).
+    audit_trail: AuditTrail
+    # The app's own sessions outside a request (key ring, start-up); requests use db.session.
+    sessions: sessionmaker[Session]
     cipher: KeyCipher
     keyring: KeyRing
     passwords: Passwords
@@ -39,11 +43,15 @@ class AuthComponents:
     # What reads outside any transaction (introspection) run on: the app's engine, in
     # autocommit on PostgreSQL (no BEGIN/ROLLBACK round trips for one SELECT).
     reader: Engine | None = None
-    server: TesseraAuthorizationServer | None = None
     # Every expiry decision reads this clock; tests pass one they can move forward.
     clock: Callable[[], float] = field(default=time.time)
     # What the services report their steps to (epochs.no_steps); tests pause there.
     steps: Steps = field(default=no_steps)
+    # Authlib's server over these components, built with them (never assigned afterwards).
+    server: TesseraAuthorizationServer = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.server = TesseraAuthorizationServer(self)
 
     def now(self) -> int:
         return int(self.clock())
@@ -57,6 +65,9 @@ class AuthComponents:
             steps=self.steps,
             forget_client=self.clients.forget,
         )
+
+    def revocations(self) -> RevocationService:
+        return RevocationService(db.session, self.clock, self.steps)
 
     def accounts(self) -> Accounts:
         return Accounts(db.session, self.passwords, self.clock, self.steps)

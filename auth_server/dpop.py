@@ -17,7 +17,7 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 
-from auth_server.errors import InvalidDPoPProofError, UseDPoPNonceError
+from auth_server.protocol.errors import InvalidDPoPProofError, UseDPoPNonceError
 from shared.guard.dpop_replay import SeenProofs
 from shared.protocol.dpop import DEFAULT_LEEWAY, DPoPProof, DPoPProofError, b64url, verify_proof
 

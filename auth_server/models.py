@@ -62,7 +62,7 @@ class User(db.Model):
     @property
     def scope_limit(self) -> list[str] | None:
         """The scopes this user may delegate, or None for no limit of the user's own (the
-        user-side argument of auth_server.policy's narrowing)."""
+        user-side argument of auth_server.protocol.policy's narrowing)."""
         return None if self.allowed_scopes is None else split_words(self.allowed_scopes)
 
 

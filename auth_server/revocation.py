@@ -10,6 +10,7 @@ that overlaps the revocation cannot leave a token behind it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import update
@@ -178,3 +179,20 @@ def revoke_presented_token(
     steps("revoked")
     session.commit()
     return RevocationResult(record, changed)
+
+
+class RevocationService:
+    """Revocation's use cases on one session, as TokenService is issuance's: find the token,
+    revoke, audit, commit (the audit listeners publish the event after the commit)."""
+
+    def __init__(self, session: Session, clock: Callable[[], float], steps: Steps = no_steps):
+        self.session = session
+        self.clock = clock
+        self.steps = steps
+
+    def revoke_presented_token(
+        self, client_pk: int, client_id: str, token: str, hint: str | None, ip: str | None
+    ) -> RevocationResult:
+        return revoke_presented_token(
+            self.session, client_pk, client_id, token, hint, int(self.clock()), ip, self.steps
+        )

@@ -1,7 +1,7 @@
 """Publishes a revocation event (shared/protocol/revocation_events.py) for every committed
 revocation.
 
-It listens to committed audit events (audit.subscribe): every revoking operation already
+It listens to committed audit events (the app's AuditTrail): every revoking operation already
 writes one in its own transaction, and the listeners run inside `session.commit()`, so the
 event is out after the commit and before the view answers, with no hook at the call sites.
 

@@ -40,8 +40,8 @@ from sqlalchemy import delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from auth_server.errors import TooManyRequestsError
 from auth_server.models import LoginAttempt
+from auth_server.protocol.errors import TooManyRequestsError
 from shared.protocol.digests import fingerprint
 from shared.service.settings import ConfigurationError
 

@@ -40,10 +40,9 @@ from joserfc import jwt
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from auth_server import audit, pkce
+from auth_server import audit
 from auth_server.clients import ClientRecord
 from auth_server.epochs import Steps, client_epoch_unchanged, no_steps, user_epoch_unchanged
-from auth_server.errors import InvalidClientError, InvalidGrantError
 from auth_server.keys import KeyRing, Signer
 from auth_server.models import (
     AccessToken,
@@ -52,7 +51,9 @@ from auth_server.models import (
     RefreshToken,
     User,
 )
-from auth_server.policy import allowed_scopes, resolve_audience, resolve_scope
+from auth_server.protocol import pkce
+from auth_server.protocol.errors import InvalidClientError, InvalidGrantError
+from auth_server.protocol.policy import allowed_scopes, resolve_audience, resolve_scope
 from auth_server.revocation import revoke_family
 from shared.protocol.digests import sha256_hex as hash_token
 from shared.protocol.oauth_syntax import MAX_TOKEN_LENGTH

@@ -29,9 +29,9 @@ from bench.run import API, APP, USER, bench_auth_settings, database_urls, seed_a
 from shared.protocol.basic_auth import basic_credentials_header  # noqa: E402
 from tests.processes import GunicornService, free_port, settings_env  # noqa: E402
 
-WRAPPER = """from auth_server.endpoints import introspect
+WRAPPER = """from auth_server import activity
 
-introspect.record_login_activity = lambda *args: False
+activity.record_login_activity = lambda *args: False
 
 from auth_server.wsgi import app  # noqa: E402
 """

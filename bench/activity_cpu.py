@@ -24,13 +24,12 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from auth_server import create_app  # noqa: E402
-from auth_server.endpoints import introspect  # noqa: E402
+from auth_server import activity, create_app  # noqa: E402
 from bench.run import database_urls  # noqa: E402
 from shared.protocol.basic_auth import basic_credentials_header  # noqa: E402
 from tests.support import NOTES_API, auth_settings, seed  # noqa: E402
 
-ON = introspect.record_login_activity
+ON = activity.record_login_activity
 INTERVAL = 60  # REFRESH_ACTIVITY_INTERVAL's default
 
 
@@ -110,9 +109,9 @@ def measure(args: argparse.Namespace, url: str) -> None:
         run(batch, advance)  # warm-up
         for _ in range(args.rounds):
             for variant, hook in (("on", ON), ("off", off)):
-                introspect.record_login_activity = hook
+                activity.record_login_activity = hook
                 results[variant].append(run(batch, advance))
-        introspect.record_login_activity = ON
+        activity.record_login_activity = ON
         on, off_ = (sorted(results[v]) for v in ("on", "off"))
         median_on, median_off = on[len(on) // 2], off_[len(off_) // 2]
         print(

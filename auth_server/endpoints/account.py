@@ -8,8 +8,12 @@ from flask import Blueprint, current_app, jsonify
 from auth_server.accounts import AccountError, WrongPasswordError
 from auth_server.db import rolled_back_on_error
 from auth_server.endpoints.forms import require_form
-from auth_server.errors import InvalidGrantError, InvalidRequestError, UnauthorizedClientError
-from auth_server.grants import CLIENT_AUTH_METHODS
+from auth_server.protocol.errors import (
+    InvalidGrantError,
+    InvalidRequestError,
+    UnauthorizedClientError,
+)
+from auth_server.protocol.grants import CLIENT_AUTH_METHODS
 from shared.protocol.oauth_syntax import NO_STORE
 
 bp = Blueprint("account", __name__)

@@ -20,9 +20,9 @@ from auth_server.account_session import ACCOUNT_SESSION_SECONDS, AccountCookie, 
 from auth_server.accounts import AccountError, WrongPasswordError
 from auth_server.db import db, rolled_back_on_error
 from auth_server.endpoints.forms import FORM_TYPE
-from auth_server.errors import TooManyRequestsError
 from auth_server.models import CLIENT_ID_PATTERN, User
 from auth_server.passwords import PasswordHashingBusy
+from auth_server.protocol.errors import TooManyRequestsError
 from shared.protocol.oauth_syntax import NO_STORE
 
 bp = Blueprint("account_page", __name__)

@@ -29,15 +29,15 @@ from auth_server import consent
 from auth_server.db import db, rolled_back_on_error
 from auth_server.endpoints.forms import FORM_TYPE
 from auth_server.epochs import user_epoch_unchanged
-from auth_server.errors import (
+from auth_server.models import User
+from auth_server.passwords import PasswordHashingBusy
+from auth_server.protocol.errors import (
     AccessDeniedError,
     AuthorizationPageError,
     LoginRequiredError,
     OAuth2Error,
     TooManyRequestsError,
 )
-from auth_server.models import User
-from auth_server.passwords import PasswordHashingBusy
 from shared.protocol.digests import sha256_hex
 from shared.protocol.oauth_syntax import NO_STORE
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import request
 
-from auth_server.errors import InvalidRequestError
+from auth_server.protocol.errors import InvalidRequestError
 from shared.guard.bearer import check_description
 
 FORM_TYPE = "application/x-www-form-urlencoded"

@@ -14,10 +14,10 @@ from authlib.consts import default_json_headers
 from flask import Blueprint, Response, current_app, json, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from auth_server.activity import record_login_activity
+from auth_server import activity
 from auth_server.db import db
 from auth_server.endpoints.forms import require_form, token_parameter
-from auth_server.introspection import (
+from auth_server.protocol.introspection import (
     authenticate_introspector,
     introspection_payload,
     look_up_access_token,
@@ -62,7 +62,7 @@ def introspect():
         # REFRESH_ACTIVITY_INTERVAL. A failed write costs the login some idle time, never the
         # answer: the resource server's request must not fail over bookkeeping.
         try:
-            record_login_activity(
+            activity.record_login_activity(
                 db.session,
                 record.family_id,
                 record.family_last_active_at,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from auth_server.grants import (
+from auth_server.protocol.grants import (
     CLIENT_AUTH_METHODS,
     PUBLIC_CLIENT_AUTH_METHODS,
     supported_grant_types,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, g, request
 
 from auth_server.endpoints.forms import require_form
-from auth_server.errors import InvalidRequestError
+from auth_server.protocol.errors import InvalidRequestError
 
 bp = Blueprint("token", __name__)
 

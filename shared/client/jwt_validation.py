@@ -28,6 +28,16 @@ ends within ``total_timeout`` seconds and reads at most ``max_jwks_bytes``, else
 JWKSUnavailable: the fetch holds the lock that validations of an unknown kid wait on.
 """
 
+# Why the RFC 9068 §2.2 claim checks (_check_claims) are ours and not joserfc's
+# JWTClaimsRegistry, which checks iss, aud, exp, nbf and iat with a leeway too: the resource
+# servers send str(InvalidToken) as the RFC 6750 error_description, and ours names the failure
+# in one stable sentence per claim (expired, wrong audience, no jti), checked in a fixed order,
+# where joserfc's messages are its own and change between its versions; joserfc's essential
+# claims accept any non-null value, where sub, client_id and jti must be non-empty strings
+# here; and our clock is a float the tests move, where joserfc's `now` is whole seconds. The
+# signature, header and key checks do build on joserfc (jwt.decode with a one-algorithm
+# registry).
+
 from __future__ import annotations
 
 import base64

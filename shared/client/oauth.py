@@ -36,6 +36,17 @@ stream. Several processes sharing one token store each rotate on their own: give
 authorization server a ``REFRESH_REUSE_GRACE`` if they may race.
 """
 
+# Why fetch and refresh are ours and not Authlib's OAuth2Session (requests_client), which also
+# fetches, refreshes and revokes: the client library installs with requests, joserfc and
+# cryptography alone (pyproject's `client` extra; tests/shared/test_package_layout.py), and
+# Authlib would add a dependency for a small part of it. What this client needs is also not
+# what OAuth2Session does: it refreshes on the resource server's `invalid_token` challenge and
+# retries once (RFC 6750 §3.1), where Authlib's ensure_active_token refreshes on the local expiry
+# clock only; rotating refresh tokens are renewed under one lock by the first thread only, as
+# a second use revokes the login; and RFC 9449 DPoP proofs with the server's nonce, which
+# Authlib does not support (its own comment in authlib/oauth2/drafts/id_jag.py), and RFC 8414
+# discovery of the endpoints.
+
 from __future__ import annotations
 
 import contextlib

@@ -133,6 +133,22 @@ def test_guessing_from_one_address_does_not_lock_the_user_out(proxied_auth, path
     assert path(proxied_auth, USER_ADDRESS).attempt(ALICE[1]) == "ok"
 
 
+def test_each_throttled_login_is_counted_by_its_limit(proxied_auth):
+    """tessera_login_throttled_total counts every 429, labelled by the limit that refused it
+    (the throttle reports to the app's metrics, wired at construction in create_app)."""
+    attacker = PasswordGrant(proxied_auth, ATTACKER)
+    assert [attacker.attempt(WRONG) for _ in range(12)] == ["wrong"] * 10 + ["throttled"] * 2
+    registry = proxied_auth.app.extensions["tessera"].metrics.registry
+    counted = [
+        sample
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == "tessera_login_throttled_total"
+    ]
+    assert sum(sample.value for sample in counted) == 2.0
+    assert all(sample.labels["limit"] for sample in counted)
+
+
 def test_the_paths_share_their_counters(proxied_auth):
     """Guesses cannot be multiplied by spreading them over the three paths."""
     for path in PATHS:

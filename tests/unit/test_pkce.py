@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from auth_server import pkce
+from auth_server.protocol import pkce
 
 # RFC 7636 Appendix B
 VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"

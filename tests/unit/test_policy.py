@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from auth_server.errors import InvalidScopeError, InvalidTargetError, UserScopeError
-from auth_server.policy import allowed_scopes, resolve_audience, resolve_scope, resolve_user_scope
+from auth_server.protocol.errors import InvalidScopeError, InvalidTargetError, UserScopeError
+from auth_server.protocol.policy import (
+    allowed_scopes,
+    resolve_audience,
+    resolve_scope,
+    resolve_user_scope,
+)
 
 CLIENT = ["profile", "notes:read", "notes:write"]
 NOTES = "urn:tessera:notes"

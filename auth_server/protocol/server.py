@@ -12,16 +12,16 @@ from flask import g
 from flask import request as flask_request
 
 from auth_server.db import db
-from auth_server.endpoints.revoke import RevocationEndpoint
-from auth_server.errors import InvalidClientError, InvalidRequestError
-from auth_server.grants import (
+from auth_server.models import USER_AGENT_LENGTH
+from auth_server.protocol.errors import InvalidClientError, InvalidRequestError
+from auth_server.protocol.grants import (
     AuthorizationCodeGrant,
     ClientCredentialsGrant,
     PasswordGrant,
     RefreshTokenGrant,
     supported_grant_types,
 )
-from auth_server.models import USER_AGENT_LENGTH
+from auth_server.protocol.revocation import RevocationEndpoint
 from shared.protocol.basic_auth import parse_basic_credentials
 
 
@@ -43,9 +43,9 @@ class _QueryPayload(FlaskOAuth2Payload):
 
 class TesseraAuthorizationServer(AuthorizationServer):
     def __init__(self, components):
-        super().__init__()
+        # Authlib's documented constructor; query_client is the method below (it takes `fresh`).
+        super().__init__(save_token=_grants_store_tokens_themselves)
         self.components = components
-        self._save_token = None  # grants store tokens themselves, inside their transaction
         for grant in (
             PasswordGrant,
             ClientCredentialsGrant,
@@ -116,6 +116,12 @@ class _OAuthRequest(FlaskOAuth2Request):
         # The DPoP proof the token endpoint verified (endpoints/token.py), or None.
         self.dpop_proof = g.get("dpop_proof")
         self.user_agent = user_agent_of(request)
+
+
+def _grants_store_tokens_themselves(token, request):
+    # Every grant stores its tokens inside its own transaction (auth_server/tokens.py), so
+    # Authlib's save_token hook is never the place: reaching it is a programming error.
+    raise NotImplementedError("grants store their tokens in TokenService")
 
 
 def user_agent_of(request) -> str | None:

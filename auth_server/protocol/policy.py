@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
-from auth_server.errors import InvalidScopeError, InvalidTargetError, UserScopeError
+from auth_server.protocol.errors import InvalidScopeError, InvalidTargetError, UserScopeError
 from shared.protocol.oauth_syntax import SCOPE_TOKEN
 
 

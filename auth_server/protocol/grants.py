@@ -16,10 +16,11 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from authlib.oauth2.rfc6749 import grants
 
-from auth_server import pkce
 from auth_server.clients import ClientRecord
 from auth_server.db import rolled_back_on_error
-from auth_server.errors import (
+from auth_server.models import User
+from auth_server.protocol import pkce
+from auth_server.protocol.errors import (
     AccessDeniedError,
     AuthorizationPageError,
     InvalidClientError,
@@ -30,8 +31,7 @@ from auth_server.errors import (
     UnsupportedResponseTypeError,
     UserScopeError,
 )
-from auth_server.models import User
-from auth_server.policy import resolve_audience, resolve_scope, resolve_user_scope
+from auth_server.protocol.policy import resolve_audience, resolve_scope, resolve_user_scope
 from auth_server.tokens import RequestContext
 from shared.protocol.dpop import is_thumbprint
 

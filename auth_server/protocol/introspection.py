@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from auth_server.clients import ClientRecord
-from auth_server.errors import InvalidClientError, InvalidRequestError
+from auth_server.protocol.errors import InvalidClientError, InvalidRequestError
 from auth_server.store import TokenRecord, find_access_token
 from shared.protocol.basic_auth import parse_basic_credentials
 from shared.protocol.digests import sha256_hex
