@@ -2,8 +2,8 @@
 about the access tokens for the audiences it serves (its client registration's `audiences`).
 
 This is the hot path: every protected request at every resource server ends here, so the view
-only hands the request's parts to auth_server/introspection.py (a cached client check and one
-indexed statement) and counts the answer.
+only hands the request's parts to auth_server/protocol/introspection.py (a cached client check
+and one indexed statement) and counts the answer.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ Pre-pinging the pool (a `SELECT 1` before each checkout) is optional: it was a s
 authorization server's time on introspection. Without it, the first statement on a connection
 the database dropped fails; SQLAlchemy recognises the disconnect, invalidates that connection and
 every other one the pool opened before it, so a restarted database costs one 503 per worker
-(or nothing, where a read is retried once: auth_server/introspection.py), not one per pooled
-connection.
+(or nothing, where a read is retried once: auth_server/protocol/introspection.py), not one per
+pooled connection.
 """
 
 from __future__ import annotations
