@@ -240,6 +240,25 @@ def _first_group(pattern: str, html: str) -> str:
     return match.group(1)
 
 
+PARTNER = "partner-app"
+
+
+def register_partner_app(auth, redirect_uri: str) -> None:
+    """A third-party public app (consent screen) of the authorization server `auth`."""
+    with auth.app.app_context():
+        register_client(
+            db.session,
+            PARTNER,
+            name="Partner Notes",
+            client_type="public",
+            grant_types=["authorization_code", "refresh_token"],
+            scopes=["profile", "notes:read", "notes:write"],
+            audiences=[NOTES],
+            redirect_uris=[redirect_uri],
+            third_party=True,
+        )
+
+
 def code_request(client_id=SPA_APP, redirect_uri=SPA_REDIRECT, challenge=None, **params) -> dict:
     """The parameters of an authorization request with PKCE S256 (RFC 6749 §4.1.1)."""
     values = dict(

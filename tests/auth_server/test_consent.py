@@ -8,12 +8,11 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from auth_server.clients import register_client
 from auth_server.db import db
 from auth_server.models import AuthorizationCode, Consent
 from tests.auth_server.test_account_page import AccountBrowser
 from tests.support import (
-    NOTES,
+    PARTNER,
     SPA_REDIRECT,
     Browser,
     code_request,
@@ -21,26 +20,15 @@ from tests.support import (
     form_action,
     pkce_pair,
     query_of,
+    register_partner_app,
 )
 
-PARTNER = "partner-app"
 PARTNER_REDIRECT = "https://partner.example.org/callback"
 
 
 @pytest.fixture
 def auth(auth):
-    with auth.app.app_context():
-        register_client(
-            db.session,
-            PARTNER,
-            name="Partner Notes",
-            client_type="public",
-            grant_types=["authorization_code", "refresh_token"],
-            scopes=["profile", "notes:read", "notes:write"],
-            audiences=[NOTES],
-            redirect_uris=[PARTNER_REDIRECT],
-            third_party=True,
-        )
+    register_partner_app(auth, PARTNER_REDIRECT)
     return auth
 
 

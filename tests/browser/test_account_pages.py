@@ -9,39 +9,26 @@ from urllib.parse import urlencode
 import pytest
 import requests
 
-from auth_server.clients import register_client
-from auth_server.db import db
 from tests.support import (
     ALICE,
-    NOTES,
+    PARTNER,
     SPA_APP,
     SPA_LOOPBACK_REDIRECT,
     code_request,
     pkce_pair,
     query_of,
+    register_partner_app,
     start_auth_server,
     start_resource_server,
 )
 
-PARTNER = "partner-app"
 PARTNER_REDIRECT = "http://127.0.0.1:8003/partner/callback"
 
 
 @pytest.fixture
 def auth(serve, make_database_url):
     server = start_auth_server(serve, make_database_url("auth"))
-    with server.app.app_context():
-        register_client(
-            db.session,
-            PARTNER,
-            name="Partner Notes",
-            client_type="public",
-            grant_types=["authorization_code", "refresh_token"],
-            scopes=["profile", "notes:read", "notes:write"],
-            audiences=[NOTES],
-            redirect_uris=[PARTNER_REDIRECT],
-            third_party=True,
-        )
+    register_partner_app(server, PARTNER_REDIRECT)
     return server
 
 
