@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
-from auth_server import audit
+from auth_server import audit, introspection_memory
 from auth_server.clients import ClientDirectory, public_client_origins
 from auth_server.components import AuthComponents
 from auth_server.db import db
@@ -164,6 +164,14 @@ def create_app(
             DPoPNonces(app.config["SECRET_KEY"]) if settings.dpop_nonce_required else None,
         ),
         reader=reader_engine(engine),
+    )
+    components.introspection_memory = introspection_memory.install(
+        audit_trail,
+        settings.auth_database_url,
+        components.reader or engine,
+        remember=settings.introspection_memory,
+        directory=settings.introspection_memory_dir,
+        poll_seconds=settings.introspection_memory_poll_ms / 1000,
     )
     _prepare_signing_keys(engine, sessions, components)
     app.extensions["tessera"] = components
