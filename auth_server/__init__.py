@@ -23,6 +23,7 @@ from auth_server.components import AuthComponents
 from auth_server.db import db
 from auth_server.dpop import DPoPNonces, TokenEndpointDPoP
 from auth_server.hashing_gate import PasswordCheckGate
+from auth_server.introspection_wsgi import IntrospectionFastPath
 from auth_server.keys import KeyCipher, KeyRing, create_secret_file, prepare_signing_keys
 from auth_server.metrics import AuthMetrics
 from auth_server.models import DPoPProofSeen, SigningKey
@@ -217,6 +218,10 @@ def create_app(
         on_refused=components.metrics.count_password_hashing_busy,
     )
     trust_proxies(app, settings.trusted_proxies)
+    # Outermost: the common introspection is answered without Flask (introspection_wsgi.py).
+    app.wsgi_app = IntrospectionFastPath(  # type: ignore[method-assign]
+        app.wsgi_app, components, app.json.dumps
+    )
     components.metrics.init_app(app)
     audit_trail.subscribe(components.metrics.on_audit_event)
     if settings.revocation_events_url:
