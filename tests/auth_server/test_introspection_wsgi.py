@@ -10,7 +10,9 @@ from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from auth_server.introspection_wsgi import IntrospectionFastPath
 from shared.protocol.basic_auth import basic_credentials_header
+from tests.dpop_support import DPoPKey
 from tests.support import (
+    ALICE,
     DEMO_APP,
     NOTES_API,
     REPORTS_API,
@@ -18,6 +20,7 @@ from tests.support import (
     SPA_APP,
     FakeClock,
     start_auth_server,
+    start_resource_server,
 )
 
 FORM = "application/x-www-form-urlencoded"
@@ -198,3 +201,44 @@ def test_a_login_due_an_activity_write_goes_through_flask(auth, paths, tokens, c
 
     call(fast, body=f"token={tokens['access']}", headers=basic())
     assert flask_alone.calls == before + 1  # written: the next one is the fast path's again
+
+
+@pytest.mark.parametrize("dpop", [False, True], ids=["bearer", "dpop"])
+def test_the_resource_servers_introspections_take_the_fast_path(
+    serve, make_database_url, auth, paths, dpop
+):
+    """What the notes API sends is the common shape: its protected requests never reach
+    Flask at the authorization server."""
+
+    _, flask_alone = paths
+    notes = start_resource_server(serve, make_database_url("notes"), auth)
+    if dpop:
+        key = DPoPKey()
+        login = auth.http.post(
+            f"{auth.url}/oauth/token",
+            data={"grant_type": "password", "username": ALICE[0], "password": ALICE[1]},
+            auth=DEMO_APP,
+            headers={"DPoP": key.proof("POST", f"{auth.url}/oauth/token")},
+            timeout=10,
+        )
+        assert login.json()["token_type"] == "DPoP", login.text
+        token = login.json()["access_token"]
+
+        def get():
+            return notes.get(
+                "/api/me",
+                headers={
+                    "Authorization": f"DPoP {token}",
+                    "DPoP": key.proof("GET", f"{notes.url}/api/me", access_token=token),
+                },
+            )
+    else:
+        token = auth.login()["access_token"]
+
+        def get():
+            return notes.get("/api/me", token)
+
+    before = flask_alone.calls
+    for _ in range(5):
+        assert get().status_code == 200
+    assert flask_alone.calls == before
