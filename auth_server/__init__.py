@@ -17,12 +17,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
-from auth_server import audit
+from auth_server import audit, introspection_memory
 from auth_server.clients import ClientDirectory, public_client_origins
 from auth_server.components import AuthComponents
 from auth_server.db import db
 from auth_server.dpop import DPoPNonces, TokenEndpointDPoP
 from auth_server.hashing_gate import PasswordCheckGate
+from auth_server.introspection_wsgi import IntrospectionFastPath
 from auth_server.keys import KeyCipher, KeyRing, create_secret_file, prepare_signing_keys
 from auth_server.metrics import AuthMetrics
 from auth_server.models import DPoPProofSeen, SigningKey
@@ -165,6 +166,14 @@ def create_app(
         ),
         reader=reader_engine(engine),
     )
+    components.introspection_memory = introspection_memory.install(
+        audit_trail,
+        settings.auth_database_url,
+        components.reader or engine,
+        remember=settings.introspection_memory,
+        directory=settings.introspection_memory_dir,
+        poll_seconds=settings.introspection_memory_poll_ms / 1000,
+    )
     _prepare_signing_keys(engine, sessions, components)
     app.extensions["tessera"] = components
 
@@ -209,6 +218,10 @@ def create_app(
         on_refused=components.metrics.count_password_hashing_busy,
     )
     trust_proxies(app, settings.trusted_proxies)
+    # Outermost: the common introspection is answered without Flask (introspection_wsgi.py).
+    app.wsgi_app = IntrospectionFastPath(  # type: ignore[method-assign]
+        app.wsgi_app, components, app.json.dumps
+    )
     components.metrics.init_app(app)
     audit_trail.subscribe(components.metrics.on_audit_event)
     if settings.revocation_events_url:

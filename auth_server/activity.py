@@ -29,6 +29,12 @@ _RECORD_ACTIVITY = (
 )
 
 
+def activity_is_due(last_active_at: int | None, now: int, interval: int) -> bool:
+    """Whether a login last seen active at `last_active_at` is due a write at `now`. None: the
+    token belongs to no login (client_credentials)."""
+    return last_active_at is not None and last_active_at <= now - interval
+
+
 def record_login_activity(
     session: Session, family_id: int | None, last_active_at: int | None, now: int, interval: int
 ) -> bool:
@@ -38,12 +44,9 @@ def record_login_activity(
 
     Most calls return at the first test without a statement: the time read with the token is
     recent. The UPDATE re-checks it, so workers that all saw it stale write it once."""
-    if family_id is None or last_active_at is None:
-        # client_credentials tokens belong to no login.
+    if family_id is None or not activity_is_due(last_active_at, now, interval):
         return False
     stale_before = now - interval
-    if last_active_at > stale_before:
-        return False
     result = session.execute(
         _RECORD_ACTIVITY, {"family": family_id, "stale_before": stale_before, "now": now}
     )

@@ -25,6 +25,8 @@ from auth_server.models import AuditEvent
 log = logging.getLogger("tessera.audit")
 
 Listener = Callable[[str, dict], None]
+# Called inside `session.commit()`, before the transaction commits, with the events it records.
+CommitListener = Callable[[Session, list[str]], None]
 _PENDING = "tessera_audit_pending"
 
 # The events an operator can rely on finding (README "Operate it" lists them).
@@ -98,10 +100,16 @@ class AuditTrail:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._listeners: list[Listener] = []
+        self._committing: list[CommitListener] = []
 
     def subscribe(self, listener: Listener) -> None:
         """Call `listener(event, fields)` for every audit event this app commits."""
         self._listeners.append(listener)
+
+    def subscribe_before_commit(self, listener: CommitListener) -> None:
+        """Call `listener(session, events)` in every transaction of this app that records audit
+        events, as it commits: what it executes is part of that transaction, after the rest."""
+        self._committing.append(listener)
 
     def watch(self, sessions: Any) -> None:
         """Publish what commits through `sessions` (a Session, sessionmaker or scoped_session).
@@ -121,6 +129,12 @@ class AuditTrail:
             if live is not None:
                 live._discard(session)
 
+        def committing(session: Session) -> None:
+            live = trail()
+            if live is not None:
+                live._before_commit(session)
+
+        sa_event.listen(sessions, "before_commit", committing)
         sa_event.listen(sessions, "after_commit", published)
         sa_event.listen(sessions, "after_rollback", discarded)
 
@@ -134,6 +148,15 @@ class AuditTrail:
         if not pending:
             session.info.pop(_PENDING, None)
         return own
+
+    def _before_commit(self, session: Session) -> None:
+        if not self._committing:
+            return
+        pending = session.info.get(_PENDING)
+        events = [event for engine, event, _ in pending or () if engine is self.engine]
+        if events:
+            for listener in self._committing:
+                listener(session, events)
 
     def _publish(self, session: Session) -> None:
         for event, fields in self._take_own(session):

@@ -208,6 +208,13 @@ class ClientDirectory:
             self._entries[client_id] = (now + self._ttl, record)
         return record
 
+    def cached(self, client_id: str) -> ClientRecord | None:
+        """The remembered registration, if it is still fresh; None: `find` must read it."""
+        entry = self._entries.get(client_id)
+        if entry is not None and entry[0] > self._clock():
+            return entry[1]
+        return None
+
     def forget(self, client_id: str) -> None:
         """Drop a cached registration (its epoch moved: the client was disabled)."""
         self._entries.pop(client_id, None)

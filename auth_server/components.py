@@ -15,6 +15,7 @@ from auth_server.clients import ClientDirectory
 from auth_server.db import db
 from auth_server.dpop import TokenEndpointDPoP
 from auth_server.epochs import Steps, no_steps
+from auth_server.introspection_memory import IntrospectionMemory
 from auth_server.keys import KeyCipher, KeyRing
 from auth_server.metrics import AuthMetrics
 from auth_server.passwords import Passwords
@@ -43,6 +44,9 @@ class AuthComponents:
     # What reads outside any transaction (introspection) run on: the app's engine, in
     # autocommit on PostgreSQL (no BEGIN/ROLLBACK round trips for one SELECT).
     reader: Engine | None = None
+    # The access tokens this worker has introspected (auth_server/introspection_memory.py);
+    # None: every introspection reads the database.
+    introspection_memory: IntrospectionMemory | None = None
     # Every expiry decision reads this clock; tests pass one they can move forward.
     clock: Callable[[], float] = field(default=time.time)
     # What the services report their steps to (epochs.no_steps); tests pause there.

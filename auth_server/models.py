@@ -11,6 +11,7 @@ import json
 import re
 
 from sqlalchemy import (
+    DDL,
     BigInteger,
     Boolean,
     ForeignKey,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
     false,
     text,
 )
@@ -330,3 +332,23 @@ class DPoPProofSeen(db.Model):
 
     proof_hash: Mapped[str] = mapped_column(String(SHA256_HEX), primary_key=True)
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class RevocationGeneration(db.Model):
+    """One row whose `value` every revoking transaction increments as its last statement: how
+    the authorization server's workers on other hosts learn that what they remember of
+    introspected tokens may be out of date (auth_server/introspection_memory.py)."""
+
+    __tablename__ = "revocation_generation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# The row exists from the table's creation on (the migration inserts it too): the increment is
+# an UPDATE, never an insert two first revocations could race on.
+event.listen(
+    RevocationGeneration.__table__,
+    "after_create",
+    DDL("INSERT INTO revocation_generation (id, value) VALUES (1, 0)"),
+)

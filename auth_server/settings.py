@@ -80,6 +80,27 @@ class AuthSettings(ServiceSettings):
         "scopes) before reading it again: saves a query on every introspection. A disabled "
         "client or changed scopes take effect within this time. 0: read every time.",
     )
+    introspection_memory: bool = Field(
+        True,
+        description="Each worker remembers the access tokens it has introspected, so asking "
+        "again about a token reads no database. Every committed revocation makes every worker "
+        "of this host forget at once, and workers on other hosts within "
+        "INTROSPECTION_MEMORY_POLL_MS (docs/architecture.md#introspection-memory). false: every "
+        "introspection reads the database.",
+    )
+    introspection_memory_poll_ms: int = Field(
+        500,
+        ge=1,
+        description="How often each worker reads the database's revocation generation: the "
+        "bound on how long a revocation made on another host (another instance, or the CLI in "
+        "another container) can leave a remembered token active here.",
+    )
+    introspection_memory_dir: str = Field(
+        "",
+        description="Folder of the host's revocation-generation file, which every process of "
+        "this host using this database maps (workers, instances, the CLI). Empty: /dev/shm, or "
+        "the temporary folder where there is none.",
+    )
     password_min_length: int = Field(10, ge=8, description="Minimum length of a new password.")
     password_hash_time_cost: int = Field(3, ge=1, description="Argon2id iterations.")
     password_hash_memory_kib: int = Field(65536, ge=8, description="Argon2id memory in KiB.")

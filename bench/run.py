@@ -113,7 +113,7 @@ def seed_auth_server(
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    service: str  # "auth", "notes" or "ceiling": whose workers' split is reported
+    service: str  # "auth", "auth_nomemory", "notes" or "ceiling": whose workers' split is reported
     path: str
     method: str = "GET"
     body: str = ""
@@ -141,6 +141,15 @@ def scenarios(token: str) -> list[Scenario]:
         Scenario(
             "AS introspect",
             "auth",
+            "/oauth/introspect",
+            "POST",
+            urlencode({"token": token, "token_type_hint": "access_token"}),
+            (api_auth, FORM),
+            ("oidc-provider introspect", "authlib-baseline introspect"),
+        ),
+        Scenario(
+            "AS introspect, memory off (reads the database)",
+            "auth_nomemory",
             "/oauth/introspect",
             "POST",
             urlencode({"token": token, "token_type_hint": "access_token"}),
@@ -182,6 +191,13 @@ def start_stack(database: str, workdir: Path, args: argparse.Namespace) -> dict:
             "resource_server", settings_env(notes_settings), workers=args.workers
         ),
         "ceiling": GunicornService("bench.ceiling", {}, workers=args.workers),
+        # The same server with INTROSPECTION_MEMORY=false: what an introspection costs when it
+        # reads the database (a token's first introspection at a worker, or memory off).
+        "auth_nomemory": GunicornService(
+            "auth_server",
+            settings_env(auth_settings.model_copy(update={"introspection_memory": False})),
+            workers=args.workers,
+        ),
     }
     started = {}
     try:
@@ -211,7 +227,7 @@ def measure(scenario: Scenario, services: dict, load: Load, warmup: float) -> di
         "headers": scenario.headers,
     }
     wrk(url, load, seconds=warmup, **request)
-    watched = [name for name in ("auth", "notes") if name in services]
+    watched = [name for name in ("auth", "auth_nomemory", "notes") if name in services]
     before = {n: requests_per_worker(services[n].env["PROMETHEUS_MULTIPROC_DIR"]) for n in watched}
     cpu_before = {n: workers_cpu_seconds(s.process.pid) for n, s in services.items()}
     result: WrkResult = wrk(url, load, **request)

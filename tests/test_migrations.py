@@ -74,8 +74,9 @@ SERVICES = {
             "login_attempts",
             "dpop_proofs_seen",
             "consents",
+            "revocation_generation",
         },
-        "0007_account",
+        "0008_revocation_generation",
     ),
     "resource_server": Service(
         "resource_server",

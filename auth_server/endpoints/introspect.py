@@ -24,6 +24,7 @@ from auth_server.protocol.introspection import (
     retried_once_if_dropped,
 )
 from auth_server.store import TokenRecord
+from shared.protocol.digests import sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,9 @@ def introspect():
         # Only access tokens are looked up: a refresh token is for the authorization server
         # alone and is never active to a resource server (RFC 7662 §4). So any
         # token_type_hint (§2.1: it only orders the search) changes nothing.
-        record = look_up_access_token(components.reader, token_parameter())
+        record = look_up_access_token(
+            components.reader, token_parameter(), components.introspection_memory
+        )
         return record, introspection_payload(
             record, client.audience_list, components.now(), components.settings.auth_issuer
         )
@@ -57,19 +60,27 @@ def introspect():
     # token, `record.family_id` is its login (refresh family) and `record.user_pk` its user.
     record, payload = retried_once_if_dropped(answer, db.session.rollback)
     components.metrics.introspections.labels("active" if payload["active"] else "inactive").inc()
-    if payload["active"] and record is not None:
+    now, interval = components.now(), components.settings.refresh_activity_interval
+    if (
+        payload["active"]
+        and record is not None
+        and record.family_id is not None
+        and activity.activity_is_due(record.family_last_active_at, now, interval)
+    ):
         # Sliding expiration (auth_server/activity.py): at most one write per login per
         # REFRESH_ACTIVITY_INTERVAL. A failed write costs the login some idle time, never the
         # answer: the resource server's request must not fail over bookkeeping.
         try:
             activity.record_login_activity(
-                db.session,
-                record.family_id,
-                record.family_last_active_at,
-                components.now(),
-                components.settings.refresh_activity_interval,
+                db.session, record.family_id, record.family_last_active_at, now, interval
             )
         except SQLAlchemyError as exc:
             db.session.rollback()
             log.warning("could not record login activity: %s", exc.__class__.__name__)
+        else:
+            # Written now, here or by another worker within the interval: what this worker
+            # remembers of the token must not make the next introspection try again.
+            memory = components.introspection_memory
+            if memory is not None:
+                memory.note_activity(sha256_hex(token_parameter()), now)
     return Response(json.dumps(payload), 200, default_json_headers)

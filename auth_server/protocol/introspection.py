@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from auth_server.clients import ClientRecord
+from auth_server.introspection_memory import IntrospectionMemory
 from auth_server.protocol.errors import InvalidClientError, InvalidRequestError
 from auth_server.store import TokenRecord, find_access_token
 from shared.protocol.basic_auth import parse_basic_credentials
@@ -90,12 +91,27 @@ def _accepts(client: ClientRecord, secret: str) -> bool:
     ) and client.check_client_secret(secret)
 
 
-def look_up_access_token(engine: Engine, token: str) -> TokenRecord | None:
-    """The stored access token `token` is, or None: one statement on a pooled connection."""
+def look_up_access_token(
+    engine: Engine, token: str, memory: IntrospectionMemory | None = None
+) -> TokenRecord | None:
+    """The stored access token `token` is, or None: what `memory` remembers of it, else one
+    statement on a pooled connection (remembered for next time)."""
     if len(token) > MAX_TOKEN_LENGTH:
         return None
-    with engine.connect() as connection:
-        return find_access_token(connection, sha256_hex(token))
+    token_hash = sha256_hex(token)
+    if memory is None:
+        with engine.connect() as connection:
+            return find_access_token(connection, token_hash)
+    # The generation is read before the database, so a revocation committed after it makes
+    # the memory forget this read too (introspection_memory.py).
+    generation = memory.generation()
+    record = memory.recall(token_hash, generation)
+    if record is None:
+        with engine.connect() as connection:
+            record = find_access_token(connection, token_hash)
+        if record is not None:
+            memory.remember(token_hash, record, generation)
+    return record
 
 
 def retried_once_if_dropped(read: Callable[[], T], reset: Callable[[], None]) -> T:

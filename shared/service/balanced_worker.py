@@ -22,6 +22,8 @@ from typing import Any
 from gevent.server import StreamServer
 from gunicorn.workers import ggevent
 
+from shared.service import coalescing_response
+
 DEFER_STEP_S = 0.001
 MAX_DEFER_S = 0.05
 _SLOTS = 256
@@ -98,6 +100,8 @@ class BalancedGeventWorker(ggevent.GeventWorker):  # type: ignore[misc]  # gunic
     _balanced = False
 
     def init_process(self) -> None:
+        # This process is the worker alone (after fork): the change reaches no other code.
+        coalescing_response.install()
         self._slot = TABLE.slot(self.age)
         TABLE.publish(self._slot, 0)
         super().init_process()

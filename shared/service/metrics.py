@@ -63,18 +63,22 @@ class Metrics:
             return response
         rule = request.url_rule
         endpoint = rule.rule if rule is not None else "unmatched"
-        key = (endpoint, request.method, response.status_code)
+        self.observe(endpoint, request.method, response.status_code, time.perf_counter() - started)
+        return response
+
+    def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        """Count one answer of route template `endpoint` and its duration."""
+        key = (endpoint, method, status)
         children = self._children.get(key)
         if children is None:
             # labels() validates and locks on every call; the set of keys is small and fixed
             # (route templates x methods x statuses), so each pair is looked up once.
             children = self._children[key] = (
-                self.requests.labels(endpoint, request.method, str(response.status_code)),
-                self.latency.labels(endpoint, request.method),
+                self.requests.labels(endpoint, method, str(status)),
+                self.latency.labels(endpoint, method),
             )
         children[0].inc()
-        children[1].observe(time.perf_counter() - started)
-        return response
+        children[1].observe(seconds)
 
 
 def _start_timer() -> None:

@@ -35,9 +35,14 @@ def is_safe_request_id(value: str) -> bool:
     return _SAFE.fullmatch(value) is not None
 
 
+def new_request_id() -> str:
+    """The id of a request that brought none (or an unsafe one)."""
+    return uuid.uuid4().hex
+
+
 def _assign() -> str:
     incoming = request.headers.get(HEADER)
-    value = incoming if incoming and is_safe_request_id(incoming) else uuid.uuid4().hex
+    value = incoming if incoming and is_safe_request_id(incoming) else new_request_id()
     g.request_id = value
     return value
 
