@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
 
@@ -274,3 +275,81 @@ def test_url_without_host_or_of_another_scheme_is_refused():
     for url in ("ftp://host/x", "http:///x"):
         with pytest.raises(ValueError):
             KeepAlivePoster(url, {})
+
+
+def _self_signed(directory) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 (an IP SAN) and its key, as PEM files in ``directory``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tessera test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    """A ScriptedServer behind TLS with a self-signed certificate: (server, its CA file)."""
+    cert, key = _self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = ScriptedServer([ok()] * 10)
+    plain_serve = server._serve
+
+    def serve_tls(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            conn.settimeout(5)
+            plain_serve(context.wrap_socket(conn, server_side=True))
+
+    server._serve = serve_tls  # type: ignore[method-assign]
+    yield server, cert
+    server.stop()
+
+
+def test_https_checks_the_certificate_against_the_given_ca_file(tls_server):
+    server, ca_file = tls_server
+    url = server.url.replace("http://", "https://")
+    poster = KeepAlivePoster(url, {}, verify=ca_file)
+    try:
+        assert post(poster) == (200, BODY)
+        assert post(poster) == (200, BODY)
+        assert server.connections == 1  # the TLS connection was kept alive
+    finally:
+        poster.close()
+    unchecked = KeepAlivePoster(url, {}, verify=False)
+    try:
+        assert post(unchecked) == (200, BODY)
+    finally:
+        unchecked.close()
+    # certifi's public CAs never signed this certificate: no connection, no retry.
+    with pytest.raises(ConnectFailed):
+        post(KeepAlivePoster(url, {}))
