@@ -633,26 +633,10 @@ class TokenService:
         now: int,
         dpop_jkt: str | None = None,
     ) -> tuple[str, str]:
-        jti = secrets.token_urlsafe(18)
-        expires_at = now + self.policy.access_token_ttl
-        # RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat, jti; scope per §2.2.3.
-        claims: dict[str, object] = {
-            "iss": self.policy.issuer,
-            "sub": user.subject if user else client.client_id,
-            "aud": audience[0] if len(audience) == 1 else list(audience),
-            "client_id": client.client_id,
-            "scope": " ".join(scope),
-            "iat": now,
-            "exp": expires_at,
-            "jti": jti,
-        }
-        if dpop_jkt is not None:
-            # RFC 9449 §6.1: the confirmation claim names the key the token is bound to.
-            claims["cnf"] = {"jkt": dpop_jkt}
-        kid, alg, key = signer
-        # RFC 9068 §2.1: typ "at+jwt", so an ID token can never be mistaken for an access token.
-        header = {"alg": alg, "typ": "at+jwt", "kid": kid}
-        token = jwt.encode(header, claims, key, algorithms=[alg])
+        subject = user.subject if user else client.client_id
+        token, jti, expires_at = access_token_jwt(
+            signer, self.policy, subject, client.client_id, scope, audience, now, dpop_jkt
+        )
         self.session.add(
             AccessToken(
                 jti=jti,
@@ -676,17 +660,60 @@ class TokenService:
         refresh: str | None = None,
         dpop_jkt: str | None = None,
     ) -> dict:
-        # RFC 6749 §5.1; scope always included since it may differ from the request.
-        body = {
-            "access_token": access,
-            # RFC 9449 §5: a token bound to a DPoP key is of type DPoP.
-            "token_type": "DPoP" if dpop_jkt is not None else "Bearer",
-            "expires_in": self.policy.access_token_ttl,
-            "scope": " ".join(scope),
-        }
-        if refresh:
-            body["refresh_token"] = refresh
-        return body
+        return token_response(self.policy, access, scope, refresh, dpop_jkt)
+
+
+def access_token_jwt(
+    signer: Signer,
+    policy: TokenPolicy,
+    subject: str,
+    client_id: str,
+    scope: Sequence[str],
+    audience: Sequence[str],
+    now: int,
+    dpop_jkt: str | None = None,
+) -> tuple[str, str, int]:
+    """A signed RFC 9068 access token: (the JWT, its jti, its expiry)."""
+    jti = secrets.token_urlsafe(18)
+    expires_at = now + policy.access_token_ttl
+    # RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat, jti; scope per §2.2.3.
+    claims: dict[str, object] = {
+        "iss": policy.issuer,
+        "sub": subject,
+        "aud": audience[0] if len(audience) == 1 else list(audience),
+        "client_id": client_id,
+        "scope": " ".join(scope),
+        "iat": now,
+        "exp": expires_at,
+        "jti": jti,
+    }
+    if dpop_jkt is not None:
+        # RFC 9449 §6.1: the confirmation claim names the key the token is bound to.
+        claims["cnf"] = {"jkt": dpop_jkt}
+    kid, alg, key = signer
+    # RFC 9068 §2.1: typ "at+jwt", so an ID token can never be mistaken for an access token.
+    header = {"alg": alg, "typ": "at+jwt", "kid": kid}
+    return jwt.encode(header, claims, key, algorithms=[alg]), jti, expires_at
+
+
+def token_response(
+    policy: TokenPolicy,
+    access: str,
+    scope: Sequence[str],
+    refresh: str | None = None,
+    dpop_jkt: str | None = None,
+) -> dict:
+    # RFC 6749 §5.1; scope always included since it may differ from the request.
+    body = {
+        "access_token": access,
+        # RFC 9449 §5: a token bound to a DPoP key is of type DPoP.
+        "token_type": "DPoP" if dpop_jkt is not None else "Bearer",
+        "expires_in": policy.access_token_ttl,
+        "scope": " ".join(scope),
+    }
+    if refresh:
+        body["refresh_token"] = refresh
+    return body
 
 
 def _still_allowed(
