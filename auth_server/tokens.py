@@ -36,7 +36,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from joserfc import jwt
+from joserfc.jws import JWSRegistry
+from joserfc.util import json_b64encode, urlsafe_b64encode
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -690,10 +691,33 @@ def access_token_jwt(
     if dpop_jkt is not None:
         # RFC 9449 §6.1: the confirmation claim names the key the token is bound to.
         claims["cnf"] = {"jkt": dpop_jkt}
-    kid, alg, key = signer
+    return sign_jwt(signer, claims), jti, expires_at
+
+
+def _header_segment(kid: str, alg: str) -> bytes:
     # RFC 9068 §2.1: typ "at+jwt", so an ID token can never be mistaken for an access token.
-    header = {"alg": alg, "typ": "at+jwt", "kid": kid}
-    return jwt.encode(header, claims, key, algorithms=[alg]), jti, expires_at
+    # Encoded as joserfc's jwt.encode encodes it (typ first, compact JSON).
+    return json_b64encode({"typ": "at+jwt", "alg": alg, "kid": kid})
+
+
+# The JOSE header of each signing key, encoded once (a handful of keys in a process's life).
+_HEADER_SEGMENTS: dict[tuple[str, str], bytes] = {}
+
+
+def sign_jwt(signer: Signer, claims: dict) -> str:
+    """What `joserfc.jwt.encode(header, claims, key, algorithms=[alg])` returns, byte for byte
+    (tests/auth_server/test_tokens_signing.py), without building a registry and re-encoding
+    the header for every token."""
+    kid, alg, key = signer
+    header = _HEADER_SEGMENTS.get((kid, alg))
+    if header is None:
+        if len(_HEADER_SEGMENTS) > 16:
+            _HEADER_SEGMENTS.clear()
+        header = _HEADER_SEGMENTS[kid, alg] = _header_segment(kid, alg)
+    payload = json.dumps(claims, ensure_ascii=False, separators=(",", ":")).encode()
+    signing_input = header + b"." + urlsafe_b64encode(payload)
+    signature = JWSRegistry.algorithms[alg].sign(signing_input, key)
+    return (signing_input + b"." + urlsafe_b64encode(signature)).decode()
 
 
 def token_response(
