@@ -41,8 +41,10 @@ class AuthComponents:
     metrics: AuthMetrics
     clients: ClientDirectory
     dpop: TokenEndpointDPoP
-    # What reads outside any transaction (introspection) run on: the app's engine, in
-    # autocommit on PostgreSQL (no BEGIN/ROLLBACK round trips for one SELECT).
+    # What single statements outside any transaction run on: the app's engine, in autocommit
+    # on PostgreSQL (no BEGIN/COMMIT round trips around one statement). Introspection reads
+    # there; client_credentials writes its token in one statement there (its own transaction,
+    # protocol/client_credentials.py), and on SQLite in a transaction it opens itself.
     reader: Engine | None = None
     # Every expiry decision reads this clock; tests pass one they can move forward.
     clock: Callable[[], float] = field(default=time.time)
