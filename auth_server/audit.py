@@ -72,21 +72,41 @@ def record(
     ip: str | None = None,
     **detail,
 ) -> None:
+    row, fields = event_row(
+        event, actor=actor, at=at, user_id=user_id, client_id=client_id, ip=ip, **detail
+    )
+    session.add(AuditEvent(**row))
+    session.info.setdefault(_PENDING, []).append((session.get_bind(), event, fields))
+
+
+def event_row(
+    event: str,
+    *,
+    actor: str,
+    at: int,
+    user_id: int | None = None,
+    client_id: str | None = None,
+    ip: str | None = None,
+    **detail,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The audit_events row of an event (its columns) and the fields it is published with.
+
+    `record` adds the row to a session; a path that writes without one (the lean
+    client_credentials grant, auth_server/protocol/client_credentials.py) inserts the same
+    row itself and hands the fields to AuditTrail.publish once it has committed."""
     if event not in EVENTS:
         raise ValueError(f"unknown audit event {event!r}")
-    session.add(
-        AuditEvent(
-            at=at,
-            event=event,
-            actor=actor,
-            user_id=user_id,
-            client_id=client_id,
-            ip=ip,
-            detail=json.dumps(detail, sort_keys=True),
-        )
-    )
+    row = {
+        "at": at,
+        "event": event,
+        "actor": actor,
+        "user_id": user_id,
+        "client_id": client_id,
+        "ip": ip,
+        "detail": json.dumps(detail, sort_keys=True),
+    }
     fields = {"actor": actor, "client_id": client_id, "user_id": user_id, "ip": ip, **detail}
-    session.info.setdefault(_PENDING, []).append((session.get_bind(), event, fields))
+    return row, fields
 
 
 class AuditTrail:
@@ -160,12 +180,16 @@ class AuditTrail:
 
     def _publish(self, session: Session) -> None:
         for event, fields in self._take_own(session):
-            log.info(event, extra={"audit": {"event": event, **fields}})
-            for listener in self._listeners:
-                try:
-                    listener(event, fields)
-                except Exception:  # noqa: BLE001 - a metrics bug must not fail a committed request
-                    log.exception("audit listener failed")
+            self.publish(event, fields)
+
+    def publish(self, event: str, fields: dict) -> None:
+        """Log and hand on one event whose row has committed (see `event_row`)."""
+        log.info(event, extra={"audit": {"event": event, **fields}})
+        for listener in self._listeners:
+            try:
+                listener(event, fields)
+            except Exception:  # noqa: BLE001 - a metrics bug must not fail a committed request
+                log.exception("audit listener failed")
 
     def _discard(self, session: Session) -> None:
         # A rolled-back change did not happen: its events are dropped, never published.

@@ -19,6 +19,7 @@ from auth_server.introspection_memory import IntrospectionMemory
 from auth_server.keys import KeyCipher, KeyRing
 from auth_server.metrics import AuthMetrics
 from auth_server.passwords import Passwords
+from auth_server.protocol.client_credentials import ClientCredentials
 from auth_server.protocol.server import TesseraAuthorizationServer
 from auth_server.revocation import RevocationService
 from auth_server.settings import AuthSettings
@@ -41,8 +42,10 @@ class AuthComponents:
     metrics: AuthMetrics
     clients: ClientDirectory
     dpop: TokenEndpointDPoP
-    # What reads outside any transaction (introspection) run on: the app's engine, in
-    # autocommit on PostgreSQL (no BEGIN/ROLLBACK round trips for one SELECT).
+    # What single statements outside any transaction run on: the app's engine, in autocommit
+    # on PostgreSQL (no BEGIN/COMMIT round trips around one statement). Introspection reads
+    # there; client_credentials writes its token in one statement there (its own transaction,
+    # protocol/client_credentials.py), and on SQLite in a transaction it opens itself.
     reader: Engine | None = None
     # The access tokens this worker has introspected (auth_server/introspection_memory.py);
     # None: every introspection reads the database.
@@ -51,6 +54,9 @@ class AuthComponents:
     clock: Callable[[], float] = field(default=time.time)
     # What the services report their steps to (epochs.no_steps); tests pause there.
     steps: Steps = field(default=no_steps)
+    # grant_type=client_credentials without Authlib (protocol/client_credentials.py); False
+    # sends it through Authlib's grant, which the test comparing both answers uses.
+    lean_client_credentials: bool = True
     # Authlib's server over these components, built with them (never assigned afterwards).
     server: TesseraAuthorizationServer = field(init=False, repr=False)
 
@@ -68,6 +74,18 @@ class AuthComponents:
             self.clock,
             steps=self.steps,
             forget_client=self.clients.forget,
+        )
+
+    def client_credentials(self) -> ClientCredentials:
+        assert self.reader is not None  # create_app sets it
+        return ClientCredentials(
+            self.reader,
+            self.token_policy,
+            self.keyring,
+            self.audit_trail,
+            self.clock,
+            self.steps,
+            self.clients.forget,
         )
 
     def revocations(self) -> RevocationService:

@@ -36,7 +36,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from joserfc import jwt
+from joserfc.jws import JWSRegistry
+from joserfc.util import json_b64encode, urlsafe_b64encode
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -633,26 +634,10 @@ class TokenService:
         now: int,
         dpop_jkt: str | None = None,
     ) -> tuple[str, str]:
-        jti = secrets.token_urlsafe(18)
-        expires_at = now + self.policy.access_token_ttl
-        # RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat, jti; scope per §2.2.3.
-        claims: dict[str, object] = {
-            "iss": self.policy.issuer,
-            "sub": user.subject if user else client.client_id,
-            "aud": audience[0] if len(audience) == 1 else list(audience),
-            "client_id": client.client_id,
-            "scope": " ".join(scope),
-            "iat": now,
-            "exp": expires_at,
-            "jti": jti,
-        }
-        if dpop_jkt is not None:
-            # RFC 9449 §6.1: the confirmation claim names the key the token is bound to.
-            claims["cnf"] = {"jkt": dpop_jkt}
-        kid, alg, key = signer
-        # RFC 9068 §2.1: typ "at+jwt", so an ID token can never be mistaken for an access token.
-        header = {"alg": alg, "typ": "at+jwt", "kid": kid}
-        token = jwt.encode(header, claims, key, algorithms=[alg])
+        subject = user.subject if user else client.client_id
+        token, jti, expires_at = access_token_jwt(
+            signer, self.policy, subject, client.client_id, scope, audience, now, dpop_jkt
+        )
         self.session.add(
             AccessToken(
                 jti=jti,
@@ -676,17 +661,83 @@ class TokenService:
         refresh: str | None = None,
         dpop_jkt: str | None = None,
     ) -> dict:
-        # RFC 6749 §5.1; scope always included since it may differ from the request.
-        body = {
-            "access_token": access,
-            # RFC 9449 §5: a token bound to a DPoP key is of type DPoP.
-            "token_type": "DPoP" if dpop_jkt is not None else "Bearer",
-            "expires_in": self.policy.access_token_ttl,
-            "scope": " ".join(scope),
-        }
-        if refresh:
-            body["refresh_token"] = refresh
-        return body
+        return token_response(self.policy, access, scope, refresh, dpop_jkt)
+
+
+def access_token_jwt(
+    signer: Signer,
+    policy: TokenPolicy,
+    subject: str,
+    client_id: str,
+    scope: Sequence[str],
+    audience: Sequence[str],
+    now: int,
+    dpop_jkt: str | None = None,
+) -> tuple[str, str, int]:
+    """A signed RFC 9068 access token: (the JWT, its jti, its expiry)."""
+    jti = secrets.token_urlsafe(18)
+    expires_at = now + policy.access_token_ttl
+    # RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat, jti; scope per §2.2.3.
+    claims: dict[str, object] = {
+        "iss": policy.issuer,
+        "sub": subject,
+        "aud": audience[0] if len(audience) == 1 else list(audience),
+        "client_id": client_id,
+        "scope": " ".join(scope),
+        "iat": now,
+        "exp": expires_at,
+        "jti": jti,
+    }
+    if dpop_jkt is not None:
+        # RFC 9449 §6.1: the confirmation claim names the key the token is bound to.
+        claims["cnf"] = {"jkt": dpop_jkt}
+    return sign_jwt(signer, claims), jti, expires_at
+
+
+def _header_segment(kid: str, alg: str) -> bytes:
+    # RFC 9068 §2.1: typ "at+jwt", so an ID token can never be mistaken for an access token.
+    # Encoded as joserfc's jwt.encode encodes it (typ first, compact JSON).
+    return json_b64encode({"typ": "at+jwt", "alg": alg, "kid": kid})
+
+
+# The JOSE header of each signing key, encoded once (a handful of keys in a process's life).
+_HEADER_SEGMENTS: dict[tuple[str, str], bytes] = {}
+
+
+def sign_jwt(signer: Signer, claims: dict) -> str:
+    """What `joserfc.jwt.encode(header, claims, key, algorithms=[alg])` returns, byte for byte
+    (tests/auth_server/test_tokens_signing.py), without building a registry and re-encoding
+    the header for every token."""
+    kid, alg, key = signer
+    header = _HEADER_SEGMENTS.get((kid, alg))
+    if header is None:
+        if len(_HEADER_SEGMENTS) > 16:
+            _HEADER_SEGMENTS.clear()
+        header = _HEADER_SEGMENTS[kid, alg] = _header_segment(kid, alg)
+    payload = json.dumps(claims, ensure_ascii=False, separators=(",", ":")).encode()
+    signing_input = header + b"." + urlsafe_b64encode(payload)
+    signature = JWSRegistry.algorithms[alg].sign(signing_input, key)
+    return (signing_input + b"." + urlsafe_b64encode(signature)).decode()
+
+
+def token_response(
+    policy: TokenPolicy,
+    access: str,
+    scope: Sequence[str],
+    refresh: str | None = None,
+    dpop_jkt: str | None = None,
+) -> dict:
+    # RFC 6749 §5.1; scope always included since it may differ from the request.
+    body = {
+        "access_token": access,
+        # RFC 9449 §5: a token bound to a DPoP key is of type DPoP.
+        "token_type": "DPoP" if dpop_jkt is not None else "Bearer",
+        "expires_in": policy.access_token_ttl,
+        "scope": " ".join(scope),
+    }
+    if refresh:
+        body["refresh_token"] = refresh
+    return body
 
 
 def _still_allowed(

@@ -13,6 +13,7 @@ from flask import request as flask_request
 
 from auth_server.db import db
 from auth_server.models import USER_AGENT_LENGTH
+from auth_server.protocol.client_credentials import client_with_secret
 from auth_server.protocol.errors import InvalidClientError, InvalidRequestError
 from auth_server.protocol.grants import (
     AuthorizationCodeGrant,
@@ -131,33 +132,21 @@ def user_agent_of(request) -> str | None:
     return value[:USER_AGENT_LENGTH] or None
 
 
-def _check(query_client, client_id, client_secret):
-    if not client_id or client_secret is None:
-        return None
-    client = query_client(client_id)
-    if client is None:
-        return None
-    if client.check_client_secret(client_secret):
-        return client
-    # A registration cached from before `clients rotate-secret` would refuse the new secret for
-    # up to CLIENT_CACHE_SECONDS: read it again before refusing.
-    client = query_client(client_id, fresh=True)
-    if client is not None and client.check_client_secret(client_secret):
-        return client
-    return None
-
-
 def _authenticate_basic(query_client, request):
     """client_secret_basic that survives any Authorization header (Authlib's raises on
     non-UTF-8 credentials, which would be a 500)."""
-    return _check(query_client, *parse_basic_credentials(request.headers.get("Authorization")))
+    return client_with_secret(
+        query_client, *parse_basic_credentials(request.headers.get("Authorization"))
+    )
 
 
 def _authenticate_post(query_client, request):
     # RFC 6749 §2.3.1: a client MUST NOT use more than one authentication method per request.
     if request.headers.get("Authorization"):
         return None
-    return _check(query_client, request.form.get("client_id"), request.form.get("client_secret"))
+    return client_with_secret(
+        query_client, request.form.get("client_id"), request.form.get("client_secret")
+    )
 
 
 def _authenticate_none(query_client, request):

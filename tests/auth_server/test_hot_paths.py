@@ -16,10 +16,15 @@ from auth_server.db import db
 from tests.databases import TEST_DATABASE_URL, admin_engine
 from tests.support import SERVICE_APP, start_auth_server
 
+# What the single autocommit statement of client_credentials' lean path
+# (auth_server/protocol/client_credentials.py) runs first: it sets synchronous_commit for the
+# statement's own transaction, which commits when the statement ends.
+_ASYNCHRONOUS_STATEMENT = "set_config('synchronous_commit', 'off', true)"
+
 
 def _commit_settings(app) -> list[str]:
     """Record `synchronous_commit` as each transaction of `app` that stored an access token
-    reaches its COMMIT."""
+    reaches its COMMIT (for a statement in autocommit: what the statement sets it to)."""
     seen: list[str] = []
     minting: set[int] = set()
     with app.app_context():
@@ -29,8 +34,13 @@ def _commit_settings(app) -> list[str]:
 
     @event.listens_for(engine, "after_cursor_execute")
     def _executed(connection, _cursor, statement, *_args) -> None:
-        if statement.startswith("INSERT INTO access_tokens"):
-            minting.add(id(connection.connection.dbapi_connection))
+        if "INSERT INTO access_tokens" not in statement:
+            return
+        dbapi_connection = connection.connection.dbapi_connection
+        if dbapi_connection.autocommit:
+            seen.append("off" if _ASYNCHRONOUS_STATEMENT in statement else "on")
+        else:
+            minting.add(id(dbapi_connection))
 
     @event.listens_for(engine, "commit")
     def _before_commit(connection) -> None:
@@ -97,3 +107,20 @@ def test_introspection_answers_through_connections_the_database_dropped(
     # The failed attempt discarded the whole pool: the next request needs no retry of its own.
     issued = auth.token(SERVICE_APP, grant_type="client_credentials")
     assert issued.status_code == 200, issued.text
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL's commit settings")
+def test_a_statement_in_autocommit_sets_synchronous_commit_for_its_own_transaction_alone():
+    """What the lean client_credentials statement relies on: set_config(..., true) inside one
+    autocommit statement holds until that statement's implicit transaction ends (so for its
+    COMMIT), and the connection's next statement is back to the server's setting."""
+    with admin_engine().connect() as admin:
+        connection = admin.execution_options(isolation_level="AUTOCOMMIT")
+        during = connection.scalar(
+            text(
+                f"WITH guard AS (SELECT {_ASYNCHRONOUS_STATEMENT} AS asynchronous) "
+                "SELECT current_setting('synchronous_commit') FROM guard"
+            )
+        )
+        after = connection.scalar(text("SHOW synchronous_commit"))
+    assert (during, after) == ("off", "on")

@@ -2,9 +2,13 @@
 fails at COMMIT, or the process dies there): the client must get no token, and nothing of it
 may be left in the database. A token a client holds is always one introspection knows.
 
-Two injection points: the session's after_flush (the rows were sent, the COMMIT was never
-issued) and the driver's COMMIT itself raising the driver's own error, as a dropped connection
-or a full disk would.
+Two injection points: right after the statement that wrote the access token (the rows were
+sent, the COMMIT was never issued) and the driver's COMMIT itself raising the driver's own
+error, as a dropped connection or a full disk would. Both watch statements, not the ORM: the
+lean client_credentials path (auth_server/protocol/client_credentials.py) writes with Core. On
+PostgreSQL it writes in ONE autocommit statement, which commits as it ends; there is no moment
+between its write and its commit, so both faults strike as that statement arrives: the
+database is lost (the backend really dies at the driver_commit point).
 """
 
 from __future__ import annotations
@@ -41,6 +45,14 @@ def _claims(jwt: str) -> dict:
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
+def _writes_access_token(statement: str) -> bool:
+    return "INSERT INTO access_tokens" in statement
+
+
+def _autocommit(connection) -> bool:
+    return bool(getattr(_raw_connection(connection), "autocommit", False))
+
+
 class CommitFault:
     """While armed, fails the commit of every transaction that inserted an access token."""
 
@@ -53,38 +65,52 @@ class CommitFault:
         self.failed = 0
         self._doomed: set[int] = set()  # ids of DBAPI connections holding a minted token
         self._original_commit = self.engine.dialect.do_commit
+        self._hooks = (
+            ("before_cursor_execute", self._before_execute),
+            ("after_cursor_execute", self._after_execute),
+            ("rollback", self._rolled_back),
+        )
 
     def __enter__(self) -> CommitFault:
-        if self.point == "after_flush":
-            event.listen(db.session, "after_flush", self._after_flush)
-        else:
-            event.listen(AccessToken, "after_insert", self._after_insert)
-            event.listen(self.engine, "rollback", self._rolled_back)
+        for name, hook in self._hooks:
+            event.listen(self.engine, name, hook)
+        if self.point == "driver_commit":
             self.engine.dialect.do_commit = self._do_commit
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self.point == "after_flush":
-            event.remove(db.session, "after_flush", self._after_flush)
-        else:
-            event.remove(AccessToken, "after_insert", self._after_insert)
-            event.remove(self.engine, "rollback", self._rolled_back)
-            self.engine.dialect.do_commit = self._original_commit
+        for name, hook in self._hooks:
+            event.remove(self.engine, name, hook)
+        self.engine.dialect.do_commit = self._original_commit
 
-    # after_flush: the INSERTs reached the database inside the transaction; fail before COMMIT.
-    def _after_flush(self, session, _context) -> None:
-        minted = any(isinstance(obj, AccessToken) for obj in session.new)
-        if self.armed and minted and session.get_bind() is self.engine:
+    # A statement in autocommit writes and commits at once: the fault meets it as it arrives.
+    def _before_execute(self, connection, _cursor, statement, *_args) -> None:
+        if not (
+            self.armed and _writes_access_token(statement) and _autocommit(connection.connection)
+        ):
+            return
+        self.failed += 1
+        if self.point == "driver_commit":
+            # The server process dies: the statement meets a dead connection.
+            self._terminate(_raw_connection(connection.connection).info.backend_pid)
+        else:
+            raise OperationalError(statement, None, ConnectionError("simulated: database lost"))
+
+    # after_flush: the INSERT reached the database inside the transaction; fail before COMMIT.
+    # driver_commit: remember which connection minted a token, then fail its COMMIT the way the
+    # driver does when the server goes away (SQLAlchemy wraps it, as in production).
+    def _after_execute(self, connection, _cursor, statement, *_args) -> None:
+        if not _writes_access_token(statement) or _autocommit(connection.connection):
+            return
+        if self.point == "driver_commit":
+            self._doomed.add(_raw(connection.connection))
+        elif self.armed:
             self.failed += 1
             raise OperationalError("COMMIT", None, ConnectionError("simulated: database lost"))
 
-    # driver COMMIT: remember which connection minted a token, then fail its COMMIT the way
-    # the driver does when the server goes away (SQLAlchemy wraps it, as in production).
-    def _after_insert(self, _mapper, connection, _target) -> None:
-        if connection.engine is self.engine:
-            self._doomed.add(_raw(connection.connection))
-
     def _rolled_back(self, connection) -> None:
+        if connection.invalidated:  # its driver connection is gone: nothing to forget
+            return
         self._doomed.discard(_raw(connection.connection))
 
     def _do_commit(self, dbapi_connection) -> None:
@@ -110,10 +136,9 @@ class CommitFault:
 
 class ResponseAudit:
     """WSGI middleware: when a token response starts, the transaction that stored its access
-    token must already have committed (a session after_commit hook records committed jtis).
-    This is the code-path half of the proof: no token leaves before its row is durable."""
-
-    _PENDING = "faults_minted_jtis"
+    token must already have committed (the engine's commit events, and the end of a statement
+    in autocommit, record committed jtis). This is the code-path half of the proof: no token
+    leaves before its row is durable."""
 
     def __init__(self, app: Flask) -> None:
         self.app = app
@@ -123,33 +148,41 @@ class ResponseAudit:
         self.checked = 0
         self.violations: list[str] = []
         self._lock = threading.Lock()
+        self._pending: dict[int, list[str]] = {}  # DBAPI connection -> jtis written, uncommitted
         self._hooks = (
-            ("after_flush", self._flushed),
-            ("after_commit", self._committed),
-            ("after_rollback", self._rolled_back),
+            ("after_cursor_execute", self._executed),
+            ("commit", self._committed),
+            ("rollback", self._rolled_back),
         )
 
     def __enter__(self) -> ResponseAudit:
         for name, hook in self._hooks:
-            event.listen(db.session, name, hook)
+            event.listen(self.engine, name, hook)
         return self
 
     def __exit__(self, *exc_info) -> None:
         for name, hook in self._hooks:
-            event.remove(db.session, name, hook)
+            event.remove(self.engine, name, hook)
 
-    def _flushed(self, session, _context) -> None:
-        if session.get_bind() is self.engine:
-            minted = [obj.jti for obj in session.new if isinstance(obj, AccessToken)]
-            session.info.setdefault(self._PENDING, []).extend(minted)
-
-    def _committed(self, session) -> None:
-        minted = session.info.pop(self._PENDING, [])
+    def _executed(self, connection, _cursor, statement, _parameters, context, _many) -> None:
+        if not _writes_access_token(statement):
+            return
+        minted = [params["jti"] for params in context.compiled_parameters]
         with self._lock:
-            self.committed.update(minted)
+            if _autocommit(connection.connection):
+                self.committed.update(minted)
+            else:
+                self._pending.setdefault(_raw(connection.connection), []).extend(minted)
 
-    def _rolled_back(self, session) -> None:
-        session.info.pop(self._PENDING, None)
+    def _committed(self, connection) -> None:
+        with self._lock:
+            self.committed.update(self._pending.pop(_raw(connection.connection), []))
+
+    def _rolled_back(self, connection) -> None:
+        if connection.invalidated:  # its driver connection is gone, and what it wrote with it
+            return
+        with self._lock:
+            self._pending.pop(_raw(connection.connection), None)
 
     def __call__(self, environ, start_response):
         seen: dict = {}

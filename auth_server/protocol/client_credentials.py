@@ -1,0 +1,286 @@
+"""RFC 6749 §4.4 client_credentials without the framework around it: the grant machine clients
+call for every token they need, so its cost is the token endpoint's throughput.
+
+One answer costs a client check against the worker's cached registration (ClientDirectory, a
+SHA-256 compare), one ES256 signature, and on PostgreSQL ONE statement in autocommit: the epoch
+guard, the access token row and its audit row together. No ORM session, no BEGIN/COMMIT round
+trips, no Authlib request or grant object. What it answers is what Authlib's grant
+(grants.ClientCredentialsGrant, still registered) answers, byte for byte, for every request
+shape: the same errors in the same order, the same body and headers
+(tests/auth_server/test_client_credentials_lean.py runs both). The rows it writes are the ones
+TokenService.issue_client_token writes, and its audit event is logged and counted the same way
+once committed (AuditTrail.publish).
+
+Revocation stays final (auth_server/epochs.py): on PostgreSQL the statement reads the client's
+epoch `FOR SHARE` and inserts only if it is the one read with the credentials, so a `clients
+disable` either committed its increment before (nothing is inserted: refused) or waits for this
+statement to commit and then revokes the token with the others. The lock, the check and the
+writes are one statement, so nothing can run between them: the steps "guarded" and "written"
+are reported together once it has run. On SQLite the guard is the conditional UPDATE that takes
+the write lock, then the inserts, then the commit, each step where it happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from sqlalchemy import bindparam, insert, text, update
+from sqlalchemy.engine import Connection, Engine
+
+from auth_server.audit import AuditTrail, event_row
+from auth_server.clients import ClientRecord
+from auth_server.epochs import Steps
+from auth_server.keys import KeyRing
+from auth_server.models import AccessToken, AuditEvent, Client
+from auth_server.protocol.errors import (
+    InvalidClientError,
+    InvalidRequestError,
+    UnauthorizedClientError,
+)
+from auth_server.protocol.policy import resolve_audience, resolve_scope
+from auth_server.tokens import TokenPolicy, access_token_jwt, token_response
+from shared.protocol.basic_auth import parse_basic_credentials
+from shared.protocol.digests import sha256_hex
+from shared.service.database import affected_rows
+
+GRANT_TYPE = "client_credentials"
+
+
+class FindClient(Protocol):
+    """A client's registration by client_id (`fresh`: bypassing the worker's cache)."""
+
+    def __call__(self, client_id: str, *, fresh: bool = False) -> ClientRecord | None: ...
+
+
+class Form(Protocol):
+    """The request's form parameters (a Werkzeug MultiDict)."""
+
+    def __contains__(self, key: object) -> bool: ...
+
+    def get(self, key: str) -> str | None: ...
+
+    def getlist(self, key: str) -> list[str]: ...
+
+
+# -- client authentication (what TesseraAuthorizationServer.authenticate_client does) ------
+
+
+def client_with_secret(
+    find_client: FindClient, client_id: str | None, client_secret: str | None
+) -> ClientRecord | None:
+    """The client `client_id` if `client_secret` is one of its secrets, else None."""
+    if not client_id or client_secret is None:
+        return None
+    client = find_client(client_id)
+    if client is None:
+        return None
+    if client.check_client_secret(client_secret):
+        return client
+    # A registration cached from before `clients rotate-secret` would refuse the new secret for
+    # up to CLIENT_CACHE_SECONDS: read it again before refusing.
+    client = find_client(client_id, fresh=True)
+    if client is not None and client.check_client_secret(client_secret):
+        return client
+    return None
+
+
+def authenticate_confidential_client(
+    authorization: str | None, form: Mapping[str, str] | Form, find_client: FindClient
+) -> ClientRecord:
+    """client_secret_basic, then client_secret_post (RFC 6749 §2.3.1), as the Authlib server
+    tries them for the grants of confidential clients (grants.CLIENT_AUTH_METHODS)."""
+    if authorization and "client_secret" in form:
+        # RFC 6749 §2.3: a client MUST NOT use more than one authentication method.
+        raise InvalidRequestError("Use one client authentication method, not two.")
+    client = client_with_secret(find_client, *parse_basic_credentials(authorization))
+    if client is not None and client.check_endpoint_auth_method("client_secret_basic", "token"):
+        return client
+    if not authorization:
+        client = client_with_secret(find_client, form.get("client_id"), form.get("client_secret"))
+        if client is not None and client.check_endpoint_auth_method("client_secret_post", "token"):
+            return client
+    # One answer for unknown client, wrong secret and missing credentials, so it does not
+    # tell which client_ids exist. 401 + WWW-Authenticate: Basic (RFC 6749 §5.2).
+    raise InvalidClientError(description="Client authentication failed.", status_code=401)
+
+
+# -- the statements, built once ----------------------------------------------------------------
+
+# PostgreSQL: the guard of epochs.py (`SELECT ... FOR SHARE`, with synchronous_commit off for
+# this transaction alone: tokens.py issue_client_token says why that is safe for an access
+# token), and the two inserts only if the epoch is the one read. Parameters without a type
+# (strings, NULL) take the column's type, as in INSERT ... VALUES.
+_ISSUE_POSTGRESQL = text(
+    """
+    WITH guard AS (
+        SELECT token_epoch, set_config('synchronous_commit', 'off', true) AS asynchronous
+        FROM clients WHERE id = :client_id FOR SHARE
+    ), issued AS (
+        INSERT INTO access_tokens
+            (jti, token_hash, client_id, scope, audience, issued_at, expires_at, dpop_jkt)
+        SELECT :jti, :token_hash, :client_id, :scope, :audience, :issued_at, :expires_at,
+            :dpop_jkt
+        FROM guard WHERE token_epoch = :token_epoch
+        RETURNING jti
+    ), audited AS (
+        INSERT INTO audit_events (at, event, actor, user_id, client_id, ip, detail)
+        SELECT :at, :event, :actor, :user_id, :audit_client_id, :ip, :detail FROM issued
+        RETURNING id
+    )
+    SELECT count(*) FROM audited
+    """
+)
+
+_clients = Client.__table__
+# SQLite: the conditional UPDATE of epochs.py, which takes the database's write lock.
+_GUARD_SQLITE = (
+    update(_clients)
+    .where(_clients.c.id == bindparam("client_pk"), _clients.c.token_epoch == bindparam("epoch"))
+    .values(token_epoch=_clients.c.token_epoch)
+)
+_INSERT_TOKEN = insert(AccessToken.__table__)
+_INSERT_AUDIT = insert(AuditEvent.__table__)
+
+
+class ClientCredentials:
+    """One client_credentials token request, from the authenticated client to the response.
+
+    `engine` is the app's engine for single statements (AuthComponents.reader: autocommit on
+    PostgreSQL); `steps` what the issuance reports its steps to (epochs.Steps)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        policy: TokenPolicy,
+        keyring: KeyRing,
+        audit_trail: AuditTrail,
+        clock: Callable[[], float],
+        steps: Steps,
+        forget_client: Callable[[str], None],
+    ):
+        self.engine = engine
+        self.policy = policy
+        self.keyring = keyring
+        self.audit_trail = audit_trail
+        self.clock = clock
+        self.steps = steps
+        self.forget_client = forget_client
+
+    def token_response(
+        self,
+        client: ClientRecord,
+        form: Form,
+        ip: str | None,
+        dpop_jkt: str | None,
+    ) -> dict:
+        """The RFC 6749 §5.1 body for `client` (authenticated), or an OAuth2Error."""
+        if not client.check_grant_type(GRANT_TYPE):
+            raise UnauthorizedClientError(f"The client is not allowed the grant type {GRANT_TYPE}.")
+        scope = resolve_scope(form.get("scope"), client.scope_list)
+        audience = resolve_audience(form.getlist("resource"), client.audience_list)
+        return self.issue(client, scope, audience, ip, dpop_jkt)
+
+    def issue(
+        self,
+        client: ClientRecord,
+        scope: Sequence[str],
+        audience: Sequence[str],
+        ip: str | None,
+        dpop_jkt: str | None,
+    ) -> dict:
+        """TokenService.issue_client_token without a session: the same rows, event, answer."""
+        signer = self.keyring.signing_key()
+        now = int(self.clock())
+        access, jti, expires_at = access_token_jwt(
+            signer, self.policy, client.client_id, client.client_id, scope, audience, now, dpop_jkt
+        )
+        token_row = {
+            "jti": jti,
+            "token_hash": sha256_hex(access),
+            # the column's name (AccessToken.client_pk): the client's primary key
+            "client_id": client.id,
+            "scope": " ".join(scope),
+            "audience": " ".join(audience),
+            "issued_at": now,
+            "expires_at": expires_at,
+            "dpop_jkt": dpop_jkt,
+        }
+        audit_row, fields = event_row(
+            "token_issued",
+            actor=f"client:{client.client_id}",
+            at=now,
+            client_id=client.client_id,
+            ip=ip,
+            grant_type=GRANT_TYPE,
+            jti=jti,
+        )
+        with self.engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                issued = self._write_postgresql(connection, client, token_row, audit_row)
+            else:
+                issued = self._write_sqlite(connection, client, token_row, audit_row)
+        if not issued:
+            self._refuse(client, now, ip)
+            self.forget_client(client.client_id)
+            raise InvalidClientError(description="Client authentication failed.", status_code=401)
+        self.audit_trail.publish("token_issued", fields)
+        return token_response(self.policy, access, scope, dpop_jkt=dpop_jkt)
+
+    def _write_postgresql(
+        self,
+        connection: Connection,
+        client: ClientRecord,
+        token_row: dict[str, Any],
+        audit_row: dict[str, Any],
+    ) -> bool:
+        written = connection.scalar(
+            _ISSUE_POSTGRESQL,
+            {
+                **token_row,
+                "token_epoch": client.token_epoch,
+                **{k: v for k, v in audit_row.items() if k != "client_id"},
+                "audit_client_id": audit_row["client_id"],
+            },
+        )
+        if written != 1:
+            return False
+        # Committed already (autocommit): the guard, the check and the rows were one statement.
+        self.steps("guarded")
+        self.steps("written")
+        return True
+
+    def _write_sqlite(
+        self,
+        connection: Connection,
+        client: ClientRecord,
+        token_row: dict[str, Any],
+        audit_row: dict[str, Any],
+    ) -> bool:
+        with connection.begin() as transaction:
+            guarded = connection.execute(
+                _GUARD_SQLITE, {"client_pk": client.id, "epoch": client.token_epoch}
+            )
+            if affected_rows(guarded) != 1:
+                transaction.rollback()
+                return False
+            self.steps("guarded")
+            connection.execute(_INSERT_TOKEN, token_row)
+            connection.execute(_INSERT_AUDIT, audit_row)
+            self.steps("written")
+        return True
+
+    def _refuse(self, client: ClientRecord, now: int, ip: str | None) -> None:
+        """What TokenService._refuse records: the issuance was refused, on its own."""
+        row, fields = event_row(
+            "issuance_refused_revoked",
+            actor=f"client:{client.client_id}",
+            at=now,
+            client_id=client.client_id,
+            ip=ip,
+            grant_type=GRANT_TYPE,
+            reason="client_revoked",
+        )
+        with self.engine.begin() as connection:
+            connection.execute(_INSERT_AUDIT, row)
+        self.audit_trail.publish("issuance_refused_revoked", fields)
