@@ -28,6 +28,7 @@ from auth_server.metrics import AuthMetrics
 from auth_server.models import DPoPProofSeen, SigningKey
 from auth_server.passwords import Passwords
 from auth_server.revocation_events import RevocationPublisher
+from auth_server.session_cookie import CookieSessionOnDemand
 from auth_server.settings import AuthSettings
 from auth_server.throttle import Limit, LoginThrottle, counter_store
 from auth_server.tokens import TokenPolicy
@@ -87,6 +88,7 @@ def create_app(
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.auth_issuer.startswith("https://"),
     )
+    app.session_interface = CookieSessionOnDemand()
     # First of the hooks: 413 for bodies over MAX_REQUEST_BYTES, chunked ones included.
     limit_request_bodies(app, settings.max_request_bytes)
     db.init_app(app)

@@ -11,6 +11,8 @@ import sys
 import time
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+# json.dumps(entry, default=str), without making a new encoder for every line.
+_ENCODER = json.JSONEncoder(default=str)
 
 
 class JsonFormatter(logging.Formatter):
@@ -32,23 +34,25 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        request_id = record.__dict__.get("request_id") or _current_request_id()
+        fields = record.__dict__
+        request_id = fields.get("request_id") or _current_request_id()
         if request_id:
             entry["request_id"] = request_id
-        for key, value in record.__dict__.items():
-            if key not in _RESERVED and not key.startswith("_"):
-                entry[key] = value
+        for key in [k for k in fields if k not in _RESERVED and not k.startswith("_")]:
+            entry[key] = fields[key]
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _ENCODER.encode(entry)
 
 
 def _current_request_id() -> str | None:
     try:
-        from flask import g, has_request_context
+        from flask import has_request_context, request
+
+        from shared.service.request_id import ENVIRON_KEY
 
         if has_request_context():
-            request_id: str | None = g.get("request_id")
+            request_id: str | None = request.environ.get(ENVIRON_KEY)
             return request_id
     except ImportError:  # pragma: no cover - flask is a dependency of both services
         return None
