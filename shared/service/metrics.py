@@ -16,12 +16,14 @@ from __future__ import annotations
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from flask import Flask
+from flask import Flask, Response, request
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from shared.service import request_id
 
+# The route template of the request's matched rule, for the request bookkeeping to count it by.
+ENDPOINT_KEY = "tessera.endpoint"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -55,18 +57,17 @@ class Metrics:
 
     def init_app(self, app: Flask) -> None:
         app.extensions["tessera_metrics"] = self
-        # Counted and timed by the request bookkeeping around Flask (shared/service/request_id.py),
-        # not by Flask hooks.
+        # Counted and timed by the request bookkeeping around Flask (shared/service/request_id.py);
+        # only the matched route is noted inside Flask, where the request knows it (Flask
+        # unlinks the request from the environ when it ends).
+        app.after_request(_note_endpoint)
         request_id.init_app(app).observer = self.count_request
 
     def count_request(self, environ: dict[str, Any], status: str, seconds: float) -> None:
         """One answer Flask made: `status` is its three digits, `seconds` the time to make it."""
-        # Flask's request (werkzeug keeps it in the environ) says which route matched.
-        flask_request = environ.get("werkzeug.request")
-        if flask_request is None:
-            return  # answered before Flask saw it
-        rule = flask_request.url_rule
-        endpoint = rule.rule if rule is not None else "unmatched"
+        endpoint = environ.get(ENDPOINT_KEY)
+        if endpoint is None:
+            return  # Flask ran no after-request hooks for it: it answered nothing itself
         method = environ.get("REQUEST_METHOD", "GET")
         key = (endpoint, method, status)
         children = self._children.get(key)
@@ -80,6 +81,12 @@ class Metrics:
             )
         children[0].inc()
         children[1].observe(seconds)
+
+
+def _note_endpoint(response: Response) -> Response:
+    rule = request.url_rule
+    request.environ[ENDPOINT_KEY] = rule.rule if rule is not None else "unmatched"
+    return response
 
 
 def serve_multiprocess_metrics(bind: str) -> WSGIServer:
