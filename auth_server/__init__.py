@@ -41,6 +41,7 @@ from shared.service.database import (
     engine_options,
     reader_engine,
 )
+from shared.service.flask_app import ServiceFlask
 from shared.service.logging import configure_logging
 from shared.service.proxy import trust_proxies
 from shared.service.request_body import limit_request_bodies
@@ -72,7 +73,7 @@ def create_app(
     configure_logging(settings.log_level, settings.log_format)
 
     # /static/: the stylesheet of the pages people see (auth_server/static/tessera.css).
-    app = Flask(__name__, static_folder="static", static_url_path="/static")
+    app = ServiceFlask(__name__, static_folder="static", static_url_path="/static")
     app.config.update(
         SQLALCHEMY_DATABASE_URI=settings.auth_database_url,
         # No pre-ping: introspection retries its read on a dropped connection, other requests
