@@ -116,8 +116,9 @@ def write_info_line(
     formatter = cast(JsonFormatter, handler.formatter)
     handler.acquire()
     try:
-        handler.stream.write(formatter.info_line(logger, created, msg, extra) + handler.terminator)
-        handler.flush()
+        stream = handler.stream
+        stream.write(formatter.info_line(logger, created, msg, extra) + handler.terminator)
+        stream.flush()  # what handler.flush() does, without taking the lock a second time
     except RecursionError:
         raise
     except Exception:

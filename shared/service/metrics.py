@@ -84,8 +84,9 @@ class Metrics:
 
 
 def _note_endpoint(response: Response) -> Response:
-    rule = request.url_rule
-    request.environ[ENDPOINT_KEY] = rule.rule if rule is not None else "unmatched"
+    current = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+    rule = current.url_rule
+    current.environ[ENDPOINT_KEY] = rule.rule if rule is not None else "unmatched"
     return response
 
 

@@ -3,11 +3,13 @@ makes carries the request id and is counted by route template, method and status
 
 from __future__ import annotations
 
+import uuid
+
 from flask import Flask, abort
 from prometheus_client import generate_latest
 
 from shared.service.metrics import Metrics
-from shared.service.request_id import current_request_id
+from shared.service.request_id import current_request_id, new_request_id
 
 
 def _app() -> tuple[Flask, Metrics]:
@@ -59,3 +61,12 @@ def test_the_request_id_is_the_callers_when_safe_and_is_echoed_on_every_answer()
     generated = missing.headers["X-Request-ID"]
     assert len(generated) == 32 and int(generated, 16) >= 0
     assert client.get("/notes/3").headers["X-Request-ID"] != generated
+
+
+def test_a_new_request_id_is_a_uuid4_in_hex():
+    ids = {new_request_id() for _ in range(200)}
+    assert len(ids) == 200
+    for value in ids:
+        parsed = uuid.UUID(hex=value)
+        assert parsed.hex == value
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
