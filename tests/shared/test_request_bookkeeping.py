@@ -8,6 +8,7 @@ import uuid
 from flask import Flask, abort
 from prometheus_client import generate_latest
 
+from shared.service.cors import Cors
 from shared.service.metrics import Metrics
 from shared.service.request_id import current_request_id, new_request_id
 
@@ -70,3 +71,26 @@ def test_a_new_request_id_is_a_uuid4_in_hex():
         parsed = uuid.UUID(hex=value)
         assert parsed.hex == value
         assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+
+
+def test_a_cors_preflight_answered_by_a_hook_is_echoed_and_counted_too():
+    """A before-request hook's answer (here the CORS preflight) ends Flask's hooks early; the
+    bookkeeping around Flask still echoes the id and counts it."""
+    app, metrics = _app()
+    Cors(
+        applies=lambda path: path.startswith("/notes/"),
+        allowed_origins=lambda: {"https://app.example"},
+        methods=("GET",),
+    ).init_app(app)
+    preflight = app.test_client().options(
+        "/notes/1",
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "GET",
+            "X-Request-ID": "pre-1",
+        },
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["X-Request-ID"] == "pre-1"
+    count = 'tessera_http_requests_total{endpoint="%s",method="OPTIONS",status="204"}'
+    assert _samples(metrics)[count % "/notes/<int:note_id>"] == 1
