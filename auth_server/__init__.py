@@ -23,12 +23,13 @@ from auth_server.components import AuthComponents
 from auth_server.db import db
 from auth_server.dpop import DPoPNonces, TokenEndpointDPoP
 from auth_server.hashing_gate import PasswordCheckGate
-from auth_server.introspection_wsgi import IntrospectionFastPath
+from auth_server.introspection_wsgi import FAST_PATH, IntrospectionFastPath
 from auth_server.keys import KeyCipher, KeyRing, create_secret_file, prepare_signing_keys
 from auth_server.metrics import AuthMetrics
 from auth_server.models import DPoPProofSeen, SigningKey
 from auth_server.passwords import Passwords
 from auth_server.revocation_events import RevocationPublisher
+from auth_server.session_cookie import CookieSessionOnDemand
 from auth_server.settings import AuthSettings
 from auth_server.throttle import Limit, LoginThrottle, counter_store
 from auth_server.tokens import TokenPolicy
@@ -41,6 +42,7 @@ from shared.service.database import (
     engine_options,
     reader_engine,
 )
+from shared.service.flask_app import ServiceFlask
 from shared.service.logging import configure_logging
 from shared.service.proxy import trust_proxies
 from shared.service.request_body import limit_request_bodies
@@ -72,7 +74,7 @@ def create_app(
     configure_logging(settings.log_level, settings.log_format)
 
     # /static/: the stylesheet of the pages people see (auth_server/static/tessera.css).
-    app = Flask(__name__, static_folder="static", static_url_path="/static")
+    app = ServiceFlask(__name__, static_folder="static", static_url_path="/static")
     app.config.update(
         SQLALCHEMY_DATABASE_URI=settings.auth_database_url,
         # No pre-ping: introspection retries its read on a dropped connection, other requests
@@ -88,6 +90,7 @@ def create_app(
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.auth_issuer.startswith("https://"),
     )
+    app.session_interface = CookieSessionOnDemand()
     # First of the hooks: 413 for bodies over MAX_REQUEST_BYTES, chunked ones included.
     limit_request_bodies(app, settings.max_request_bytes)
     db.init_app(app)
@@ -209,6 +212,11 @@ def create_app(
     ).init_app(app)
     openapi.init_app(app, __name__)
     web_errors.register_error_handlers(app)
+    # Inside the request bookkeeping (request id, metrics), outside Flask: the common
+    # introspection is answered without Flask (auth_server/introspection_wsgi.py).
+    app.wsgi_app = app.extensions[FAST_PATH] = IntrospectionFastPath(  # type: ignore[method-assign]
+        app.wsgi_app, components, app.json.dumps
+    )
     request_id.init_app(app)
     # Innermost: its refusals skip Flask, and the proxy fix still applies outside it.
     app.wsgi_app = PasswordCheckGate(  # type: ignore[method-assign]
@@ -218,10 +226,6 @@ def create_app(
         on_refused=components.metrics.count_password_hashing_busy,
     )
     trust_proxies(app, settings.trusted_proxies)
-    # Outermost: the common introspection is answered without Flask (introspection_wsgi.py).
-    app.wsgi_app = IntrospectionFastPath(  # type: ignore[method-assign]
-        app.wsgi_app, components, app.json.dumps
-    )
     components.metrics.init_app(app)
     audit_trail.subscribe(components.metrics.on_audit_event)
     if settings.revocation_events_url:

@@ -6,7 +6,8 @@ about a moment ago. Flask's request context, routing, hooks and response object 
 much as the whole answer does (a bare Flask app costs twice a bare WSGI app under our gunicorn,
 docs/benchmarks.md), so this middleware answers exactly that shape itself, with the same code
 that the view uses (auth_server/protocol/introspection.py) and the same bytes out: status,
-headers (X-Request-ID included), body, metrics. Anything else, and anything that would take a
+headers, body, metrics (the request bookkeeping around it adds X-Request-ID and counts the
+request, shared/service/request_id.py). Anything else, and anything that would take a
 write or an error answer, goes to Flask untouched, which answers it as before:
 
 - another path or method, another content type, a body that is not a small plain form;
@@ -23,7 +24,6 @@ tests/auth_server/test_introspection_wsgi.py compares the two answers request by
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -40,14 +40,13 @@ from auth_server.protocol.introspection import (
     look_up_access_token,
 )
 from shared.protocol.basic_auth import parse_basic_credentials
-from shared.service.request_id import HEADER as REQUEST_ID_HEADER
-from shared.service.request_id import is_safe_request_id, new_request_id
+from shared.service.metrics import ENDPOINT_KEY
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 PATH = "/oauth/introspect"
-# The route template Flask's metrics label the answer with.
-ENDPOINT = PATH
+# Where create_app keeps the app's fast path (app.extensions).
+FAST_PATH = "tessera_introspection_fast_path"
 FORM_TYPE = "application/x-www-form-urlencoded"
 PARAMETERS = frozenset({"token", "token_type_hint"})
 # A token at its longest, its name, a hint: anything longer is not the common shape.
@@ -61,8 +60,9 @@ class IntrospectionFastPath:
     ) -> None:
         self.app = app
         self._components = components
-        self._metrics = components.metrics
         self._dumps = dumps
+        counter = components.metrics.introspections
+        self._introspections = {result: counter.labels(result) for result in ("active", "inactive")}
         self._sessions = (
             (lambda: Session(components.reader)) if components.reader is not None else None
         )
@@ -70,24 +70,16 @@ class IntrospectionFastPath:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "POST":
             return self.app(environ, start_response)
-        started = time.perf_counter()
         answer = self._answer(environ)
         if answer is None:
             return self.app(environ, start_response)
         payload, active = answer
         body = self._dumps(payload).encode()
-        incoming = environ.get("HTTP_X_REQUEST_ID")
-        request_id = incoming if incoming and is_safe_request_id(incoming) else new_request_id()
-        start_response(
-            "200 OK",
-            [
-                *_HEADERS,
-                ("Content-Length", str(len(body))),
-                (REQUEST_ID_HEADER, request_id),
-            ],
-        )
-        self._components.metrics.introspections.labels("active" if active else "inactive").inc()
-        self._metrics.observe(ENDPOINT, "POST", 200, time.perf_counter() - started)
+        # The request bookkeeping around this adds X-Request-ID and counts the answer under
+        # the route Flask would have matched.
+        environ[ENDPOINT_KEY] = PATH
+        start_response("200 OK", [*_HEADERS, ("Content-Length", str(len(body)))])
+        self._introspections["active" if active else "inactive"].inc()
         return [body]
 
     def _answer(self, environ: dict[str, Any]) -> tuple[dict, bool] | None:

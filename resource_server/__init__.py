@@ -24,6 +24,7 @@ from shared.guard.protect import TokenGuard
 from shared.guard.revocation_subscriber import RevocationSubscriber
 from shared.service import openapi
 from shared.service.cors import Cors
+from shared.service.flask_app import ServiceFlask
 from shared.service.logging import configure_logging
 from shared.service.proxy import trust_proxies
 from shared.service.request_body import limit_request_bodies
@@ -44,7 +45,7 @@ def create_app(settings: ResourceSettings | None = None, *, create_tables: bool 
     client_id, client_secret = settings.introspection_credentials()
 
     configure_logging(settings.log_level, settings.log_format)
-    app = Flask(__name__, static_folder=None)
+    app = ServiceFlask(__name__, static_folder=None)
     app.extensions[SETTINGS_KEY] = settings
     # First of the hooks: 413 for larger bodies, chunked ones included.
     limit_request_bodies(app, settings.max_request_bytes)

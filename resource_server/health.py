@@ -17,8 +17,10 @@ bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
-def healthz() -> tuple[Response, int, dict[str, str]]:
-    return jsonify(status="ok"), 200, NO_STORE
+def healthz() -> Response:
+    # Cache-Control: no-store and Pragma come from forbid_caching (resource_server/api.py), as
+    # on every answer of this service; setting them here too was done twice per request.
+    return jsonify(status="ok")
 
 
 @bp.get("/readyz")

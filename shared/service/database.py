@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy.engine import CursorResult, Engine, Result, make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -182,20 +183,30 @@ def configure_engine(engine: Engine, settings: ServiceSettings) -> None:
 
 
 def end_sessions_without_failing(app: Flask, session: scoped_session[Any]) -> None:
-    """Call right after `db.init_app(app)`: ends each request's session before Flask-SQLAlchemy
-    removes it, and a connection that died after the request's last statement (the database
-    went away meanwhile) is invalidated instead of failing the closing rollback. Otherwise the
-    rollback's error escapes the app after the answer was made, and the client gets a 500
-    (tests/faults/test_database_down.py)."""
+    """Call right after `db.init_app(app)`: ends each request's session in place of
+    Flask-SQLAlchemy's own teardown, and a connection that died after the request's last
+    statement (the database went away meanwhile) is invalidated instead of failing the closing
+    rollback. Otherwise the rollback's error escapes the app after the answer was made, and the
+    client gets a 500 (tests/faults/test_database_down.py)."""
+    # Flask-SQLAlchemy's teardown is session.remove(): close, then forget the session. This one
+    # does both, so it replaces that one rather than running before it (one teardown function
+    # per request, not two: each costs Flask a call and a context lookup even when the request
+    # used no session, as /healthz does).
+    app.teardown_appcontext_funcs[:] = [
+        f
+        for f in app.teardown_appcontext_funcs
+        if getattr(f, "__func__", None) is not SQLAlchemy._teardown_session
+    ]
+    registry = session.registry
 
-    # Registered after Flask-SQLAlchemy's own teardown, so it runs before it (Flask runs
-    # teardown functions in reverse order); that one then finds the session closed.
     @app.teardown_appcontext
     def _end_session(_exc: BaseException | None) -> None:
-        if not session.registry.has():
+        if not registry.has():
             return  # the request used no session: closing would first create one
         try:
             session.close()
         except SQLAlchemyError:
             # scoped_session does not proxy invalidate(): ask the request's own Session.
-            session.registry().invalidate()
+            registry().invalidate()
+        finally:
+            registry.clear()

@@ -9,8 +9,15 @@ import json
 import logging
 import sys
 import time
+from typing import Any, cast
+
+from flask import has_request_context, request
+
+from shared.service.request_id import ENVIRON_KEY
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+# json.dumps(entry, default=str), without making a new encoder for every line.
+_ENCODER = json.JSONEncoder(default=str)
 
 
 class JsonFormatter(logging.Formatter):
@@ -18,40 +25,114 @@ class JsonFormatter(logging.Formatter):
     _second: int | None = None
     _second_text = ""
 
-    def _timestamp(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
+    def _timestamp(self, created: float, msecs: float) -> str:
+        second = int(created)
         if second != self._second:
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second
-        return f"{self._second_text}.{int(record.msecs):03d}Z"
+        return f"{self._second_text}.{int(msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": self._timestamp(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        request_id = record.__dict__.get("request_id") or _current_request_id()
-        if request_id:
-            entry["request_id"] = request_id
-        for key, value in record.__dict__.items():
-            if key not in _RESERVED and not key.startswith("_"):
-                entry[key] = value
+        fields = record.__dict__
+        entry = self._entry(
+            record.created,
+            record.msecs,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            fields.get("request_id"),
+        )
+        for key in [k for k in fields if k not in _RESERVED and not k.startswith("_")]:
+            entry[key] = fields[key]
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _ENCODER.encode(entry)
+
+    def info_line(self, logger: str, created: float, msg: str, extra: dict[str, Any]) -> str:
+        """What format() makes of an INFO record of `logger` made at `created` (time.time())
+        with the message `msg` and `extra`, without the record (see write_info_line)."""
+        msecs = int((created - int(created)) * 1000)  # as LogRecord computes it
+        entry = self._entry(created, msecs, "INFO", logger, msg, extra.get("request_id"))
+        entry.update(extra)
+        return _ENCODER.encode(entry)
+
+    def _entry(
+        self,
+        created: float,
+        msecs: float,
+        level: str,
+        logger: str,
+        msg: str,
+        request_id: str | None,
+    ) -> dict[str, Any]:
+        entry = {
+            "ts": self._timestamp(created, msecs),
+            "level": level,
+            "logger": logger,
+            "msg": msg,
+        }
+        request_id = request_id or _current_request_id()
+        if request_id:
+            entry["request_id"] = request_id
+        return entry
+
+
+def sole_json_handler(logger: logging.Logger) -> logging.StreamHandler[Any] | None:
+    """The handler that alone would see `logger`'s INFO records, if it is the service's own JSON
+    handler (configure_logging) and nothing else (no other handler, filter, or record factory)
+    would see or change them; else None. `logger` must be a direct child of `tessera`."""
+    parent = logger.parent
+    if (
+        logger.handlers
+        or logger.filters
+        or logger.disabled
+        or not logger.propagate
+        or parent is None
+        or parent.name != "tessera"
+        or parent.filters
+        or parent.propagate
+        or len(parent.handlers) != 1
+        or logging.getLogRecordFactory() is not logging.LogRecord
+    ):
+        return None
+    handler = parent.handlers[0]
+    if (
+        not getattr(handler, "_tessera", False)
+        or handler.filters
+        or handler.level > logging.INFO
+        or type(handler.formatter) is not JsonFormatter
+    ):
+        return None
+    return cast("logging.StreamHandler[Any]", handler)
+
+
+def write_info_line(
+    handler: logging.StreamHandler[Any], logger: str, msg: str, extra: dict[str, Any]
+) -> None:
+    """Write the line `handler` would write for an INFO record of `logger` (see
+    sole_json_handler), without making the record and passing it through the logging tree:
+    for a line per request, that machinery cost more than the rest of a /healthz answer."""
+    created = time.time()
+    formatter = cast(JsonFormatter, handler.formatter)
+    handler.acquire()
+    try:
+        stream = handler.stream
+        stream.write(formatter.info_line(logger, created, msg, extra) + handler.terminator)
+        stream.flush()  # what handler.flush() does, without taking the lock a second time
+    except RecursionError:
+        raise
+    except Exception:
+        # What StreamHandler.emit does on a failed write; only then is a record needed.
+        record = logging.makeLogRecord({"name": logger, "msg": msg, "levelno": logging.INFO})
+        handler.handleError(record)
+    finally:
+        handler.release()
 
 
 def _current_request_id() -> str | None:
-    try:
-        from flask import g, has_request_context
-
-        if has_request_context():
-            request_id: str | None = g.get("request_id")
-            return request_id
-    except ImportError:  # pragma: no cover - flask is a dependency of both services
-        return None
+    if has_request_context():
+        request_id: str | None = request.environ.get(ENVIRON_KEY)
+        return request_id
     return None
 
 

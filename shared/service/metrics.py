@@ -13,14 +13,17 @@ an attacker cannot blow up the number of time series.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, request
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from shared.service import request_id
+
+# The route template of the request's matched rule, for the request bookkeeping to count it by.
+ENDPOINT_KEY = "tessera.endpoint"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -30,7 +33,7 @@ class Metrics:
     def __init__(self, service: str) -> None:
         self.service = service
         self.registry = CollectorRegistry()
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self.requests = self.counter(
             "http_requests_total", "HTTP requests answered.", ["endpoint", "method", "status"]
         )
@@ -54,35 +57,37 @@ class Metrics:
 
     def init_app(self, app: Flask) -> None:
         app.extensions["tessera_metrics"] = self
-        app.before_request(_start_timer)
-        app.after_request(self._observe)
+        # Counted and timed by the request bookkeeping around Flask (shared/service/request_id.py);
+        # only the matched route is noted inside Flask, where the request knows it (Flask
+        # unlinks the request from the environ when it ends).
+        app.after_request(_note_endpoint)
+        request_id.init_app(app).observer = self.count_request
 
-    def _observe(self, response: Response) -> Response:
-        started = g.get("_metrics_started")
-        if started is None:
-            return response
-        rule = request.url_rule
-        endpoint = rule.rule if rule is not None else "unmatched"
-        self.observe(endpoint, request.method, response.status_code, time.perf_counter() - started)
-        return response
-
-    def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
-        """Count one answer of route template `endpoint` and its duration."""
+    def count_request(self, environ: dict[str, Any], status: str, seconds: float) -> None:
+        """One answer Flask made: `status` is its three digits, `seconds` the time to make it."""
+        endpoint = environ.get(ENDPOINT_KEY)
+        if endpoint is None:
+            return  # Flask ran no after-request hooks for it: it answered nothing itself
+        method = environ.get("REQUEST_METHOD", "GET")
         key = (endpoint, method, status)
         children = self._children.get(key)
         if children is None:
             # labels() validates and locks on every call; the set of keys is small and fixed
             # (route templates x methods x statuses), so each pair is looked up once.
+            label = method.upper()  # as Flask's request.method
             children = self._children[key] = (
-                self.requests.labels(endpoint, method, str(status)),
-                self.latency.labels(endpoint, method),
+                self.requests.labels(endpoint, label, status),
+                self.latency.labels(endpoint, label),
             )
         children[0].inc()
         children[1].observe(seconds)
 
 
-def _start_timer() -> None:
-    g._metrics_started = time.perf_counter()
+def _note_endpoint(response: Response) -> Response:
+    current = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+    rule = current.url_rule
+    current.environ[ENDPOINT_KEY] = rule.rule if rule is not None else "unmatched"
+    return response
 
 
 def serve_multiprocess_metrics(bind: str) -> WSGIServer:

@@ -25,12 +25,13 @@ def limit_request_bodies(app: Flask, max_bytes: int) -> None:
 
 def _buffer_unsized_body() -> None:
     environ = request.environ
+    # Most requests have no Transfer-Encoding: the cheapest test first.
+    if "HTTP_TRANSFER_ENCODING" not in environ:
+        return
     # Only a body the server delimits itself (it dechunks and signals the end with
     # wsgi.input_terminated, as gunicorn and werkzeug do): without that flag Werkzeug reads no
     # body of unknown length at all, and reading the raw input here could block.
     if request.content_length is not None or not environ.get("wsgi.input_terminated"):
-        return
-    if "HTTP_TRANSFER_ENCODING" not in environ:
         return
     limit = request.max_content_length
     if limit is None:

@@ -1,54 +1,101 @@
 """X-Request-ID: one id per request, taken from the caller when it is safe, echoed back, put in
 every log line (shared/service/logging.py) and forwarded by the resource server to the authorization
-server, so one user request can be followed across both services."""
+server, so one user request can be followed across both services.
+
+What every request needs is done in one WSGI wrapper around Flask (`RequestBookkeeping`), not
+in Flask before/after-request hooks: the id is chosen and echoed there, and the request is
+counted and timed there (shared/service/metrics.py). Each hook cost a few microseconds of
+Flask machinery per request (the ensure_sync check, the `g` and `request` proxies, building the
+response headers again), which a /healthz answer in about 100 us of Python could not afford.
+"""
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, request
 
 HEADER = "X-Request-ID"
+# Where the request's id lives while it is served: the WSGI environ, which Flask's `request`
+# shares (request.environ), so code outside Flask (the request log) can read it too.
+ENVIRON_KEY = "tessera.request_id"
+EXTENSION_KEY = "tessera_request_bookkeeping"
 # What we accept from a caller: short and safe to put in logs and a header as is.
 _SAFE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# The bits uuid.UUID(..., version=4) overwrites: the version nibble and the two variant bits.
+_VERSION_AND_VARIANT_MASK = (0xF000 << 64) | (0xC000 << 48)
+_VERSION_4_AND_VARIANT = (0x4000 << 64) | (0x8000 << 48)
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+# Told of every answer Flask made: (environ, the status's three digits, seconds spent)
+Observer = Callable[[dict[str, Any], str, float], None]
 
 
-def init_app(app: Flask) -> None:
-    # Before every request, not only guarded ones, so error responses carry the id too.
-    app.before_request(_before_request)
-    app.after_request(_echo)
+def init_app(app: Flask) -> RequestBookkeeping:
+    """Wrap `app.wsgi_app` in the request bookkeeping, once per app; later calls return it."""
+    existing: RequestBookkeeping | None = app.extensions.get(EXTENSION_KEY)
+    if existing is None:
+        existing = app.extensions[EXTENSION_KEY] = RequestBookkeeping(app.wsgi_app)
+        app.wsgi_app = existing  # type: ignore[method-assign]
+    return existing
 
 
-def _before_request() -> None:
-    # A before_request hook that returned a value would replace the response.
-    _assign()
+class RequestBookkeeping:
+    """Gives each request its id (`ENVIRON_KEY`), echoes it in X-Request-ID on every answer
+    (errors and CORS preflights included), and tells `observer` (the metrics) of the answer."""
+
+    def __init__(self, app: WSGIApp) -> None:
+        self.app = app
+        self.observer: Observer | None = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        started = time.perf_counter()
+        value = environ[ENVIRON_KEY] = _choose(environ)
+        echoed = (HEADER, value)
+        answered: list[str] = []
+
+        def echoing_start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            headers.append(echoed)
+            answered.append(status)
+            if exc_info is None:
+                return start_response(status, headers)
+            return start_response(status, headers, exc_info)
+
+        result = self.app(environ, echoing_start_response)
+        observer = self.observer
+        if observer is not None and answered:
+            observer(environ, answered[-1][:3], time.perf_counter() - started)
+        return result
 
 
 def current_request_id() -> str:
-    """This request's id (assigned on first use when no hook ran, e.g. in a bare test app)."""
-    value = g.get("request_id")
-    return value if value is not None else _assign()
+    """This request's id (assigned on first use when no bookkeeping ran, e.g. in a bare test
+    app: then it is not echoed)."""
+    environ = request.environ
+    value: str | None = environ.get(ENVIRON_KEY)
+    if value is None:
+        value = environ[ENVIRON_KEY] = _choose(environ)
+    return value
 
 
 def is_safe_request_id(value: str) -> bool:
     return _SAFE.fullmatch(value) is not None
 
 
+def _choose(environ: dict[str, Any]) -> str:
+    incoming = environ.get("HTTP_X_REQUEST_ID")
+    return incoming if incoming and _SAFE.fullmatch(incoming) else new_request_id()
+
+
 def new_request_id() -> str:
-    """The id of a request that brought none (or an unsafe one)."""
-    return uuid.uuid4().hex
-
-
-def _assign() -> str:
-    incoming = request.headers.get(HEADER)
-    value = incoming if incoming and is_safe_request_id(incoming) else new_request_id()
-    g.request_id = value
-    return value
-
-
-def _echo(response: Response) -> Response:
-    value = g.get("request_id")
-    if value is not None:
-        response.headers[HEADER] = value
-    return response
+    """uuid.uuid4().hex, without making the UUID object: 122 random bits, with the version (4)
+    and variant (RFC 9562) bits set as uuid4 sets them."""
+    value = int.from_bytes(os.urandom(16))
+    value = (value & ~_VERSION_AND_VARIANT_MASK) | _VERSION_4_AND_VARIANT
+    return f"{value:032x}"

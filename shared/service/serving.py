@@ -24,9 +24,12 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from shared.service.logging import sole_json_handler, write_info_line
+
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 request_log = logging.getLogger("tessera.request")
+_REQUEST_LINE = "%s %s %s %sms rid=%s"
 
 
 class BufferedApp:
@@ -128,23 +131,23 @@ def _log_request(
     method = environ.get("REQUEST_METHOD", "")
     path = environ.get("PATH_INFO", "")
     duration_ms = round(seconds * 1000, 2)
+    args = (method, path, status, duration_ms, request_id)
+    extra = {
+        "method": method,
+        "path": path,
+        "status": int(status) if status.isdigit() else status,
+        "duration_ms": duration_ms,
+        "request_id": request_id,
+    }
+    handler = sole_json_handler(request_log)
+    if handler is not None:
+        # The same line, written straight to the service's JSON handler (shared/service/logging.py).
+        write_info_line(handler, request_log.name, _REQUEST_LINE % args, extra)
+        return
     # makeRecord + handle, not info(): info() also walks the stack for the caller's file and
     # line, which a line per request does not need and which cost a fifth of the line.
     record = request_log.makeRecord(
-        request_log.name,
-        logging.INFO,
-        __file__,
-        0,
-        "%s %s %s %sms rid=%s",
-        (method, path, status, duration_ms, request_id),
-        None,
-        extra={
-            "method": method,
-            "path": path,
-            "status": int(status) if status.isdigit() else status,
-            "duration_ms": duration_ms,
-            "request_id": request_id,
-        },
+        request_log.name, logging.INFO, __file__, 0, _REQUEST_LINE, args, None, extra=extra
     )
     request_log.handle(record)
 

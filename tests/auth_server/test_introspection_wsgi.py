@@ -8,7 +8,7 @@ from urllib.parse import quote
 import pytest
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
-from auth_server.introspection_wsgi import IntrospectionFastPath
+from auth_server.introspection_wsgi import FAST_PATH, IntrospectionFastPath
 from shared.protocol.basic_auth import basic_credentials_header
 from tests.dpop_support import DPoPKey
 from tests.support import (
@@ -48,14 +48,33 @@ def auth(serve, make_database_url, clock):
     return start_auth_server(serve, make_database_url("auth"), clock=clock)
 
 
+class Paths:
+    """The app's whole WSGI chain, with its fast path, or with the fast path passing every
+    request on to Flask; `flask.calls` counts the requests that reached Flask."""
+
+    def __init__(self, app):
+        self.whole = app.wsgi_app
+        self.fast = app.extensions[FAST_PATH]
+        assert isinstance(self.fast, IntrospectionFastPath)
+        self.flask = self.fast.app = CountingApp(self.fast.app)
+
+    def __call__(self, environ, start_response):
+        return self.whole(environ, start_response)
+
+    def flask_alone(self, environ, start_response):
+        answer = self.fast._answer
+        self.fast._answer = lambda _environ: None
+        try:
+            return self.whole(environ, start_response)
+        finally:
+            self.fast._answer = answer
+
+
 @pytest.fixture
 def paths(auth):
-    """(the app with its fast path, Flask alone counting its requests)."""
-    fast = auth.app.wsgi_app
-    assert isinstance(fast, IntrospectionFastPath)
-    flask_alone = CountingApp(fast.app)
-    fast.app = flask_alone
-    return fast, flask_alone
+    """(the app with its fast path, the counter of what reaches Flask)."""
+    chain = Paths(auth.app)
+    return chain, chain.flask
 
 
 def call(app, *, body="", content_type=FORM, method="POST", headers=None):
@@ -148,7 +167,8 @@ def test_every_shape_gets_the_answer_flask_gives(auth, paths, tokens):
         ours = call(fast, **request)
         through_fast_path = flask_alone.calls == answered_by_flask
         assert through_fast_path == (name in COMMON), name
-        assert ours == call(flask_alone, **request), name
+        assert ours == call(fast.flask_alone, **request), name
+        assert ("X-Request-ID", "rid-1") in ours[1], name
 
 
 def test_a_generated_request_id_is_one_per_request(paths, tokens):

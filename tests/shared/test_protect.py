@@ -13,6 +13,7 @@ from flask import Flask, g
 
 from shared.guard.introspection import IntrospectionClient
 from shared.guard.protect import EXTENSION_KEY, TokenGuard, current_token, require_token
+from shared.service.request_id import current_request_id
 from tests.resource_server.fake_as import AUDIENCE
 
 
@@ -38,7 +39,7 @@ def make_api(fake_as):
         @require_token("things:read")
         def things():
             assert g.token is current_token()
-            return {"sub": current_token().sub, "request_id": g.request_id}
+            return {"sub": current_token().sub, "request_id": current_request_id()}
 
         @app.get("/open")
         def open_view():
@@ -128,7 +129,7 @@ def test_outage_gets_503_with_configured_retry_after(fake_as, make_api):
 
 
 def test_request_id_is_forwarded_and_echoed(fake_as, make_api):
-    """A safe X-Request-ID goes to the AS, onto g.request_id and back on the response."""
+    """A safe X-Request-ID goes to the AS, becomes current_request_id() and comes back."""
     token = fake_as.issue("things:read")
     headers = {"Authorization": f"Bearer {token}", "X-Request-ID": "abc.DEF_1-2"}
     response = make_api().test_client().get("/things", headers=headers)

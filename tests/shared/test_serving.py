@@ -6,11 +6,16 @@ tests/end_to_end/test_refresh_races_under_gunicorn.py)."""
 from __future__ import annotations
 
 import io
+import json
+import logging
+import re
 import threading
 import time
 
 import pytest
 
+from shared.service import serving
+from shared.service.logging import configure_logging, sole_json_handler
 from shared.service.serving import BufferedApp, FairSlots
 
 
@@ -177,3 +182,38 @@ def test_a_freed_slot_goes_to_the_longest_waiter_never_to_a_newcomer():
     second.join(timeout=5)
     assert order == ["first", "second"]
     assert slots._free == 1
+
+
+@pytest.mark.parametrize("request_id", ["rid-8", None])
+def test_the_request_line_written_directly_is_the_line_the_logging_tree_writes(request_id):
+    """With the service's JSON handler alone on `tessera`, the request line skips the LogRecord
+    and the logging tree (shared/service/logging.py, write_info_line); a filter on `tessera`
+    sends it through them. Both write the same JSON, field for field and in the same order."""
+    configure_logging("INFO", "json")
+    tessera = logging.getLogger("tessera")
+    # Only the service's handler (pytest's own capture handlers may be there too).
+    [handler] = [h for h in tessera.handlers if getattr(h, "_tessera", False)]
+    stream = io.StringIO()
+    previous_stream, previous_handlers = handler.setStream(stream), tessera.handlers
+    tessera.handlers = [handler]
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/oauth/token", "QUERY_STRING": "x=1"}
+    try:
+        assert sole_json_handler(serving.request_log) is handler
+        serving._log_request(environ, "201", request_id, 0.0123456)
+        passing = logging.Filter()  # lets everything through, but is one more thing to see it
+        tessera.addFilter(passing)
+        try:
+            assert sole_json_handler(serving.request_log) is None
+            serving._log_request(environ, "201", request_id, 0.0123456)
+        finally:
+            tessera.removeFilter(passing)
+    finally:
+        handler.setStream(previous_stream)
+        tessera.handlers = previous_handlers
+    direct, through_logging = (json.loads(line) for line in stream.getvalue().splitlines())
+    for entry in (direct, through_logging):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry.pop("ts"))
+    assert list(direct.items()) == list(through_logging.items())
+    assert direct["msg"] == f"POST /oauth/token 201 12.35ms rid={request_id}"
+    assert (direct["status"], direct["duration_ms"]) == (201, 12.35)
+    assert direct["request_id"] == request_id

@@ -1,0 +1,96 @@
+"""shared.service.request_id.RequestBookkeeping with shared.service.metrics: every answer Flask
+makes carries the request id and is counted by route template, method and status."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import Flask, abort
+from prometheus_client import generate_latest
+
+from shared.service.cors import Cors
+from shared.service.metrics import Metrics
+from shared.service.request_id import current_request_id, new_request_id
+
+
+def _app() -> tuple[Flask, Metrics]:
+    app = Flask(__name__)
+    metrics = Metrics("test")
+    metrics.init_app(app)
+
+    @app.get("/notes/<int:note_id>")
+    def note(note_id: int):
+        if note_id == 0:
+            abort(400)
+        return {"id": note_id, "request_id": current_request_id()}
+
+    return app, metrics
+
+
+def _samples(metrics: Metrics) -> dict[str, float]:
+    lines = generate_latest(metrics.registry).decode().splitlines()
+    return {
+        name: float(value)
+        for name, _, value in (line.rpartition(" ") for line in lines)
+        if name.startswith(("tessera_http_requests_total{", "tessera_http_request_duration"))
+    }
+
+
+def test_answers_are_counted_by_route_template_method_and_status():
+    app, metrics = _app()
+    client = app.test_client()
+    for path in ("/notes/1", "/notes/2", "/notes/0", "/nowhere"):
+        client.get(path)
+    client.post("/notes/1")
+    samples = _samples(metrics)
+    count = 'tessera_http_requests_total{endpoint="%s",method="%s",status="%s"}'
+    assert samples[count % ("/notes/<int:note_id>", "GET", "200")] == 2
+    assert samples[count % ("/notes/<int:note_id>", "GET", "400")] == 1
+    assert samples[count % ("unmatched", "GET", "404")] == 1
+    assert samples[count % ("unmatched", "POST", "405")] == 1
+    timed = 'tessera_http_request_duration_seconds_count{endpoint="%s",method="GET"}'
+    assert samples[timed % "/notes/<int:note_id>"] == 3
+
+
+def test_the_request_id_is_the_callers_when_safe_and_is_echoed_on_every_answer():
+    app, _ = _app()
+    client = app.test_client()
+    ok = client.get("/notes/3", headers={"X-Request-ID": "trace-1"})
+    assert ok.headers["X-Request-ID"] == ok.json["request_id"] == "trace-1"
+    missing = client.get("/nowhere", headers={"X-Request-ID": "bad id"})
+    assert missing.status_code == 404
+    generated = missing.headers["X-Request-ID"]
+    assert len(generated) == 32 and int(generated, 16) >= 0
+    assert client.get("/notes/3").headers["X-Request-ID"] != generated
+
+
+def test_a_new_request_id_is_a_uuid4_in_hex():
+    ids = {new_request_id() for _ in range(200)}
+    assert len(ids) == 200
+    for value in ids:
+        parsed = uuid.UUID(hex=value)
+        assert parsed.hex == value
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+
+
+def test_a_cors_preflight_answered_by_a_hook_is_echoed_and_counted_too():
+    """A before-request hook's answer (here the CORS preflight) ends Flask's hooks early; the
+    bookkeeping around Flask still echoes the id and counts it."""
+    app, metrics = _app()
+    Cors(
+        applies=lambda path: path.startswith("/notes/"),
+        allowed_origins=lambda: {"https://app.example"},
+        methods=("GET",),
+    ).init_app(app)
+    preflight = app.test_client().options(
+        "/notes/1",
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "GET",
+            "X-Request-ID": "pre-1",
+        },
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["X-Request-ID"] == "pre-1"
+    count = 'tessera_http_requests_total{endpoint="%s",method="OPTIONS",status="204"}'
+    assert _samples(metrics)[count % "/notes/<int:note_id>"] == 1
