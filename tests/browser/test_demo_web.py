@@ -5,6 +5,7 @@ storage, URLs, pages)."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -12,6 +13,16 @@ from tests.demo_web.support import DemoWebApp, start_demo_web, stored_tokens
 from tests.support import ALICE, FakeClock, start_auth_server, start_resource_server
 
 NOTE = "Buy milk for the tea party"
+
+
+def wait_for_focus(page, element_id: str, timeout: float = 10.0) -> None:
+    """Until the element `element_id` has the focus. Polled from here: Playwright's
+    wait_for_function polls inside the page with eval, which the pages' Content Security
+    Policy (default-src 'none') forbids, so it failed whenever its first check came too early."""
+    deadline = time.monotonic() + timeout
+    while page.evaluate("document.activeElement ? document.activeElement.id : null") != element_id:
+        assert time.monotonic() < deadline, f"#{element_id} never got the focus"
+        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -166,7 +177,7 @@ def test_sign_in_with_the_keyboard_only(demo_web, new_context, shot):
     page.get_by_label("Username").wait_for()
     # autofocus applies once the document has loaded; wait for it, then for the caret
     page.wait_for_load_state("load")
-    page.wait_for_function("document.activeElement && document.activeElement.id === 'username'")
+    wait_for_focus(page, "username")
     page.keyboard.type(ALICE[0])
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "password"
@@ -195,7 +206,7 @@ def test_a_wrong_password_shows_a_clear_error_and_signs_nobody_in(demo_web, new_
     assert page.get_by_label("Username").input_value() == ALICE[0]
     assert page.get_by_label("Password").get_attribute("aria-invalid") == "true"
     # The caret goes back to the field to correct (autofocus, once the page has loaded).
-    page.wait_for_function("document.activeElement && document.activeElement.id === 'password'")
+    wait_for_focus(page, "password")
     shot(page, "login-error")
     assert stored_tokens(demo_web) == []
 
