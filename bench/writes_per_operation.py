@@ -12,6 +12,7 @@ client_credentials token and introspection.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 from collections import Counter
@@ -37,6 +38,7 @@ from bench.run import (  # noqa: E402
 from shared.protocol.basic_auth import basic_credentials_header  # noqa: E402
 
 WRITES = ("INSERT", "UPDATE", "DELETE")
+_CTE_WRITE = re.compile(r"\b(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(\"?\w+\"?)", re.IGNORECASE)
 
 
 class WriteCounter:
@@ -46,7 +48,14 @@ class WriteCounter:
 
     def __call__(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
         verb = statement.lstrip().split(None, 1)[0].upper()
-        if verb in WRITES:
+        if verb == "WITH":
+            # A statement with data-modifying CTEs (client_credentials on PostgreSQL: one
+            # statement inserts the access token and its audit row): each INSERT/UPDATE/DELETE
+            # in it counts, one row each, as the statement's own row count is its SELECT's.
+            for found_verb, table in _CTE_WRITE.findall(statement):
+                self.statements[f"{found_verb.split()[0].upper()} {table.strip(chr(34))}"] += 1
+                self.rows += 1
+        elif verb in WRITES:
             # INSERT INTO t / UPDATE t / DELETE FROM t
             words = statement.split()
             table = (words[2] if verb != "UPDATE" else words[1]).strip('"')
