@@ -39,6 +39,7 @@ import struct
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -97,11 +98,11 @@ class HostGeneration:
                 raise PermissionError(f"{path} belongs to another user")
             if os.fstat(fd).st_size < mmap.PAGESIZE:
                 os.ftruncate(fd, mmap.PAGESIZE)
+            # The mapping keeps a descriptor of its own; ours is closed now, so that a process
+            # with many apps (a test suite) does not hold two descriptors per database.
             self._map = mmap.mmap(fd, mmap.PAGESIZE)
-        except BaseException:
+        finally:
             os.close(fd)
-            raise
-        self._fd = fd
 
     @classmethod
     def for_database(cls, database_url: str, directory: str = "") -> HostGeneration:
@@ -113,15 +114,16 @@ class HostGeneration:
         return value
 
     def advance(self) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        # Revocations are rare: the lock's descriptor is opened for each one.
+        fd = os.open(self.path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             _COUNTER.pack_into(self._map, 0, (self.read() + 1) % 2**64)
         finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(fd)  # releases the lock
 
     def close(self) -> None:
         self._map.close()
-        os.close(self._fd)
 
 
 def default_directory() -> str:
@@ -248,7 +250,8 @@ def database_generation_reader(engine: Engine) -> Callable[[], int]:
     return read
 
 
-_open_generations: dict[Path, HostGeneration] = {}
+# Weak: a mapping (and the descriptor it holds) lives as long as an app uses it.
+_open_generations: weakref.WeakValueDictionary[Path, HostGeneration] = weakref.WeakValueDictionary()
 _open_lock = threading.Lock()
 
 

@@ -7,6 +7,7 @@ generation alone; another host is a second app with its own generation file."""
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -133,3 +134,26 @@ def test_another_host_learns_of_a_revocation_by_polling_the_database(serve, auth
 
     assert polling.introspect(token).json() == {"active": False}
     assert not_polling.introspect(token).json()["active"] is True
+
+
+def test_apps_that_are_gone_leave_no_descriptor_open(tmp_path):
+    """Each app maps its database's generation file; a process that makes many apps (this
+    suite made thousands) must not keep a descriptor per app, or select() in the fault tests'
+    TCP proxy failed past 1,024 of them."""
+
+    def descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    gc.collect()
+    before = descriptors()
+    for number in range(30):
+        app = create_app(
+            auth_settings(f"sqlite:///{tmp_path}/{number}.sqlite3", "http://127.0.0.1:8000"),
+            create_tables=True,
+        )
+        with app.app_context():
+            app.extensions["sqlalchemy"].engine.dispose()
+        del app
+    gc.collect()
+
+    assert descriptors() - before < 10

@@ -147,25 +147,6 @@ def _summary(answers: list[Answer]) -> str:
     return f"{len(answers)} answers, statuses {statuses}, slowest (s): {per_name}"
 
 
-def _first_login(auth, within: float = 20.0) -> str:
-    """The set-up's login, retried while it is 503: each worker opens its first connections
-    through the test's proxy with this test's 2 s connect timeout, which a machine busy with
-    the rest of the suite has been seen to exceed (psycopg ConnectionTimeout). What the test
-    measures starts after this."""
-    deadline = time.monotonic() + within
-    while True:
-        response = auth.token(
-            grant_type="password",
-            username="alice",
-            password="wonderland",
-            scope="profile notes:read notes:write",
-        )
-        if response.status_code != 503 or time.monotonic() > deadline:
-            assert response.status_code == 200, response.text
-            return response.json()["access_token"]
-        time.sleep(0.2)
-
-
 @pytest.mark.parametrize("database_backend", ["postgresql"])
 def test_database_down_answers_503_in_bounded_time_and_recovers_without_restart(
     make_database_url, proxies, start_auth, start_resource
@@ -177,7 +158,7 @@ def test_database_down_answers_503_in_bounded_time_and_recovers_without_restart(
     rs_url, _, _ = start_resource(
         notes_proxy.rewrite(notes_db), auth, create_url=notes_db, **limits
     )
-    token = _first_login(auth)
+    token = auth.login(scope="profile notes:read notes:write")["access_token"]
     calls = _requests(auth.url, rs_url, token)
     for call in calls.values():
         assert call().status == 200
