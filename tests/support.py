@@ -3,11 +3,14 @@ served over HTTP on a free loopback port."""
 
 from __future__ import annotations
 
+import atexit
 import base64
 import hashlib
 import re
 import secrets
+import shutil
 import socket
+import tempfile
 import time
 from dataclasses import dataclass, field
 from html import unescape
@@ -55,6 +58,11 @@ SPA_REDIRECT = "https://spa.example.com/callback"
 SPA_LOOPBACK_REDIRECT = "http://127.0.0.1:8002/callback?from=spa"
 WEB_APP = ("web-app", "web-app-secret")
 WEB_REDIRECT = "https://web.example.com/oauth/cb"
+# Where the apps of this test process map their host revocation generations
+# (INTROSPECTION_MEMORY_DIR): one folder removed at exit, not a file per test database left
+# behind in /dev/shm.
+GENERATIONS_DIR = tempfile.mkdtemp(prefix="tessera-test-generations-")
+atexit.register(shutil.rmtree, GENERATIONS_DIR, True)
 # Signs the login page's cookie in every test server (not demo mode: it is required).
 SESSION_SECRET = "test-session-secret-" + "x" * 32
 
@@ -124,6 +132,7 @@ def auth_settings(database_url: str, issuer: str, **overrides) -> AuthSettings:
         log_level="ERROR",
         # tests change clients in the database and expect it to count at once
         client_cache_seconds=0,
+        introspection_memory_dir=GENERATIONS_DIR,
         **FAST_PASSWORDS,
     )
     values.update(overrides)
