@@ -206,15 +206,7 @@ class ClientCredentials:
             "expires_at": expires_at,
             "dpop_jkt": dpop_jkt,
         }
-        audit_row, fields = event_row(
-            "token_issued",
-            actor=f"client:{client.client_id}",
-            at=now,
-            client_id=client.client_id,
-            ip=ip,
-            grant_type=GRANT_TYPE,
-            jti=jti,
-        )
+        audit_row, fields = _client_event("token_issued", client, now, ip, jti=jti)
         with self.engine.connect() as connection:
             if connection.dialect.name == "postgresql":
                 issued = self._write_postgresql(connection, client, token_row, audit_row)
@@ -272,15 +264,24 @@ class ClientCredentials:
 
     def _refuse(self, client: ClientRecord, now: int, ip: str | None) -> None:
         """What TokenService._refuse records: the issuance was refused, on its own."""
-        row, fields = event_row(
-            "issuance_refused_revoked",
-            actor=f"client:{client.client_id}",
-            at=now,
-            client_id=client.client_id,
-            ip=ip,
-            grant_type=GRANT_TYPE,
-            reason="client_revoked",
+        row, fields = _client_event(
+            "issuance_refused_revoked", client, now, ip, reason="client_revoked"
         )
         with self.engine.begin() as connection:
             connection.execute(_INSERT_AUDIT, row)
         self.audit_trail.publish("issuance_refused_revoked", fields)
+
+
+def _client_event(
+    event: str, client: ClientRecord, now: int, ip: str | None, **detail: Any
+) -> tuple[dict, dict]:
+    """The audit row and published fields of this grant's event about `client`."""
+    return event_row(
+        event,
+        actor=f"client:{client.client_id}",
+        at=now,
+        client_id=client.client_id,
+        ip=ip,
+        grant_type=GRANT_TYPE,
+        **detail,
+    )
