@@ -19,7 +19,11 @@ from auth_server.introspection_memory import IntrospectionMemory
 from auth_server.keys import KeyCipher, KeyRing
 from auth_server.metrics import AuthMetrics
 from auth_server.passwords import Passwords
-from auth_server.protocol.client_credentials import ClientCredentials
+from auth_server.protocol.client_credentials import (
+    ClientCredentials,
+    TokenBatches,
+    token_batches_for,
+)
 from auth_server.protocol.server import TesseraAuthorizationServer
 from auth_server.revocation import RevocationService
 from auth_server.settings import AuthSettings
@@ -57,11 +61,15 @@ class AuthComponents:
     # grant_type=client_credentials without Authlib (protocol/client_credentials.py); False
     # sends it through Authlib's grant, which the test comparing both answers uses.
     lean_client_credentials: bool = True
+    # The worker's group commit of client_credentials tokens (PostgreSQL; None on SQLite).
+    token_batches: TokenBatches | None = field(default=None, init=False, repr=False)
     # Authlib's server over these components, built with them (never assigned afterwards).
     server: TesseraAuthorizationServer = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.server = TesseraAuthorizationServer(self)
+        if self.reader is not None:
+            self.token_batches = token_batches_for(self.reader)
 
     def now(self) -> int:
         return int(self.clock())
@@ -86,6 +94,7 @@ class AuthComponents:
             self.clock,
             self.steps,
             self.clients.forget,
+            self.token_batches,
         )
 
     def revocations(self) -> RevocationService:

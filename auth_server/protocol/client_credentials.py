@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 from auth_server.audit import AuditTrail, event_row
 from auth_server.clients import ClientRecord
 from auth_server.epochs import Steps
+from auth_server.group_commit import GroupCommit
 from auth_server.keys import KeyRing
 from auth_server.models import AccessToken, AuditEvent, Client
 from auth_server.protocol.errors import (
@@ -109,28 +110,83 @@ def authenticate_confidential_client(
 
 # PostgreSQL: the guard of epochs.py (`SELECT ... FOR SHARE`, with synchronous_commit off for
 # this transaction alone: tokens.py issue_client_token says why that is safe for an access
-# token), and the two inserts only if the epoch is the one read. Parameters without a type
-# (strings, NULL) take the column's type, as in INSERT ... VALUES.
+# token), and the two inserts of each token whose client's epoch is the one read with its
+# credentials. The tokens of one batch (auth_server/group_commit.py) come as one array per
+# column; a batch of one is the common case when the worker is not busy.
+_BATCH_COLUMNS = (
+    "jti",
+    "token_hash",
+    "client_pk",
+    "scope",
+    "audience",
+    "issued_at",
+    "expires_at",
+    "dpop_jkt",
+    "token_epoch",
+    "at",
+    "event",
+    "actor",
+    "audit_client_id",
+    "ip",
+    "detail",
+)
 _ISSUE_POSTGRESQL = text(
     """
-    WITH guard AS (
-        SELECT token_epoch, set_config('synchronous_commit', 'off', true) AS asynchronous
-        FROM clients WHERE id = :client_id FOR SHARE
+    WITH batch AS (
+        SELECT * FROM unnest(
+            CAST(:jti AS text[]), CAST(:token_hash AS text[]), CAST(:client_pk AS integer[]),
+            CAST(:scope AS text[]), CAST(:audience AS text[]), CAST(:issued_at AS bigint[]),
+            CAST(:expires_at AS bigint[]), CAST(:dpop_jkt AS text[]),
+            CAST(:token_epoch AS integer[]), CAST(:at AS bigint[]), CAST(:event AS text[]),
+            CAST(:actor AS text[]), CAST(:audit_client_id AS text[]), CAST(:ip AS text[]),
+            CAST(:detail AS text[])
+        ) WITH ORDINALITY AS b(jti, token_hash, client_pk, scope, audience, issued_at,
+            expires_at, dpop_jkt, token_epoch, at, event, actor, audit_client_id, ip, detail,
+            position)
+    ), guard AS (
+        SELECT id, token_epoch, set_config('synchronous_commit', 'off', true) AS asynchronous
+        FROM clients WHERE id IN (SELECT client_pk FROM batch) FOR SHARE OF clients
     ), issued AS (
         INSERT INTO access_tokens
             (jti, token_hash, client_id, scope, audience, issued_at, expires_at, dpop_jkt)
-        SELECT :jti, :token_hash, :client_id, :scope, :audience, :issued_at, :expires_at,
-            :dpop_jkt
-        FROM guard WHERE token_epoch = :token_epoch
+        SELECT b.jti, b.token_hash, b.client_pk, b.scope, b.audience, b.issued_at,
+            b.expires_at, b.dpop_jkt
+        FROM batch b JOIN guard g ON g.id = b.client_pk AND g.token_epoch = b.token_epoch
+        ORDER BY b.position
         RETURNING jti
     ), audited AS (
         INSERT INTO audit_events (at, event, actor, user_id, client_id, ip, detail)
-        SELECT :at, :event, :actor, :user_id, :audit_client_id, :ip, :detail FROM issued
+        SELECT b.at, b.event, b.actor, NULL, b.audit_client_id, b.ip, b.detail
+        FROM batch b JOIN issued i ON i.jti = b.jti
+        ORDER BY b.position
         RETURNING id
     )
-    SELECT count(*) FROM audited
+    SELECT jti FROM issued
     """
 )
+
+
+# The worker's group commit of client_credentials tokens: a row of `_BATCH_COLUMNS` in,
+# whether it was written out.
+TokenBatches = GroupCommit[Mapping[str, Any], bool]
+
+
+def token_batches_for(engine: Engine) -> TokenBatches | None:
+    """The group commit of tokens for `engine` (AuthComponents.reader), if it is PostgreSQL."""
+    if engine.dialect.name != "postgresql":
+        return None
+    return GroupCommit(lambda rows: write_token_batch(engine, rows))
+
+
+def write_token_batch(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> list[bool]:
+    """Write a batch of client_credentials tokens in one autocommit statement on PostgreSQL;
+    for each row (`_BATCH_COLUMNS`), whether its token was written (False: its client's
+    epoch moved, or the client is gone: the token must be refused)."""
+    columns = {name: [row[name] for row in rows] for name in _BATCH_COLUMNS}
+    with engine.connect() as connection:
+        written = set(connection.scalars(_ISSUE_POSTGRESQL, columns))
+    return [row["jti"] in written for row in rows]
+
 
 _clients = Client.__table__
 # SQLite: the conditional UPDATE of epochs.py, which takes the database's write lock.
@@ -147,7 +203,9 @@ class ClientCredentials:
     """One client_credentials token request, from the authenticated client to the response.
 
     `engine` is the app's engine for single statements (AuthComponents.reader: autocommit on
-    PostgreSQL); `steps` what the issuance reports its steps to (epochs.Steps)."""
+    PostgreSQL); `steps` what the issuance reports its steps to (epochs.Steps); `token_batches`
+    the worker's group commit of tokens on PostgreSQL (`token_batches_for`), None on SQLite,
+    whose single writer takes the write lock per token anyway."""
 
     def __init__(
         self,
@@ -158,8 +216,10 @@ class ClientCredentials:
         clock: Callable[[], float],
         steps: Steps,
         forget_client: Callable[[str], None],
+        token_batches: TokenBatches | None = None,
     ):
         self.engine = engine
+        self.token_batches = token_batches
         self.policy = policy
         self.keyring = keyring
         self.audit_trail = audit_trail
@@ -207,10 +267,10 @@ class ClientCredentials:
             "dpop_jkt": dpop_jkt,
         }
         audit_row, fields = _client_event("token_issued", client, now, ip, jti=jti)
-        with self.engine.connect() as connection:
-            if connection.dialect.name == "postgresql":
-                issued = self._write_postgresql(connection, client, token_row, audit_row)
-            else:
+        if self.token_batches is not None:
+            issued = self._write_postgresql(client, token_row, audit_row)
+        else:
+            with self.engine.connect() as connection:
                 issued = self._write_sqlite(connection, client, token_row, audit_row)
         if not issued:
             self._refuse(client, now, ip)
@@ -220,22 +280,19 @@ class ClientCredentials:
         return token_response(self.policy, access, scope, dpop_jkt=dpop_jkt)
 
     def _write_postgresql(
-        self,
-        connection: Connection,
-        client: ClientRecord,
-        token_row: dict[str, Any],
-        audit_row: dict[str, Any],
+        self, client: ClientRecord, token_row: dict[str, Any], audit_row: dict[str, Any]
     ) -> bool:
-        written = connection.scalar(
-            _ISSUE_POSTGRESQL,
+        assert self.token_batches is not None
+        written = self.token_batches.submit(
             {
                 **token_row,
+                "client_pk": token_row["client_id"],
                 "token_epoch": client.token_epoch,
                 **{k: v for k, v in audit_row.items() if k != "client_id"},
                 "audit_client_id": audit_row["client_id"],
-            },
+            }
         )
-        if written != 1:
+        if not written:
             return False
         # Committed already (autocommit): the guard, the check and the rows were one statement.
         self.steps("guarded")
