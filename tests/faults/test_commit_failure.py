@@ -167,7 +167,11 @@ class ResponseAudit:
     def _executed(self, connection, _cursor, statement, _parameters, context, _many) -> None:
         if not _writes_access_token(statement):
             return
-        minted = [params["jti"] for params in context.compiled_parameters]
+        minted: list[str] = []
+        for params in context.compiled_parameters:
+            # A group-committed batch of client_credentials tokens binds its jtis as one array.
+            jti = params["jti"]
+            minted.extend(jti if isinstance(jti, list) else [jti])
         with self._lock:
             if _autocommit(connection.connection):
                 self.committed.update(minted)
