@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from auth_server import audit, fast_paths, introspection_memory
+from auth_server.client_credentials_wsgi import ClientCredentialsFastPath
 from auth_server.clients import ClientDirectory, public_client_origins
 from auth_server.components import AuthComponents
 from auth_server.db import db
@@ -213,8 +214,9 @@ def create_app(
     openapi.init_app(app, __name__)
     web_errors.register_error_handlers(app)
     # Inside the request bookkeeping (request id, metrics) and the proxy fix, outside Flask:
-    # the common introspection is answered without Flask (auth_server/fast_paths.py).
-    fast_paths.install(app, components, IntrospectionFastPath)
+    # the common introspection and client_credentials requests are answered without Flask
+    # (auth_server/fast_paths.py). Introspection, the more frequent, is met first.
+    fast_paths.install(app, components, ClientCredentialsFastPath, IntrospectionFastPath)
     request_id.init_app(app)
     # Innermost: its refusals skip Flask, and the proxy fix still applies outside it.
     app.wsgi_app = PasswordCheckGate(  # type: ignore[method-assign]
