@@ -136,10 +136,11 @@ def small_form(
         return None
     if environ.get("HTTP_TRANSFER_ENCODING"):
         return None
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or "")
-    except ValueError:
+    declared = environ.get("CONTENT_LENGTH", "")
+    # Digits alone: Werkzeug reads "+12" or "1_2" as no body at all.
+    if not (declared.isascii() and declared.isdigit()):
         return None
+    length = int(declared)
     if not 0 < length <= max_body:
         return None
     raw = environ["wsgi.input"].read(length)

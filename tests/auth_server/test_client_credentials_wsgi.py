@@ -161,6 +161,7 @@ def environ_of(
     method: str = "POST",
     path: str = "/oauth/token",
     chunked: bool = False,
+    content_length: str | None = None,
 ) -> dict:
     data = body.encode() if isinstance(body, str) else body
     environ = EnvironBuilder(
@@ -176,6 +177,8 @@ def environ_of(
         environ["HTTP_TRANSFER_ENCODING"] = "chunked"
         environ["wsgi.input_terminated"] = True
         environ["wsgi.input"] = io.BytesIO(data)
+    if content_length is not None:
+        environ["CONTENT_LENGTH"] = content_length
     return environ
 
 
@@ -359,6 +362,10 @@ SHAPES: dict[str, dict] = {
     "no content type": dict(body=CC, content_type=None, headers=basic()),
     "query string": dict(body=CC, path="/oauth/token?scope=notes:read", headers=basic()),
     "chunked body": dict(body=CC, chunked=True, headers=basic()),
+    "Content-Length with a sign": dict(body=CC, content_length=f"+{len(CC)}", headers=basic()),
+    "Content-Length with an underscore": dict(
+        body=CC, content_length=f"{len(CC) // 10}_{len(CC) % 10}", headers=basic()
+    ),
     "oversized body": dict(body=f"{CC}&resource={'a' * 5000}", headers=basic()),
     "not ASCII": dict(body=f"{CC}&scope=".encode() + b"\xc3\xa9", headers=basic()),
     "percent-escape not UTF-8": dict(body=f"{CC}&scope=%ff", headers=basic()),
