@@ -57,6 +57,7 @@ _VARY = ("Vary", "Origin")
 class ClientCredentialsFastPath(FastPath):
     path = PATH
     extension = FAST_PATH
+    max_body = MAX_BODY
 
     def _answer(self, environ: dict[str, Any]) -> Answer | None:
         components = self._components
@@ -64,7 +65,7 @@ class ClientCredentialsFastPath(FastPath):
             return None
         if "HTTP_DPOP" in environ or "HTTP_ORIGIN" in environ or environ.get("QUERY_STRING"):
             return None
-        form = small_form(environ, PARAMETERS, MAX_BODY, REPEATABLE)
+        form = small_form(environ, PARAMETERS, self._max_body, REPEATABLE)
         if form is None or form.get("grant_type") != GRANT_TYPE:
             return None
         try:

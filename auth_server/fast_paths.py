@@ -46,6 +46,8 @@ class FastPath:
     path: ClassVar[str]
     # Where create_app keeps the fast path (app.extensions), for the tests.
     extension: ClassVar[str]
+    # The longest body of the common shape.
+    max_body: ClassVar[int]
 
     def __init__(
         self, app: WSGIApp, components: AuthComponents, dumps: Callable[[Any], str]
@@ -54,6 +56,8 @@ class FastPath:
         self._components = components
         # The app's JSON encoder (app.json.dumps), as the views answer with it.
         self._dumps = dumps
+        # Flask answers 413 to a body over MAX_REQUEST_BYTES, which may be set lower.
+        self._max_body = min(self.max_body, components.settings.max_request_bytes)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if environ.get("PATH_INFO") != self.path or environ.get("REQUEST_METHOD") != "POST":

@@ -49,6 +49,7 @@ _HEADERS = [(name, value) for name, value in default_json_headers]
 class IntrospectionFastPath(FastPath):
     path = PATH
     extension = FAST_PATH
+    max_body = MAX_BODY
 
     def __init__(
         self, app: WSGIApp, components: AuthComponents, dumps: Callable[[Any], str]
@@ -58,7 +59,7 @@ class IntrospectionFastPath(FastPath):
         self._introspections = {result: counter.labels(result) for result in ("active", "inactive")}
 
     def _answer(self, environ: dict[str, Any]) -> Answer | None:
-        form = small_form(environ, PARAMETERS, MAX_BODY)
+        form = small_form(environ, PARAMETERS, self._max_body)
         if form is None or "token" not in form:
             return None
         client = self._client(environ.get("HTTP_AUTHORIZATION"))

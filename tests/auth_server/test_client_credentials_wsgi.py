@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from auth_server import create_app
-from auth_server.client_credentials_wsgi import FAST_PATH, ClientCredentialsFastPath
+from auth_server.client_credentials_wsgi import FAST_PATH, MAX_BODY, ClientCredentialsFastPath
 from auth_server.clients import register_client
 from auth_server.db import db
 from auth_server.models import AccessToken, AuditEvent, Client
@@ -522,6 +522,20 @@ def test_a_write_the_database_fails_is_answered_below_flask_as_flask_answers_it(
     assert [(line["msg"], line["request_id"]) for line in fast["logs"]] == [
         ("database unavailable: OperationalError", "rid-1")
     ]
+
+
+def test_a_body_over_max_request_bytes_gets_flasks_413(make_database_url, logs):
+    """MAX_REQUEST_BYTES may be set below the fast path's own limit: a common form longer
+    than it is Flask's to refuse."""
+    application = make_app(make_database_url("auth"), max_request_bytes=1024)
+    paths = Paths(application)
+    scope = "+".join(["notes:read"] * 100)
+    request = dict(body=f"{CC}&scope={scope}", headers=basic())
+    assert 1024 < len(request["body"]) <= MAX_BODY
+    fast, flask = both_paths(application, paths, logs, request)
+    assert fast.pop("reached_flask") and flask.pop("reached_flask")
+    assert fast == flask
+    assert fast["status"] == "413 REQUEST ENTITY TOO LARGE"
 
 
 def test_with_the_lean_grant_off_flask_answers(app, logs):
