@@ -2,9 +2,9 @@
 
 Under our gunicorn settings Flask's request context, routing, form parsing, hooks and response
 object cost about as much as a bare WSGI app does in all (docs/benchmarks.md): as much as a
-whole introspection answered from memory, and a third of a client_credentials token. So the
-two requests resource servers and machine clients send all day are answered by WSGI
-middleware with the views' own code (auth_server/introspection_wsgi.py,
+whole introspection answered from memory, and about a third of the CPU of a client_credentials
+token. So the two requests resource servers and machine clients send all day are answered by
+WSGI middleware with the views' own code (auth_server/introspection_wsgi.py,
 auth_server/client_credentials_wsgi.py), and every other request goes to Flask untouched.
 
 Every fast path keeps the same rules:
