@@ -17,13 +17,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
-from auth_server import audit, introspection_memory
+from auth_server import audit, fast_paths, introspection_memory
+from auth_server.client_credentials_wsgi import ClientCredentialsFastPath
 from auth_server.clients import ClientDirectory, public_client_origins
 from auth_server.components import AuthComponents
 from auth_server.db import db
 from auth_server.dpop import DPoPNonces, TokenEndpointDPoP
 from auth_server.hashing_gate import PasswordCheckGate
-from auth_server.introspection_wsgi import FAST_PATH, IntrospectionFastPath
+from auth_server.introspection_wsgi import IntrospectionFastPath
 from auth_server.keys import KeyCipher, KeyRing, create_secret_file, prepare_signing_keys
 from auth_server.metrics import AuthMetrics
 from auth_server.models import DPoPProofSeen, SigningKey
@@ -212,11 +213,10 @@ def create_app(
     ).init_app(app)
     openapi.init_app(app, __name__)
     web_errors.register_error_handlers(app)
-    # Inside the request bookkeeping (request id, metrics), outside Flask: the common
-    # introspection is answered without Flask (auth_server/introspection_wsgi.py).
-    app.wsgi_app = app.extensions[FAST_PATH] = IntrospectionFastPath(  # type: ignore[method-assign]
-        app.wsgi_app, components, app.json.dumps
-    )
+    # Inside the request bookkeeping (request id, metrics) and the proxy fix, outside Flask:
+    # the common introspection and client_credentials requests are answered without Flask
+    # (auth_server/fast_paths.py). Introspection, the more frequent, is met first.
+    fast_paths.install(app, components, ClientCredentialsFastPath, IntrospectionFastPath)
     request_id.init_app(app)
     # Innermost: its refusals skip Flask, and the proxy fix still applies outside it.
     app.wsgi_app = PasswordCheckGate(  # type: ignore[method-assign]

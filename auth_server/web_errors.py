@@ -54,27 +54,35 @@ def _http_error(exc: HTTPException) -> Response:
     return Response(json.dumps(body), code, headers, mimetype="application/json")
 
 
-def _database_unavailable(exc: Exception) -> Response:
-    # The operator needs the driver's message; the client needs only "retry later".
-    log.error("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
-    return error_response(TemporarilyUnavailableError("The service is temporarily unavailable."))
-
-
-def _database_error(exc: DBAPIError) -> Response:
-    if exc.connection_invalidated or isinstance(exc, OperationalError):
-        return _database_unavailable(exc)
+def failure_error(exc: Exception) -> OAuth2Error | None:
+    """The error a failure of the database or of the configuration is answered with, logged
+    as the operator needs it; None for any other exception (a bug: Flask answers 500). The
+    handlers below answer with it, and so does a fast path that met the failure
+    (auth_server/client_credentials_wsgi.py)."""
+    if isinstance(exc, ConfigurationError):
+        # e.g. AUTH_KEY_ENCRYPTION_KEY cannot decrypt the signing keys: the operator must act;
+        # the client can only retry later. /readyz reports the same condition.
+        log.error("configuration error: %s", exc)
+        return TemporarilyUnavailableError("The service is temporarily unavailable.")
+    if isinstance(exc, PoolTimeoutError) or (
+        isinstance(exc, DBAPIError)
+        and (exc.connection_invalidated or isinstance(exc, OperationalError))
+    ):
+        # The operator needs the driver's message; the client needs only "retry later".
+        log.error("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
+        return TemporarilyUnavailableError("The service is temporarily unavailable.")
     if isinstance(exc, DataError):
         # Input the database cannot store slipped past validation: still the client's fault.
         log.warning("database rejected request data: %s", exc.orig.__class__.__name__)
-        return error_response(InvalidRequestError("The request contains invalid characters."))
-    raise exc
+        return InvalidRequestError("The request contains invalid characters.")
+    return None
 
 
-def _misconfigured(exc: ConfigurationError) -> Response:
-    # e.g. AUTH_KEY_ENCRYPTION_KEY cannot decrypt the signing keys: the operator must act;
-    # the client can only retry later. /readyz reports the same condition.
-    log.error("configuration error: %s", exc)
-    return error_response(TemporarilyUnavailableError("The service is temporarily unavailable."))
+def _failure(exc: Exception) -> Response:
+    error = failure_error(exc)
+    if error is None:
+        raise exc
+    return error_response(error)
 
 
 def _hashing_busy(exc: PasswordHashingBusy) -> Response:
@@ -89,8 +97,8 @@ def _hashing_busy(exc: PasswordHashingBusy) -> Response:
 
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(PasswordHashingBusy, _hashing_busy)
-    app.register_error_handler(ConfigurationError, _misconfigured)
+    app.register_error_handler(ConfigurationError, _failure)
     app.register_error_handler(OAuth2Error, error_response)
     app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(PoolTimeoutError, _database_unavailable)
-    app.register_error_handler(DBAPIError, _database_error)
+    app.register_error_handler(PoolTimeoutError, _failure)
+    app.register_error_handler(DBAPIError, _failure)

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from flask import has_request_context, request
 
-from shared.service.request_id import ENVIRON_KEY
+from shared.service.request_id import ENVIRON_KEY, outside_flask
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 # json.dumps(entry, default=str), without making a new encoder for every line.
@@ -133,7 +133,7 @@ def _current_request_id() -> str | None:
     if has_request_context():
         request_id: str | None = request.environ.get(ENVIRON_KEY)
         return request_id
-    return None
+    return outside_flask.get()
 
 
 def configure_logging(level: str, fmt: str) -> None:

@@ -15,6 +15,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from typing import Any
 
 from flask import Flask, request
@@ -24,6 +25,10 @@ HEADER = "X-Request-ID"
 # shares (request.environ), so code outside Flask (the request log) can read it too.
 ENVIRON_KEY = "tessera.request_id"
 EXTENSION_KEY = "tessera_request_bookkeeping"
+# The id of the request a WSGI app below the bookkeeping but outside Flask is answering (the
+# authorization server's fast paths, auth_server/fast_paths.py), for its log lines: without a
+# request context, `request.environ` cannot give it to them.
+outside_flask: ContextVar[str | None] = ContextVar("tessera_request_id", default=None)
 # What we accept from a caller: short and safe to put in logs and a header as is.
 _SAFE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # The bits uuid.UUID(..., version=4) overwrites: the version nibble and the two variant bits.
