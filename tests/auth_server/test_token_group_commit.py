@@ -89,9 +89,9 @@ def test_a_batch_writes_the_tokens_whose_epoch_holds_and_refuses_the_others(app)
     with app.app_context():
         assert set(db.session.scalars(select(AccessToken.jti))) == {"s1", "s2", "p-current"}
         audited = db.session.scalars(
-            select(AuditEvent.detail).where(AuditEvent.event == "token_issued").order_by(
-                AuditEvent.id
-            )
+            select(AuditEvent.detail)
+            .where(AuditEvent.event == "token_issued")
+            .order_by(AuditEvent.id)
         ).all()
         # one audit row per written token, in the order the batch held them
         assert [detail.split('"jti": "')[1].rstrip('"}') for detail in audited] == [
