@@ -13,6 +13,8 @@ an attacker cannot blow up the number of time series.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Callable
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -24,6 +26,11 @@ from shared.service import request_id
 
 # The route template of the request's matched rule, for the request bookkeeping to count it by.
 ENDPOINT_KEY = "tessera.endpoint"
+# What one request moves (Metrics._samples_of): its count, the sum of durations, and the bucket
+# whose upper bound is the first not below its duration, found by bisection of the bounds.
+_RequestSamples = tuple[
+    Callable[[float], None], Callable[[float], None], list[float], list[Callable[[float], None]]
+]
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -33,7 +40,7 @@ class Metrics:
     def __init__(self, service: str) -> None:
         self.service = service
         self.registry = CollectorRegistry()
-        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._request_samples: dict[tuple[str, str, str], _RequestSamples] = {}
         self.requests = self.counter(
             "http_requests_total", "HTTP requests answered.", ["endpoint", "method", "status"]
         )
@@ -68,19 +75,30 @@ class Metrics:
         endpoint = environ.get(ENDPOINT_KEY)
         if endpoint is None:
             return  # Flask ran no after-request hooks for it: it answered nothing itself
-        method = environ.get("REQUEST_METHOD", "GET")
-        key = (endpoint, method, status)
-        children = self._children.get(key)
-        if children is None:
-            # labels() validates and locks on every call; the set of keys is small and fixed
-            # (route templates x methods x statuses), so each pair is looked up once.
-            label = method.upper()  # as Flask's request.method
-            children = self._children[key] = (
-                self.requests.labels(endpoint, label, status),
-                self.latency.labels(endpoint, label),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        key = (endpoint, environ.get("REQUEST_METHOD", "GET"), status)
+        samples = self._request_samples.get(key)
+        if samples is None:
+            samples = self._request_samples[key] = self._samples_of(*key)
+        count, add_duration, bounds, buckets = samples
+        count(1.0)
+        add_duration(seconds)
+        buckets[bisect_left(bounds, seconds)](1.0)
+
+    def _samples_of(self, endpoint: str, method: str, status: str) -> _RequestSamples:
+        """The values one request of this key moves: what Counter.inc() and Histogram.observe()
+        end in, found once per key. Those two re-check on every call what cannot change for a
+        child (that it has its labels, the amount's sign, no exemplar) and look for the bucket
+        one bound at a time; with three samples per request, that was a third of their cost.
+        tests/shared/test_request_bookkeeping.py checks the samples against theirs."""
+        label = method.upper()  # as Flask's request.method
+        requests = self.requests.labels(endpoint, label, status)
+        latency = self.latency.labels(endpoint, label)
+        return (
+            requests._value.inc,
+            latency._sum.inc,
+            latency._upper_bounds,  # ascending, the last +Inf: every duration has its bucket
+            [bucket.inc for bucket in latency._buckets],
+        )
 
 
 def _note_endpoint(response: Response) -> Response:

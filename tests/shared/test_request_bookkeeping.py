@@ -6,10 +6,10 @@ from __future__ import annotations
 import uuid
 
 from flask import Flask, abort
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from shared.service.cors import Cors
-from shared.service.metrics import Metrics
+from shared.service.metrics import ENDPOINT_KEY, LATENCY_BUCKETS, Metrics
 from shared.service.request_id import current_request_id, new_request_id
 
 
@@ -94,3 +94,41 @@ def test_a_cors_preflight_answered_by_a_hook_is_echoed_and_counted_too():
     assert preflight.headers["X-Request-ID"] == "pre-1"
     count = 'tessera_http_requests_total{endpoint="%s",method="OPTIONS",status="204"}'
     assert _samples(metrics)[count % "/notes/<int:note_id>"] == 1
+
+
+def test_a_request_moves_the_same_samples_as_counter_inc_and_histogram_observe():
+    """count_request writes to the counter's and the histogram's values directly (found once per
+    route, method and status); every duration lands where observe() puts it, bounds included."""
+    metrics = Metrics("test")
+    reference = CollectorRegistry()
+    requests = Counter(
+        "tessera_http_requests_total", "", ["endpoint", "method", "status"], registry=reference
+    )
+    latency = Histogram(
+        "tessera_http_request_duration_seconds",
+        "",
+        ["endpoint", "method"],
+        registry=reference,
+        buckets=LATENCY_BUCKETS,
+    )
+    durations = [0.0, 0.0004, *LATENCY_BUCKETS, 0.0010000001, 7.5, 10.5, 3600.0]
+    for status in ("200", "404"):
+        for seconds in durations:
+            environ = {ENDPOINT_KEY: "/notes/<int:note_id>", "REQUEST_METHOD": "get"}
+            metrics.count_request(environ, status, seconds)
+            requests.labels("/notes/<int:note_id>", "GET", status).inc()
+            latency.labels("/notes/<int:note_id>", "GET").observe(seconds)
+
+    def samples(registry: CollectorRegistry) -> dict[str, float]:
+        lines = generate_latest(registry).decode().splitlines()
+        return {
+            name: float(value)
+            for name, _, value in (line.rpartition(" ") for line in lines)
+            if name.startswith("tessera_http_") and "_created" not in name
+        }
+
+    expected = samples(reference)
+    assert samples(metrics.registry) == expected
+    assert expected[
+        'tessera_http_requests_total{endpoint="/notes/<int:note_id>",method="GET",status="404"}'
+    ] == len(durations)
