@@ -11,10 +11,10 @@ response headers again), which a /healthz answer in about 100 us of Python could
 
 from __future__ import annotations
 
-import os
 import re
-import time
 from collections.abc import Callable, Iterable
+from os import urandom
+from time import perf_counter
 from typing import Any
 
 from flask import Flask, request
@@ -25,10 +25,12 @@ HEADER = "X-Request-ID"
 ENVIRON_KEY = "tessera.request_id"
 EXTENSION_KEY = "tessera_request_bookkeeping"
 # What we accept from a caller: short and safe to put in logs and a header as is.
-_SAFE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-# The bits uuid.UUID(..., version=4) overwrites: the version nibble and the two variant bits.
-_VERSION_AND_VARIANT_MASK = (0xF000 << 64) | (0xC000 << 48)
+_safe = re.compile(r"[A-Za-z0-9._-]{1,64}").fullmatch
+# The bits uuid.UUID(..., version=4) keeps from its random input: all but the version nibble and
+# the two variant bits, which it sets.
+_RANDOM_BITS = ((1 << 128) - 1) & ~((0xF000 << 64) | (0xC000 << 48))
 _VERSION_4_AND_VARIANT = (0x4000 << 64) | (0x8000 << 48)
+_from_bytes = int.from_bytes
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 # Told of every answer Flask made: (environ, the status's three digits, seconds spent)
@@ -53,24 +55,24 @@ class RequestBookkeeping:
         self.observer: Observer | None = None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        started = time.perf_counter()
+        started = perf_counter()
         value = environ[ENVIRON_KEY] = _choose(environ)
         echoed = (HEADER, value)
-        answered: list[str] = []
+        answered: str | None = None  # the status line, once the app has started its answer
 
         def echoing_start_response(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Any:
+            nonlocal answered
             headers.append(echoed)
-            answered.append(status)
-            if exc_info is None:
-                return start_response(status, headers)
+            answered = status
+            # Every WSGI server takes exc_info (PEP 3333), None or not.
             return start_response(status, headers, exc_info)
 
         result = self.app(environ, echoing_start_response)
         observer = self.observer
-        if observer is not None and answered:
-            observer(environ, answered[-1][:3], time.perf_counter() - started)
+        if observer is not None and answered is not None:
+            observer(environ, answered[:3], perf_counter() - started)
         return result
 
 
@@ -85,17 +87,15 @@ def current_request_id() -> str:
 
 
 def is_safe_request_id(value: str) -> bool:
-    return _SAFE.fullmatch(value) is not None
+    return _safe(value) is not None
 
 
 def _choose(environ: dict[str, Any]) -> str:
     incoming = environ.get("HTTP_X_REQUEST_ID")
-    return incoming if incoming and _SAFE.fullmatch(incoming) else new_request_id()
+    return incoming if incoming and _safe(incoming) is not None else new_request_id()
 
 
 def new_request_id() -> str:
     """uuid.uuid4().hex, without making the UUID object: 122 random bits, with the version (4)
     and variant (RFC 9562) bits set as uuid4 sets them."""
-    value = int.from_bytes(os.urandom(16))
-    value = (value & ~_VERSION_AND_VARIANT_MASK) | _VERSION_4_AND_VARIANT
-    return f"{value:032x}"
+    return "%032x" % (_from_bytes(urandom(16)) & _RANDOM_BITS | _VERSION_4_AND_VARIANT)
