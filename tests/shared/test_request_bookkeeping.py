@@ -8,6 +8,7 @@ import uuid
 from flask import Flask, abort
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from shared.service import request_id
 from shared.service.cors import Cors
 from shared.service.metrics import ENDPOINT_KEY, LATENCY_BUCKETS, Metrics
 from shared.service.request_id import current_request_id, new_request_id
@@ -132,3 +133,22 @@ def test_a_request_moves_the_same_samples_as_counter_inc_and_histogram_observe()
     assert expected[
         'tessera_http_requests_total{endpoint="/notes/<int:note_id>",method="GET",status="404"}'
     ] == len(durations)
+
+
+def test_headers_put_on_every_answer_replace_the_apps_own_whatever_made_the_answer():
+    app, _ = _app()
+
+    @app.get("/cached")
+    def cached():
+        return "x", 200, {"cache-control": "public, max-age=60", "Pragma": "x", "X-Other": "1"}
+
+    request_id.init_app(app).put_on_every_answer(
+        {"Cache-Control": "no-store", "Pragma": "no-cache"}
+    )
+    client = app.test_client()
+    for response in (client.get("/cached"), client.get("/notes/1"), client.get("/nowhere")):
+        headers = response.headers
+        assert headers.getlist("Cache-Control") == ["no-store"], response.status_code
+        assert headers.getlist("Pragma") == ["no-cache"]
+        assert list(headers.keys())[-1] == "X-Request-ID"
+    assert client.get("/cached").headers["X-Other"] == "1"
