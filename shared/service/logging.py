@@ -5,6 +5,7 @@ Nothing here ever formats a token, secret or password: call sites log `jti`s and
 
 from __future__ import annotations
 
+import _thread
 import json
 import logging
 import sys
@@ -146,6 +147,12 @@ def configure_logging(level: str, fmt: str) -> None:
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
         handler._tessera = True  # type: ignore[attr-defined]
+        # The interpreter's own RLock, also where gevent has patched threading (its RLock is
+        # Python code over a greenlet lock: a fifth of the request log line). The lock has to
+        # keep OS threads apart, and this one does; greenlets of one thread never meet inside
+        # emit(), whose write to stderr does not yield to the event loop (gevent leaves sys's
+        # streams alone), and if one ever did they would share the lock, not deadlock on it.
+        handler.lock = _thread.RLock()
         logger.addHandler(handler)
     handler.setFormatter(
         JsonFormatter()

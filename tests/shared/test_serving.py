@@ -10,9 +10,12 @@ import io
 import json
 import logging
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -290,3 +293,55 @@ def test_a_request_line_written_while_a_flask_request_is_served_is_the_logging_t
             )
             assert _without_ts(direct) == _without_ts(through_logging)
             assert list(json.loads(direct))[4] == "request_id"
+
+
+_CONCURRENT_LINES = """
+from gevent import monkey
+
+monkey.patch_all()
+
+import _thread
+import logging
+
+import gevent
+
+from shared.service import serving
+from shared.service.logging import configure_logging
+
+configure_logging("INFO", "json")
+[handler] = logging.getLogger("tessera").handlers
+assert type(handler.lock) is _thread.RLock, handler.lock
+
+
+def lines(who):
+    for n in range(200):
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/" + who + "/" + "x" * (n % 50)}
+        serving._log_request(environ, "200", f"{who}-{n}", 0.001)
+        if n % 10 == 0:
+            gevent.sleep(0)
+
+
+pool = gevent.get_hub().threadpool  # real OS threads
+threads = [pool.spawn(lines, f"thread{i}") for i in range(4)]
+greenlets = [gevent.spawn(lines, f"greenlet{i}") for i in range(8)]
+gevent.joinall(greenlets)
+for thread in threads:
+    thread.get()
+"""
+
+
+@pytest.mark.live  # runs python under gevent in a subprocess: this test run is not patched
+def test_request_lines_from_greenlets_and_os_threads_at_once_are_whole_lines(tmp_path):
+    """The service's handler takes the interpreter's own RLock even under gevent: OS threads and
+    greenlets logging at once still write one whole JSON line each."""
+    result = subprocess.run(
+        [sys.executable, "-c", _CONCURRENT_LINES],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    entries = [json.loads(line) for line in result.stderr.splitlines()]
+    assert len(entries) == 12 * 200
+    assert len({entry["request_id"] for entry in entries}) == 12 * 200
