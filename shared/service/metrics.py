@@ -18,14 +18,15 @@ from collections.abc import Callable
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from flask import Flask, Response, request
+from flask import Flask
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from shared.service import request_id
 
-# The route template of the request's matched rule, for the request bookkeeping to count it by.
-ENDPOINT_KEY = "tessera.endpoint"
+# The route template requests are counted by (set by the request bookkeeping, or by an answer
+# made below Flask: auth_server/introspection_wsgi.py).
+ENDPOINT_KEY = request_id.ENDPOINT_KEY
 # What one request moves (Metrics._samples_of): its count, the sum of durations, and the bucket
 # whose upper bound is the first not below its duration, found by bisection of the bounds.
 _RequestSamples = tuple[
@@ -64,17 +65,15 @@ class Metrics:
 
     def init_app(self, app: Flask) -> None:
         app.extensions["tessera_metrics"] = self
-        # Counted and timed by the request bookkeeping around Flask (shared/service/request_id.py);
-        # only the matched route is noted inside Flask, where the request knows it (Flask
-        # unlinks the request from the environ when it ends).
-        app.after_request(_note_endpoint)
+        # Counted and timed by the request bookkeeping around Flask, which also notes the route
+        # Flask matched as Flask starts its answer (shared/service/request_id.py).
         request_id.init_app(app).observer = self.count_request
 
     def count_request(self, environ: dict[str, Any], status: str, seconds: float) -> None:
         """One answer Flask made: `status` is its three digits, `seconds` the time to make it."""
         endpoint = environ.get(ENDPOINT_KEY)
         if endpoint is None:
-            return  # Flask ran no after-request hooks for it: it answered nothing itself
+            return  # neither Flask nor anything below it named a route: it answered nothing
         key = (endpoint, environ.get("REQUEST_METHOD", "GET"), status)
         samples = self._request_samples.get(key)
         if samples is None:
@@ -99,13 +98,6 @@ class Metrics:
             latency._upper_bounds,  # ascending, the last +Inf: every duration has its bucket
             [bucket.inc for bucket in latency._buckets],
         )
-
-
-def _note_endpoint(response: Response) -> Response:
-    current = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
-    rule = current.url_rule
-    current.environ[ENDPOINT_KEY] = rule.rule if rule is not None else "unmatched"
-    return response
 
 
 def serve_multiprocess_metrics(bind: str) -> WSGIServer:

@@ -3,10 +3,11 @@ every log line (shared/service/logging.py) and forwarded by the resource server 
 server, so one user request can be followed across both services.
 
 What every request needs is done in one WSGI wrapper around Flask (`RequestBookkeeping`), not
-in Flask before/after-request hooks: the id is chosen and echoed there, and the request is
-counted and timed there (shared/service/metrics.py). Each hook cost a few microseconds of
-Flask machinery per request (the ensure_sync check, the `g` and `request` proxies, building the
-response headers again), which a /healthz answer in about 100 us of Python could not afford.
+in Flask before/after-request hooks: the id is chosen and echoed there, the route Flask matched
+is noted there, and the request is counted and timed there (shared/service/metrics.py). Each
+hook cost a few microseconds of Flask machinery per request (the ensure_sync check, the `g` and
+`request` proxies, building the response headers again), which a /healthz answer in about
+100 us of Python could not afford.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ HEADER = "X-Request-ID"
 # shares (request.environ), so code outside Flask (the request log) can read it too.
 ENVIRON_KEY = "tessera.request_id"
 EXTENSION_KEY = "tessera_request_bookkeeping"
+# The route template of the rule Flask matched for the request ("unmatched" for none), or what
+# an answer made below Flask puts there itself: what the metrics count a request by.
+ENDPOINT_KEY = "tessera.endpoint"
+# Where werkzeug links the request being served from its environ; Flask unlinks it when the
+# request's context ends, after the answer has started.
+_SERVED_REQUEST = "werkzeug.request"
 # What we accept from a caller: short and safe to put in logs and a header as is.
 _safe = re.compile(r"[A-Za-z0-9._-]{1,64}").fullmatch
 # The bits uuid.UUID(..., version=4) keeps from its random input: all but the version nibble and
@@ -75,6 +82,11 @@ class RequestBookkeeping:
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Any:
             nonlocal answered
+            # Flask starts its answer inside the request's context: the request is still there.
+            served = environ.get(_SERVED_REQUEST)
+            if served is not None:
+                rule = served.url_rule
+                environ[ENDPOINT_KEY] = rule.rule if rule is not None else "unmatched"
             if fixed:
                 for name, _ in headers:
                     if name.lower() in fixed_names:

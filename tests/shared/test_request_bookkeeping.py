@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Flask, abort
+from flask import Flask, abort, request
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from shared.service import request_id
@@ -152,3 +152,26 @@ def test_headers_put_on_every_answer_replace_the_apps_own_whatever_made_the_answ
         assert headers.getlist("Pragma") == ["no-cache"]
         assert list(headers.keys())[-1] == "X-Request-ID"
     assert client.get("/cached").headers["X-Other"] == "1"
+
+
+def test_errors_are_counted_under_their_route_even_when_an_after_request_hook_fails():
+    """The route is noted as Flask starts its answer, whatever made it: a view that raised, a
+    hook that raised after the view, an error handler."""
+    app, metrics = _app()
+
+    @app.get("/fails/<name>")
+    def fails(name: str):
+        raise RuntimeError(name)
+
+    @app.after_request
+    def broken_for_notes(response):
+        if request.path == "/notes/7":
+            raise RuntimeError("hook")
+        return response
+
+    client = app.test_client()
+    assert client.get("/fails/x").status_code == 500
+    assert client.get("/notes/7").status_code == 500
+    count = 'tessera_http_requests_total{endpoint="%s",method="GET",status="500"}'
+    assert _samples(metrics)[count % "/fails/<name>"] == 1
+    assert _samples(metrics)[count % "/notes/<int:note_id>"] == 1
