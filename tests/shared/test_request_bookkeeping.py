@@ -3,10 +3,14 @@ makes carries the request id and is counted by route template, method and status
 
 from __future__ import annotations
 
+import os
 import uuid
 
+import pytest
 from flask import Flask, abort, request
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from shared.service import request_id
 from shared.service.cors import Cors
@@ -175,3 +179,93 @@ def test_errors_are_counted_under_their_route_even_when_an_after_request_hook_fa
     count = 'tessera_http_requests_total{endpoint="%s",method="GET",status="500"}'
     assert _samples(metrics)[count % "/fails/<name>"] == 1
     assert _samples(metrics)[count % "/notes/<int:note_id>"] == 1
+
+
+def _http_samples(registry: CollectorRegistry) -> dict[str, float]:
+    lines = generate_latest(registry).decode().splitlines()
+    return {
+        name: float(value)
+        for name, _, value in (line.rpartition(" ") for line in lines)
+        if name.startswith("tessera_http_") and "_created" not in name
+    }
+
+
+@pytest.fixture
+def multiprocess_mode(tmp_path, monkeypatch):
+    """prometheus_client as in a gunicorn worker: values in this process's files in tmp_path."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue())
+    yield tmp_path
+    values.close_all_multiprocess_files()
+
+
+def _files_of(directory) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    return registry
+
+
+def test_in_multiprocess_mode_every_request_reaches_the_files_as_inc_and_observe_put_it(
+    multiprocess_mode, monkeypatch
+):
+    """In a worker the request samples are written to the process's file directly; what the
+    files hold is what Counter.inc() and Histogram.observe() would have put there, also while
+    the files grow (their map is replaced) and other metrics write to them."""
+    requests = [
+        (f"/route/{n}/" + "x" * 100, status, seconds)  # each route: 15 more histogram values
+        for n in range(60)
+        for status, seconds in (("200", 0.0004 * n), ("404", 0.01), ("200", 2.5))
+    ]
+    reference = CollectorRegistry()
+    with monkeypatch.context() as in_one_process:
+        in_one_process.setattr(values, "ValueClass", values.MutexValue)
+        with_inc = Counter(
+            "tessera_http_requests_total", "", ["endpoint", "method", "status"], registry=None
+        )
+        with_observe = Histogram(
+            "tessera_http_request_duration_seconds",
+            "",
+            ["endpoint", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=None,
+        )
+        for endpoint, status, seconds in requests:
+            with_inc.labels(endpoint, "POST", status).inc()
+            with_observe.labels(endpoint, "POST").observe(seconds)
+    reference.register(with_inc)
+    reference.register(with_observe)
+    metrics = Metrics("test")
+    other = metrics.counter("other_total", "", ["n"])
+    for n, (endpoint, status, seconds) in enumerate(requests):
+        metrics.count_request({ENDPOINT_KEY: endpoint, "REQUEST_METHOD": "POST"}, status, seconds)
+        other.labels(str(n)).inc()
+    assert (multiprocess_mode / f"histogram_{os.getpid()}.db").stat().st_size > 64 * 1024
+    assert _http_samples(_files_of(multiprocess_mode)) == _http_samples(reference)
+    assert _http_samples(metrics.registry) == _http_samples(reference)
+
+
+def test_a_forked_child_counts_in_files_of_its_own(multiprocess_mode):
+    metrics = Metrics("test")
+    environ = {ENDPOINT_KEY: "/healthz", "REQUEST_METHOD": "GET"}
+    metrics.count_request(environ, "200", 0.001)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports by its exit status
+        try:
+            metrics.count_request(environ, "200", 0.001)
+            metrics.count_request(environ, "200", 0.001)
+            os._exit(0)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    metrics.count_request(environ, "200", 0.001)
+    count = 'tessera_http_requests_total{endpoint="/healthz",method="GET",status="200"}'
+    assert _http_samples(_files_of(multiprocess_mode))[count] == 4
+    assert (multiprocess_mode / f"counter_{child}.db").exists()
+    parent_file = multiprocess_mode / f"counter_{os.getpid()}.db"
+    in_parent_file = [
+        value
+        for key, value, _, _ in MmapedDict.read_all_values_from_file(str(parent_file))
+        if "tessera_http_requests_total" in key
+    ]
+    assert in_parent_file == [2.0]
