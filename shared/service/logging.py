@@ -111,10 +111,10 @@ def sole_json_handler(logger: logging.Logger) -> logging.StreamHandler[Any] | No
 
 
 def write_line(handler: logging.StreamHandler[Any], line: str, logger: str, msg: str) -> None:
-    """Write `line`, an INFO record of `logger` with the message `msg` already formatted as
-    `handler` formats it (see sole_json_handler), to the handler's stream as emit() would, but
-    without the record and the logging tree: for a line per request, that machinery cost more
-    than the rest of a /healthz answer."""
+    """Write `line`, an INFO record of `logger` already formatted as `handler` formats it (see
+    sole_json_handler), to the handler's stream as emit() would, but without the record and the
+    logging tree: for a line per request, that machinery cost more than the rest of a /healthz
+    answer. Should the write fail, handleError reports a record with the message `msg`."""
     handler.acquire()
     try:
         stream = handler.stream

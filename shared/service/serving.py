@@ -170,8 +170,34 @@ _LINE_WITH_ID = (
 _LINE_WITHOUT_ID = (
     _LINE_HEAD + ', "method": %s, "path": %s, "status": %s, "duration_ms": %s, "request_id": %s}'
 )
-# The status as JSON (a number when it is digits, as the record has it), by status: a handful.
-_status_json: dict[str, str] = {}
+# The line's format for one method, path and status, with the rest left to fill in (time,
+# duration, request id): what changes from one request to the next. By (method, path, status);
+# a client can send any path, so the table is emptied when it fills up.
+_line_formats: dict[tuple[str, str, str], str] = {}
+_LINE_FORMATS_KEPT = 512
+
+
+def _line_format(method: str, path: str, status: str) -> str:
+    method_json, path_json, status_text = _escape(method), _escape(path), _escape(status)
+    status_json = str(int(status)) if status.isdigit() else status_text
+    # The message (_REQUEST_LINE), escaped: escaping goes character by character, so the
+    # escaped parts make the escaped whole; the duration and the request id are filled in.
+    method_text, path_text = _text(method_json[1:-1]), _text(path_json[1:-1])
+    msg = f'"{method_text} {path_text} {_text(status_text[1:-1])} %sms rid=%s"'
+    return _LINE_WITH_ID % (
+        "%s",
+        msg,
+        "%s",
+        _text(method_json),
+        _text(path_json),
+        _text(status_json),
+        "%s",
+    )
+
+
+def _text(known: str) -> str:
+    """`known` as text in a % format."""
+    return known.replace("%", "%%")
 
 
 def _write_json_line(
@@ -185,33 +211,45 @@ def _write_json_line(
     formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]  # sole_json_handler
     ts = formatter.timestamp(time.time())
     duration = repr(duration_ms)  # what %s and the encoder both write for a float
-    msg = f"{method} {path} {status} {duration}ms rid={request_id}"  # _REQUEST_LINE % args
-    status_json = _status_json.get(status)
-    if status_json is None:
-        status_json = _status_json[status] = (
-            str(int(status)) if status.isdigit() else _escape(status)
-        )
-    if request_id or served_request_id():
-        line = _LINE_WITH_ID % (
-            ts,
-            _escape(msg),
-            "null" if request_id is None else _escape(request_id),
-            _escape(method),
-            _escape(path),
-            status_json,
-            duration,
-        )
+    if request_id:
+        key = (method, path, status)
+        line_format = _line_formats.get(key)
+        if line_format is None:
+            if len(_line_formats) >= _LINE_FORMATS_KEPT:
+                _line_formats.clear()
+            line_format = _line_formats[key] = _line_format(method, path, status)
+        id_json = _escape(request_id)
+        line = line_format % (ts, duration, id_json[1:-1], id_json, duration)
     else:
-        line = _LINE_WITHOUT_ID % (
+        line = _line_without_request_id(ts, method, path, status, duration, request_id)
+    write_line(handler, line + handler.terminator, request_log.name, line)
+
+
+def _line_without_request_id(
+    ts: str, method: str, path: str, status: str, duration: str, request_id: str | None
+) -> str:
+    msg = f"{method} {path} {status} {duration}ms rid={request_id}"  # _REQUEST_LINE % args
+    status_json = str(int(status)) if status.isdigit() else _escape(status)
+    id_json = "null" if request_id is None else _escape(request_id)
+    if served_request_id():  # the formatter takes the served request's place for it
+        return _LINE_WITH_ID % (
             ts,
             _escape(msg),
+            id_json,
             _escape(method),
             _escape(path),
             status_json,
             duration,
-            "null" if request_id is None else _escape(request_id),
         )
-    write_line(handler, line + handler.terminator, request_log.name, msg)
+    return _LINE_WITHOUT_ID % (
+        ts,
+        _escape(msg),
+        _escape(method),
+        _escape(path),
+        status_json,
+        duration,
+        id_json,
+    )
 
 
 def _read_up_to(stream: Any, size: int) -> bytes:

@@ -268,6 +268,8 @@ def test_the_request_line_carries_method_path_status_duration_and_request_id(req
         ("GET", '/a"b\\c\n\t\x00\x7f/\xe9\u2028/\U0001f600', "404", 'r"id\\1', 12.345678),
         ("M\u00e9THOD", "", "0xx", "rid", 100.0),
         ("GET", "/x", "007", "rid", 1e-9),
+        # What a format would take for its own: a path is put in the line's format once.
+        ("GET", "/%s%d%%/%sms rid=%s", "200", "rid-%s", 0.5),
     ],
 )
 def test_the_request_line_written_directly_is_the_line_the_logging_tree_writes(
@@ -345,3 +347,17 @@ def test_request_lines_from_greenlets_and_os_threads_at_once_are_whole_lines(tmp
     entries = [json.loads(line) for line in result.stderr.splitlines()]
     assert len(entries) == 12 * 200
     assert len({entry["request_id"] for entry in entries}) == 12 * 200
+
+
+def test_request_lines_of_many_paths_are_each_right_and_their_formats_are_not_all_kept():
+    """The line's format is made once per method, path and status; a client sending ever new
+    paths gets each line right, and the formats kept stay bounded."""
+    with _service_handler_alone() as (_, stream):
+        for n in range(serving._LINE_FORMATS_KEPT + 100):
+            serving._log_request({"REQUEST_METHOD": "GET", "PATH_INFO": f"/p{n}"}, "200", "r", 0.1)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [entry["path"] for entry in lines] == [
+        f"/p{n}" for n in range(serving._LINE_FORMATS_KEPT + 100)
+    ]
+    assert all(entry["msg"] == f"GET {entry['path']} 200 100.0ms rid=r" for entry in lines)
+    assert len(serving._line_formats) <= serving._LINE_FORMATS_KEPT
