@@ -22,7 +22,8 @@ from shared.guard.introspection import IntrospectionClient
 from shared.guard.introspection_cache import CachingIntrospector, IntrospectionCache
 from shared.guard.protect import TokenGuard
 from shared.guard.revocation_subscriber import RevocationSubscriber
-from shared.service import openapi
+from shared.protocol.oauth_syntax import NO_STORE
+from shared.service import openapi, request_id
 from shared.service.cors import Cors
 from shared.service.flask_app import ServiceFlask
 from shared.service.logging import configure_logging
@@ -55,6 +56,9 @@ def create_app(settings: ResourceSettings | None = None, *, create_tables: bool 
     Migrate(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
     metrics = ResourceMetrics()
     metrics.init_app(app)
+    # Every answer of this service is a user's data or a verdict on a token: no shared or
+    # browser cache may keep one (RFC 9111 §5.2.2.5), whatever view or error handler made it.
+    request_id.init_app(app).put_on_every_answer(NO_STORE)
     trust_proxies(app, settings.trusted_proxies)
     introspection_client = IntrospectionClient(
         settings.introspection_url,

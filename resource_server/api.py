@@ -15,7 +15,6 @@ from resource_server.models import MAX_NOTE_ID, OWNER_SUB_LENGTH, Note
 from shared.guard.bearer import BearerError
 from shared.guard.protect import EXTENSION_KEY, current_token, require_token
 from shared.protocol import json_input
-from shared.protocol.oauth_syntax import NO_STORE
 from shared.service.database import affected_rows
 
 MAX_NOTE_LENGTH = 10_000
@@ -45,14 +44,6 @@ class NoteIdConverter(BaseConverter):
 def _register_converter(state: BlueprintSetupState) -> None:
     # Recorded before the routes below, so it is in place when their rules are compiled.
     state.app.url_map.converters["note_id"] = NoteIdConverter
-
-
-@bp.after_app_request
-def forbid_caching(response: Response) -> Response:
-    # Every answer of this service is a user's data or a verdict on a token: no shared or
-    # browser cache may keep one (RFC 9111 §5.2.2.5), whatever view or error handler made it.
-    response.headers.update(NO_STORE)
-    return response
 
 
 @bp.get("/me")

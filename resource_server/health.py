@@ -18,8 +18,8 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    # Cache-Control: no-store and Pragma come from forbid_caching (resource_server/api.py), as
-    # on every answer of this service; setting them here too was done twice per request.
+    # Cache-Control: no-store and Pragma come from the request bookkeeping, as on every answer
+    # of this service (resource_server/__init__.py); setting them here too was done twice.
     return jsonify(status="ok")
 
 

@@ -198,9 +198,17 @@ def end_sessions_without_failing(app: Flask, session: scoped_session[Any]) -> No
         if getattr(f, "__func__", None) is not SQLAlchemy._teardown_session
     ]
     registry = session.registry
+    # Flask-SQLAlchemy scopes sessions by app context: a ScopedRegistry, whose dict of live
+    # sessions is empty unless some request in the process holds one. Looking at it first
+    # spares has() (the scope function, a context lookup) to most requests that used none.
+    live: dict[Any, Any] | None = getattr(registry, "registry", None)
+    if not isinstance(live, dict):
+        live = None
 
     @app.teardown_appcontext
     def _end_session(_exc: BaseException | None) -> None:
+        if live is not None and not live:
+            return  # no session in the process, so none for this request
         if not registry.has():
             return  # the request used no session: closing would first create one
         try:

@@ -5,11 +5,12 @@ Nothing here ever formats a token, secret or password: call sites log `jti`s and
 
 from __future__ import annotations
 
+import _thread
 import json
 import logging
 import sys
 import time
-from typing import Any, cast
+from typing import Any
 
 from flask import has_request_context, request
 
@@ -18,6 +19,8 @@ from shared.service.request_id import ENVIRON_KEY, outside_flask
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 # json.dumps(entry, default=str), without making a new encoder for every line.
 _ENCODER = json.JSONEncoder(default=str)
+# ".000Z" to ".999Z": a line's milliseconds, without formatting a number per line.
+_MILLISECONDS = [f".{msecs:03d}Z" for msecs in range(1000)]
 
 
 class JsonFormatter(logging.Formatter):
@@ -30,7 +33,7 @@ class JsonFormatter(logging.Formatter):
         if second != self._second:
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second
-        return f"{self._second_text}.{int(msecs):03d}Z"
+        return self._second_text + _MILLISECONDS[int(msecs)]
 
     def format(self, record: logging.LogRecord) -> str:
         fields = record.__dict__
@@ -48,13 +51,14 @@ class JsonFormatter(logging.Formatter):
             entry["exc"] = self.formatException(record.exc_info)
         return _ENCODER.encode(entry)
 
-    def info_line(self, logger: str, created: float, msg: str, extra: dict[str, Any]) -> str:
-        """What format() makes of an INFO record of `logger` made at `created` (time.time())
-        with the message `msg` and `extra`, without the record (see write_info_line)."""
-        msecs = int((created - int(created)) * 1000)  # as LogRecord computes it
-        entry = self._entry(created, msecs, "INFO", logger, msg, extra.get("request_id"))
-        entry.update(extra)
-        return _ENCODER.encode(entry)
+    def timestamp(self, created: float) -> str:
+        """The `ts` of a record made at `created` (time.time()): _timestamp, with the record's
+        msecs computed as LogRecord computes them."""
+        second = int(created)
+        if second != self._second:
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return self._second_text + _MILLISECONDS[int((created - second) * 1000)]
 
     def _entry(
         self,
@@ -71,7 +75,7 @@ class JsonFormatter(logging.Formatter):
             "logger": logger,
             "msg": msg,
         }
-        request_id = request_id or _current_request_id()
+        request_id = request_id or served_request_id()
         if request_id:
             entry["request_id"] = request_id
         return entry
@@ -103,21 +107,18 @@ def sole_json_handler(logger: logging.Logger) -> logging.StreamHandler[Any] | No
         or type(handler.formatter) is not JsonFormatter
     ):
         return None
-    return cast("logging.StreamHandler[Any]", handler)
+    return handler  # type: ignore[return-value]  # configure_logging made it: a StreamHandler
 
 
-def write_info_line(
-    handler: logging.StreamHandler[Any], logger: str, msg: str, extra: dict[str, Any]
-) -> None:
-    """Write the line `handler` would write for an INFO record of `logger` (see
-    sole_json_handler), without making the record and passing it through the logging tree:
-    for a line per request, that machinery cost more than the rest of a /healthz answer."""
-    created = time.time()
-    formatter = cast(JsonFormatter, handler.formatter)
+def write_line(handler: logging.StreamHandler[Any], line: str, logger: str, msg: str) -> None:
+    """Write `line`, an INFO record of `logger` already formatted as `handler` formats it (see
+    sole_json_handler), to the handler's stream as emit() would, but without the record and the
+    logging tree: for a line per request, that machinery cost more than the rest of a /healthz
+    answer. Should the write fail, handleError reports a record with the message `msg`."""
     handler.acquire()
     try:
         stream = handler.stream
-        stream.write(formatter.info_line(logger, created, msg, extra) + handler.terminator)
+        stream.write(line)
         stream.flush()  # what handler.flush() does, without taking the lock a second time
     except RecursionError:
         raise
@@ -129,7 +130,8 @@ def write_info_line(
         handler.release()
 
 
-def _current_request_id() -> str | None:
+def served_request_id() -> str | None:
+    """The id of the Flask request being served here, if any: what a line written now carries."""
     if has_request_context():
         request_id: str | None = request.environ.get(ENVIRON_KEY)
         return request_id
@@ -145,6 +147,12 @@ def configure_logging(level: str, fmt: str) -> None:
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
         handler._tessera = True  # type: ignore[attr-defined]
+        # The interpreter's own RLock, also where gevent has patched threading (its RLock is
+        # Python code over a greenlet lock: a fifth of the request log line). The lock has to
+        # keep OS threads apart, and this one does; greenlets of one thread never meet inside
+        # emit(), whose write to stderr does not yield to the event loop (gevent leaves sys's
+        # streams alone), and if one ever did they would share the lock, not deadlock on it.
+        handler.lock = _thread.RLock()
         logger.addHandler(handler)
     handler.setFormatter(
         JsonFormatter()

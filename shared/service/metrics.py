@@ -13,18 +13,46 @@ an attacker cannot blow up the number of time series.
 
 from __future__ import annotations
 
+import _thread
+import os
+import struct
+import weakref
+from bisect import bisect_left
+from collections.abc import Callable
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from flask import Flask, Response, request
+from flask import Flask
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from shared.service import request_id
 
-# The route template of the request's matched rule, for the request bookkeeping to count it by.
-ENDPOINT_KEY = "tessera.endpoint"
+# The route template requests are counted by (set by the request bookkeeping, or by an answer
+# made below Flask: auth_server/introspection_wsgi.py).
+ENDPOINT_KEY = request_id.ENDPOINT_KEY
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# What one request moves (Metrics._samples_of): its count, the sum of durations, and the bucket
+# whose upper bound is the first not below its duration, found by bisection of the bounds; each
+# value by a function that adds to it (_adder).
+_Add = Callable[[float], None]
+_RequestSamples = tuple[_Add, _Add, list[float], list[_Add]]
+# Held while a request's samples are added, so that OS threads never interleave their
+# read-add-write of a value. The interpreter's own lock even under gevent: greenlets of one
+# thread cannot interleave there anyway, as nothing in it yields.
+_ADDING = _thread.RLock()
+_pack_sample = struct.Struct("dd").pack  # a value and its timestamp, as prometheus_client writes
+# Every Metrics of the process: a forked child writes files of its own (see _adder), so its
+# request samples are looked up again there.
+_LIVE: weakref.WeakSet[Metrics] = weakref.WeakSet()
+
+
+def _forget_request_samples() -> None:
+    for metrics in list(_LIVE):
+        metrics._request_samples.clear()
+
+
+os.register_at_fork(after_in_child=_forget_request_samples)
 
 
 class Metrics:
@@ -33,7 +61,8 @@ class Metrics:
     def __init__(self, service: str) -> None:
         self.service = service
         self.registry = CollectorRegistry()
-        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._request_samples: dict[tuple[str, str, str], _RequestSamples] = {}
+        _LIVE.add(self)
         self.requests = self.counter(
             "http_requests_total", "HTTP requests answered.", ["endpoint", "method", "status"]
         )
@@ -57,37 +86,67 @@ class Metrics:
 
     def init_app(self, app: Flask) -> None:
         app.extensions["tessera_metrics"] = self
-        # Counted and timed by the request bookkeeping around Flask (shared/service/request_id.py);
-        # only the matched route is noted inside Flask, where the request knows it (Flask
-        # unlinks the request from the environ when it ends).
-        app.after_request(_note_endpoint)
+        # Counted and timed by the request bookkeeping around Flask, which also notes the route
+        # Flask matched as Flask starts its answer (shared/service/request_id.py).
         request_id.init_app(app).observer = self.count_request
 
     def count_request(self, environ: dict[str, Any], status: str, seconds: float) -> None:
         """One answer Flask made: `status` is its three digits, `seconds` the time to make it."""
         endpoint = environ.get(ENDPOINT_KEY)
         if endpoint is None:
-            return  # Flask ran no after-request hooks for it: it answered nothing itself
-        method = environ.get("REQUEST_METHOD", "GET")
-        key = (endpoint, method, status)
-        children = self._children.get(key)
-        if children is None:
-            # labels() validates and locks on every call; the set of keys is small and fixed
-            # (route templates x methods x statuses), so each pair is looked up once.
-            label = method.upper()  # as Flask's request.method
-            children = self._children[key] = (
-                self.requests.labels(endpoint, label, status),
-                self.latency.labels(endpoint, label),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+            return  # neither Flask nor anything below it named a route: it answered nothing
+        key = (endpoint, environ.get("REQUEST_METHOD", "GET"), status)
+        samples = self._request_samples.get(key)
+        if samples is None:
+            samples = self._request_samples[key] = self._samples_of(*key)
+        count, add_duration, bounds, buckets = samples
+        add_to_bucket = buckets[bisect_left(bounds, seconds)]
+        with _ADDING:
+            count(1.0)
+            add_duration(seconds)
+            add_to_bucket(1.0)
+
+    def _samples_of(self, endpoint: str, method: str, status: str) -> _RequestSamples:
+        """The values one request of this key moves, found once per key: what Counter.inc()
+        and Histogram.observe() end in. Those two re-check on every call what cannot change for
+        a child (that it has its labels, the amount's sign, no exemplar) and look for the
+        bucket one bound at a time. tests/shared/test_request_bookkeeping.py checks the samples
+        against theirs, in one process and in multiprocess mode."""
+        label = method.upper()  # as Flask's request.method
+        requests = self.requests.labels(endpoint, label, status)
+        latency = self.latency.labels(endpoint, label)
+        return (
+            _adder(requests._value),
+            _adder(latency._sum),
+            latency._upper_bounds,  # ascending, the last +Inf: every duration has its bucket
+            [_adder(bucket) for bucket in latency._buckets],
+        )
 
 
-def _note_endpoint(response: Response) -> Response:
-    current = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
-    rule = current.url_rule
-    current.environ[ENDPOINT_KEY] = rule.rule if rule is not None else "unmatched"
-    return response
+def _adder(value: Any) -> _Add:
+    """A function adding to a prometheus_client value, as its inc() does.
+
+    In multiprocess mode (a gunicorn worker) a value lives in this process's file of samples,
+    and its inc() takes the module's lock, asks the kernel for the process id (a system call:
+    a fork gives the child files of its own) and makes two more Python calls, for each of a
+    request's three samples. Here the value's total is kept as inc() keeps it and written where
+    inc() writes it, under _ADDING. A fork is noticed once: the child forgets every request
+    sample (_forget_request_samples), and the first request of a key there calls get(), which
+    moves the value to the child's own file as inc() would. In one process (tests) a value is a
+    float under a lock: its own inc() is already that."""
+    if not getattr(value, "_multiprocess", False):
+        add: _Add = value.inc
+        return add
+    value.get()  # after a fork, moves the value to this process's file
+    samples = value._file
+    position = samples._positions[value._key]
+
+    def add_to_file(amount: float) -> None:
+        total = value._value = value._value + amount
+        # The file's map is replaced when the file grows; positions stay where they are.
+        samples._m[position : position + 16] = _pack_sample(total, 0.0)
+
+    return add_to_file
 
 
 def serve_multiprocess_metrics(bind: str) -> WSGIServer:
@@ -96,5 +155,5 @@ def serve_multiprocess_metrics(bind: str) -> WSGIServer:
     host, _, port = bind.rpartition(":")
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    server, _thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+    server, _serving = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
     return server

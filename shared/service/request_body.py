@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 
-from flask import Flask, abort, request
+from flask import Flask, Request, abort, request
 
 _READ_SIZE = 64 * 1024
 
@@ -24,16 +24,18 @@ def limit_request_bodies(app: Flask, max_bytes: int) -> None:
 
 
 def _buffer_unsized_body() -> None:
-    environ = request.environ
-    # Most requests have no Transfer-Encoding: the cheapest test first.
+    # Runs for every request, and most have no Transfer-Encoding: the cheapest test first, on
+    # the request itself rather than through its proxy (`request.x` is three Python calls).
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]
+    environ = req.environ
     if "HTTP_TRANSFER_ENCODING" not in environ:
         return
     # Only a body the server delimits itself (it dechunks and signals the end with
     # wsgi.input_terminated, as gunicorn and werkzeug do): without that flag Werkzeug reads no
     # body of unknown length at all, and reading the raw input here could block.
-    if request.content_length is not None or not environ.get("wsgi.input_terminated"):
+    if req.content_length is not None or not environ.get("wsgi.input_terminated"):
         return
-    limit = request.max_content_length
+    limit = req.max_content_length
     if limit is None:
         return
     stream = environ["wsgi.input"]

@@ -3,19 +3,20 @@ every log line (shared/service/logging.py) and forwarded by the resource server 
 server, so one user request can be followed across both services.
 
 What every request needs is done in one WSGI wrapper around Flask (`RequestBookkeeping`), not
-in Flask before/after-request hooks: the id is chosen and echoed there, and the request is
-counted and timed there (shared/service/metrics.py). Each hook cost a few microseconds of
-Flask machinery per request (the ensure_sync check, the `g` and `request` proxies, building the
-response headers again), which a /healthz answer in about 100 us of Python could not afford.
+in Flask before/after-request hooks: the id is chosen and echoed there, the route Flask matched
+is noted there, and the request is counted and timed there (shared/service/metrics.py). Each
+hook cost a few microseconds of Flask machinery per request (the ensure_sync check, the `g` and
+`request` proxies, building the response headers again), which a /healthz answer in about
+100 us of Python could not afford.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
+from os import urandom
+from time import perf_counter
 from typing import Any
 
 from flask import Flask, request
@@ -29,11 +30,19 @@ EXTENSION_KEY = "tessera_request_bookkeeping"
 # authorization server's fast paths, auth_server/fast_paths.py), for its log lines: without a
 # request context, `request.environ` cannot give it to them.
 outside_flask: ContextVar[str | None] = ContextVar("tessera_request_id", default=None)
+# The route template of the rule Flask matched for the request ("unmatched" for none), or what
+# an answer made below Flask puts there itself: what the metrics count a request by.
+ENDPOINT_KEY = "tessera.endpoint"
+# Where werkzeug links the request being served from its environ; Flask unlinks it when the
+# request's context ends, after the answer has started.
+_SERVED_REQUEST = "werkzeug.request"
 # What we accept from a caller: short and safe to put in logs and a header as is.
-_SAFE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-# The bits uuid.UUID(..., version=4) overwrites: the version nibble and the two variant bits.
-_VERSION_AND_VARIANT_MASK = (0xF000 << 64) | (0xC000 << 48)
+_safe = re.compile(r"[A-Za-z0-9._-]{1,64}").fullmatch
+# The bits uuid.UUID(..., version=4) keeps from its random input: all but the version nibble and
+# the two variant bits, which it sets.
+_RANDOM_BITS = ((1 << 128) - 1) & ~((0xF000 << 64) | (0xC000 << 48))
 _VERSION_4_AND_VARIANT = (0x4000 << 64) | (0x8000 << 48)
+_from_bytes = int.from_bytes
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 # Told of every answer Flask made: (environ, the status's three digits, seconds spent)
@@ -51,31 +60,53 @@ def init_app(app: Flask) -> RequestBookkeeping:
 
 class RequestBookkeeping:
     """Gives each request its id (`ENVIRON_KEY`), echoes it in X-Request-ID on every answer
-    (errors and CORS preflights included), and tells `observer` (the metrics) of the answer."""
+    (errors and CORS preflights included), puts the service's fixed headers on every answer
+    (`put_on_every_answer`), and tells `observer` (the metrics) of the answer."""
 
     def __init__(self, app: WSGIApp) -> None:
         self.app = app
         self.observer: Observer | None = None
+        self._fixed: tuple[tuple[str, str], ...] = ()
+        self._fixed_names: frozenset[str] = frozenset()
+
+    def put_on_every_answer(self, headers: Mapping[str, str]) -> None:
+        """Every answer carries `headers`, in place of any the app set under those names
+        (whatever view, error handler or hook made it). Set here rather than by a Flask
+        after-request hook: Headers.update on every response cost five times as much."""
+        self._fixed = tuple(headers.items())
+        self._fixed_names = frozenset(name.lower() for name in headers)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        started = time.perf_counter()
+        started = perf_counter()
         value = environ[ENVIRON_KEY] = _choose(environ)
         echoed = (HEADER, value)
-        answered: list[str] = []
+        fixed, fixed_names = self._fixed, self._fixed_names
+        answered: str | None = None  # the status line, once the app has started its answer
 
         def echoing_start_response(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Any:
+            nonlocal answered
+            # Flask starts its answer inside the request's context: the request is still there.
+            served = environ.get(_SERVED_REQUEST)
+            if served is not None:
+                rule = served.url_rule
+                environ[ENDPOINT_KEY] = rule.rule if rule is not None else "unmatched"
+            if fixed:
+                for name, _ in headers:
+                    if name.lower() in fixed_names:
+                        headers[:] = [h for h in headers if h[0].lower() not in fixed_names]
+                        break
+                headers.extend(fixed)
             headers.append(echoed)
-            answered.append(status)
-            if exc_info is None:
-                return start_response(status, headers)
+            answered = status
+            # Every WSGI server takes exc_info (PEP 3333), None or not.
             return start_response(status, headers, exc_info)
 
         result = self.app(environ, echoing_start_response)
         observer = self.observer
-        if observer is not None and answered:
-            observer(environ, answered[-1][:3], time.perf_counter() - started)
+        if observer is not None and answered is not None:
+            observer(environ, answered[:3], perf_counter() - started)
         return result
 
 
@@ -90,17 +121,15 @@ def current_request_id() -> str:
 
 
 def is_safe_request_id(value: str) -> bool:
-    return _SAFE.fullmatch(value) is not None
+    return _safe(value) is not None
 
 
 def _choose(environ: dict[str, Any]) -> str:
     incoming = environ.get("HTTP_X_REQUEST_ID")
-    return incoming if incoming and _SAFE.fullmatch(incoming) else new_request_id()
+    return incoming if incoming and _safe(incoming) is not None else new_request_id()
 
 
 def new_request_id() -> str:
     """uuid.uuid4().hex, without making the UUID object: 122 random bits, with the version (4)
     and variant (RFC 9562) bits set as uuid4 sets them."""
-    value = int.from_bytes(os.urandom(16))
-    value = (value & ~_VERSION_AND_VARIANT_MASK) | _VERSION_4_AND_VARIANT
-    return f"{value:032x}"
+    return "%032x" % (_from_bytes(urandom(16)) & _RANDOM_BITS | _VERSION_4_AND_VARIANT)

@@ -42,3 +42,26 @@ def test_a_connection_that_dies_before_the_closing_rollback_is_invalidated_not_a
     response = app.test_client().get("/")
     assert response.status_code == 200
     assert invalidated == [True]
+
+
+def test_each_request_ends_its_own_session_and_a_request_without_one_ends_none(tmp_path):
+    """Sessions are scoped by app context: ending a request that used none neither creates one
+    nor touches the session another request in the process still holds."""
+    app = Flask(__name__)
+    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'x.sqlite3'}"
+    db = SQLAlchemy()
+    db.init_app(app)
+    end_sessions_without_failing(app, db.session)
+    live = db.session.registry.registry
+    with app.app_context():
+        pass  # a request that used no session, alone in the process
+    assert live == {}
+    with app.app_context():
+        db.session.execute(text("SELECT 1"))
+        held = db.session.registry()
+        with app.app_context():
+            pass  # another request, using none, ends while the first holds its session
+        assert list(live.values()) == [held]
+        assert held.in_transaction()
+    assert live == {}
+    assert not held.in_transaction()

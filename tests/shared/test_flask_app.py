@@ -54,3 +54,28 @@ def test_hooks_and_views_run_and_are_checked_once_after_the_first_request(monkey
     assert ran == ["before", "view", "after_this_request", "after", "teardown"]
     # Only the function made by this request went through Flask's check.
     assert [f.__name__ for f in checked] == ["just_this_once"]
+
+
+def test_after_the_first_request_the_check_is_a_table_lookup_that_still_sees_new_functions(
+    monkeypatch,
+):
+    """ensure_sync becomes the kept table's own lookup; a function the table does not hold (an
+    error handler, an after_this_request function) still goes through Flask's check."""
+    ran: list[str] = []
+    app = _app(ran)
+
+    @app.errorhandler(404)
+    def not_found(_error):
+        ran.append("not_found")
+        return "none", 404
+
+    client = app.test_client()
+    client.get("/")
+    assert app.ensure_sync == app._sync_functions.__getitem__
+    checked = []
+    real = flask.app.iscoroutinefunction
+    monkeypatch.setattr(flask.app, "iscoroutinefunction", lambda f: checked.append(f) or real(f))
+    ran.clear()
+    assert client.get("/nowhere").status_code == 404
+    assert ran == ["before", "not_found", "after", "teardown"]
+    assert [f.__name__ for f in checked] == ["not_found"]

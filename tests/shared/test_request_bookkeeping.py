@@ -3,13 +3,18 @@ makes carries the request id and is counted by route template, method and status
 
 from __future__ import annotations
 
+import os
 import uuid
 
-from flask import Flask, abort
-from prometheus_client import generate_latest
+import pytest
+from flask import Flask, abort, request
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.multiprocess import MultiProcessCollector
 
+from shared.service import request_id
 from shared.service.cors import Cors
-from shared.service.metrics import Metrics
+from shared.service.metrics import ENDPOINT_KEY, LATENCY_BUCKETS, Metrics
 from shared.service.request_id import current_request_id, new_request_id
 
 
@@ -94,3 +99,173 @@ def test_a_cors_preflight_answered_by_a_hook_is_echoed_and_counted_too():
     assert preflight.headers["X-Request-ID"] == "pre-1"
     count = 'tessera_http_requests_total{endpoint="%s",method="OPTIONS",status="204"}'
     assert _samples(metrics)[count % "/notes/<int:note_id>"] == 1
+
+
+def test_a_request_moves_the_same_samples_as_counter_inc_and_histogram_observe():
+    """count_request writes to the counter's and the histogram's values directly (found once per
+    route, method and status); every duration lands where observe() puts it, bounds included."""
+    metrics = Metrics("test")
+    reference = CollectorRegistry()
+    requests = Counter(
+        "tessera_http_requests_total", "", ["endpoint", "method", "status"], registry=reference
+    )
+    latency = Histogram(
+        "tessera_http_request_duration_seconds",
+        "",
+        ["endpoint", "method"],
+        registry=reference,
+        buckets=LATENCY_BUCKETS,
+    )
+    durations = [0.0, 0.0004, *LATENCY_BUCKETS, 0.0010000001, 7.5, 10.5, 3600.0]
+    for status in ("200", "404"):
+        for seconds in durations:
+            environ = {ENDPOINT_KEY: "/notes/<int:note_id>", "REQUEST_METHOD": "get"}
+            metrics.count_request(environ, status, seconds)
+            requests.labels("/notes/<int:note_id>", "GET", status).inc()
+            latency.labels("/notes/<int:note_id>", "GET").observe(seconds)
+
+    def samples(registry: CollectorRegistry) -> dict[str, float]:
+        lines = generate_latest(registry).decode().splitlines()
+        return {
+            name: float(value)
+            for name, _, value in (line.rpartition(" ") for line in lines)
+            if name.startswith("tessera_http_") and "_created" not in name
+        }
+
+    expected = samples(reference)
+    assert samples(metrics.registry) == expected
+    assert expected[
+        'tessera_http_requests_total{endpoint="/notes/<int:note_id>",method="GET",status="404"}'
+    ] == len(durations)
+
+
+def test_headers_put_on_every_answer_replace_the_apps_own_whatever_made_the_answer():
+    app, _ = _app()
+
+    @app.get("/cached")
+    def cached():
+        return "x", 200, {"cache-control": "public, max-age=60", "Pragma": "x", "X-Other": "1"}
+
+    request_id.init_app(app).put_on_every_answer(
+        {"Cache-Control": "no-store", "Pragma": "no-cache"}
+    )
+    client = app.test_client()
+    for response in (client.get("/cached"), client.get("/notes/1"), client.get("/nowhere")):
+        headers = response.headers
+        assert headers.getlist("Cache-Control") == ["no-store"], response.status_code
+        assert headers.getlist("Pragma") == ["no-cache"]
+        assert list(headers.keys())[-1] == "X-Request-ID"
+    assert client.get("/cached").headers["X-Other"] == "1"
+
+
+def test_errors_are_counted_under_their_route_even_when_an_after_request_hook_fails():
+    """The route is noted as Flask starts its answer, whatever made it: a view that raised, a
+    hook that raised after the view, an error handler."""
+    app, metrics = _app()
+
+    @app.get("/fails/<name>")
+    def fails(name: str):
+        raise RuntimeError(name)
+
+    @app.after_request
+    def broken_for_notes(response):
+        if request.path == "/notes/7":
+            raise RuntimeError("hook")
+        return response
+
+    client = app.test_client()
+    assert client.get("/fails/x").status_code == 500
+    assert client.get("/notes/7").status_code == 500
+    count = 'tessera_http_requests_total{endpoint="%s",method="GET",status="500"}'
+    assert _samples(metrics)[count % "/fails/<name>"] == 1
+    assert _samples(metrics)[count % "/notes/<int:note_id>"] == 1
+
+
+def _http_samples(registry: CollectorRegistry) -> dict[str, float]:
+    lines = generate_latest(registry).decode().splitlines()
+    return {
+        name: float(value)
+        for name, _, value in (line.rpartition(" ") for line in lines)
+        if name.startswith("tessera_http_") and "_created" not in name
+    }
+
+
+@pytest.fixture
+def multiprocess_mode(tmp_path, monkeypatch):
+    """prometheus_client as in a gunicorn worker: values in this process's files in tmp_path."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue())
+    yield tmp_path
+    values.close_all_multiprocess_files()
+
+
+def _files_of(directory) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    return registry
+
+
+def test_in_multiprocess_mode_every_request_reaches_the_files_as_inc_and_observe_put_it(
+    multiprocess_mode, monkeypatch
+):
+    """In a worker the request samples are written to the process's file directly; what the
+    files hold is what Counter.inc() and Histogram.observe() would have put there, also while
+    the files grow (their map is replaced) and other metrics write to them."""
+    requests = [
+        (f"/route/{n}/" + "x" * 100, status, seconds)  # each route: 15 more histogram values
+        for n in range(60)
+        for status, seconds in (("200", 0.0004 * n), ("404", 0.01), ("200", 2.5))
+    ]
+    reference = CollectorRegistry()
+    with monkeypatch.context() as in_one_process:
+        in_one_process.setattr(values, "ValueClass", values.MutexValue)
+        with_inc = Counter(
+            "tessera_http_requests_total", "", ["endpoint", "method", "status"], registry=None
+        )
+        with_observe = Histogram(
+            "tessera_http_request_duration_seconds",
+            "",
+            ["endpoint", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=None,
+        )
+        for endpoint, status, seconds in requests:
+            with_inc.labels(endpoint, "POST", status).inc()
+            with_observe.labels(endpoint, "POST").observe(seconds)
+    reference.register(with_inc)
+    reference.register(with_observe)
+    metrics = Metrics("test")
+    other = metrics.counter("other_total", "", ["n"])
+    for n, (endpoint, status, seconds) in enumerate(requests):
+        metrics.count_request({ENDPOINT_KEY: endpoint, "REQUEST_METHOD": "POST"}, status, seconds)
+        other.labels(str(n)).inc()
+    assert (multiprocess_mode / f"histogram_{os.getpid()}.db").stat().st_size > 64 * 1024
+    assert _http_samples(_files_of(multiprocess_mode)) == _http_samples(reference)
+    assert _http_samples(metrics.registry) == _http_samples(reference)
+
+
+def test_a_forked_child_counts_in_files_of_its_own(multiprocess_mode):
+    metrics = Metrics("test")
+    environ = {ENDPOINT_KEY: "/healthz", "REQUEST_METHOD": "GET"}
+    metrics.count_request(environ, "200", 0.001)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports by its exit status
+        try:
+            metrics.count_request(environ, "200", 0.001)
+            metrics.count_request(environ, "200", 0.001)
+            os._exit(0)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    metrics.count_request(environ, "200", 0.001)
+    count = 'tessera_http_requests_total{endpoint="/healthz",method="GET",status="200"}'
+    assert _http_samples(_files_of(multiprocess_mode))[count] == 4
+    assert (multiprocess_mode / f"counter_{child}.db").exists()
+    parent_file = multiprocess_mode / f"counter_{os.getpid()}.db"
+    in_parent_file = [
+        value
+        for key, value, _, _ in MmapedDict.read_all_values_from_file(str(parent_file))
+        if "tessera_http_requests_total" in key
+    ]
+    assert in_parent_file == [2.0]

@@ -5,17 +5,25 @@ tests/end_to_end/test_refresh_races_under_gunicorn.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import re
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from flask import Flask
+from flask import request as flask_request
 
 from shared.service import serving
 from shared.service.logging import configure_logging, sole_json_handler
+from shared.service.request_id import ENVIRON_KEY
 from shared.service.serving import BufferedApp, FairSlots
 
 
@@ -184,36 +192,172 @@ def test_a_freed_slot_goes_to_the_longest_waiter_never_to_a_newcomer():
     assert slots._free == 1
 
 
-@pytest.mark.parametrize("request_id", ["rid-8", None])
-def test_the_request_line_written_directly_is_the_line_the_logging_tree_writes(request_id):
-    """With the service's JSON handler alone on `tessera`, the request line skips the LogRecord
-    and the logging tree (shared/service/logging.py, write_info_line); a filter on `tessera`
-    sends it through them. Both write the same JSON, field for field and in the same order."""
+@contextlib.contextmanager
+def _service_handler_alone() -> Iterator[tuple[logging.Handler, io.StringIO]]:
+    """The service's JSON handler alone on `tessera` (pytest's own capture handlers may be
+    there too), writing into a buffer."""
     configure_logging("INFO", "json")
     tessera = logging.getLogger("tessera")
-    # Only the service's handler (pytest's own capture handlers may be there too).
     [handler] = [h for h in tessera.handlers if getattr(h, "_tessera", False)]
     stream = io.StringIO()
     previous_stream, previous_handlers = handler.setStream(stream), tessera.handlers
     tessera.handlers = [handler]
-    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/oauth/token", "QUERY_STRING": "x=1"}
     try:
-        assert sole_json_handler(serving.request_log) is handler
-        serving._log_request(environ, "201", request_id, 0.0123456)
-        passing = logging.Filter()  # lets everything through, but is one more thing to see it
-        tessera.addFilter(passing)
-        try:
-            assert sole_json_handler(serving.request_log) is None
-            serving._log_request(environ, "201", request_id, 0.0123456)
-        finally:
-            tessera.removeFilter(passing)
+        yield handler, stream
     finally:
         handler.setStream(previous_stream)
         tessera.handlers = previous_handlers
-    direct, through_logging = (json.loads(line) for line in stream.getvalue().splitlines())
-    for entry in (direct, through_logging):
-        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry.pop("ts"))
-    assert list(direct.items()) == list(through_logging.items())
-    assert direct["msg"] == f"POST /oauth/token 201 12.35ms rid={request_id}"
-    assert (direct["status"], direct["duration_ms"]) == (201, 12.35)
-    assert direct["request_id"] == request_id
+
+
+def _direct_and_through_logging(
+    environ: dict, status: str, request_id: str | None, seconds: float
+) -> tuple[str, str]:
+    """The request line written directly, and the one the logging tree writes for the same
+    request (a filter on `tessera` sends it there), as raw text."""
+    with _service_handler_alone() as (handler, stream):
+        assert sole_json_handler(serving.request_log) is handler
+        serving._log_request(environ, status, request_id, seconds)
+        passing = logging.Filter()  # lets everything through, but is one more thing to see it
+        logging.getLogger("tessera").addFilter(passing)
+        try:
+            assert sole_json_handler(serving.request_log) is None
+            serving._log_request(environ, status, request_id, seconds)
+        finally:
+            logging.getLogger("tessera").removeFilter(passing)
+    direct, through_logging = stream.getvalue().splitlines()
+    return direct, through_logging
+
+
+def _without_ts(line: str) -> str:
+    entry = json.loads(line)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry["ts"])
+    return re.sub(r'^\{"ts": "[^"]*"', "", line)
+
+
+@pytest.mark.parametrize("request_id", ["rid-8", None])
+def test_the_request_line_carries_method_path_status_duration_and_request_id(request_id):
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/oauth/token", "QUERY_STRING": "x=1"}
+    direct, _ = _direct_and_through_logging(environ, "201", request_id, 0.0123456)
+    entry = json.loads(direct)
+    assert list(entry) == [
+        "ts",
+        "level",
+        "logger",
+        "msg",
+        *(["request_id"] if request_id else []),
+        "method",
+        "path",
+        "status",
+        "duration_ms",
+        *([] if request_id else ["request_id"]),
+    ]
+    assert (entry["level"], entry["logger"]) == ("INFO", "tessera.request")
+    assert entry["msg"] == f"POST /oauth/token 201 12.35ms rid={request_id}"
+    assert (entry["method"], entry["path"], entry["status"]) == ("POST", "/oauth/token", 201)
+    assert (entry["duration_ms"], entry["request_id"]) == (12.35, request_id)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "request_id", "seconds"),
+    [
+        ("GET", "/healthz", "200", "0123456789abcdef0123456789abcdef", 0.000412),
+        ("POST", "/oauth/token", "503", None, 1.5),
+        ("GET", "/api/me", "401", "", 0.0),
+        # Everything JSON escapes: quotes, backslashes, control characters, non-ASCII (a
+        # percent-decoded path reaches WSGI as latin-1), a character beyond the BMP.
+        ("GET", '/a"b\\c\n\t\x00\x7f/\xe9\u2028/\U0001f600', "404", 'r"id\\1', 12.345678),
+        ("M\u00e9THOD", "", "0xx", "rid", 100.0),
+        ("GET", "/x", "007", "rid", 1e-9),
+        # What a format would take for its own: a path is put in the line's format once.
+        ("GET", "/%s%d%%/%sms rid=%s", "200", "rid-%s", 0.5),
+    ],
+)
+def test_the_request_line_written_directly_is_the_line_the_logging_tree_writes(
+    method, path, status, request_id, seconds
+):
+    """With the service's JSON handler alone on `tessera`, the request line is made without a
+    LogRecord and the logging tree (shared/service/serving.py, _json_line); a filter on
+    `tessera` sends it through them. Both write the same text, byte for byte but the time."""
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path}
+    direct, through_logging = _direct_and_through_logging(environ, status, request_id, seconds)
+    assert _without_ts(direct) == _without_ts(through_logging)
+
+
+def test_a_request_line_written_while_a_flask_request_is_served_is_the_logging_trees_too():
+    """Inside a Flask request the formatter puts that request's id among its own fields, and a
+    falsy request id of the line then replaces it there."""
+    app = Flask(__name__)
+    with app.test_request_context():
+        flask_request.environ[ENVIRON_KEY] = "served-1"
+        for rid in (None, ""):
+            direct, through_logging = _direct_and_through_logging(
+                {"REQUEST_METHOD": "GET", "PATH_INFO": "/x"}, "200", rid, 0.001
+            )
+            assert _without_ts(direct) == _without_ts(through_logging)
+            assert list(json.loads(direct))[4] == "request_id"
+
+
+_CONCURRENT_LINES = """
+from gevent import monkey
+
+monkey.patch_all()
+
+import _thread
+import logging
+
+import gevent
+
+from shared.service import serving
+from shared.service.logging import configure_logging
+
+configure_logging("INFO", "json")
+[handler] = logging.getLogger("tessera").handlers
+assert type(handler.lock) is _thread.RLock, handler.lock
+
+
+def lines(who):
+    for n in range(200):
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/" + who + "/" + "x" * (n % 50)}
+        serving._log_request(environ, "200", f"{who}-{n}", 0.001)
+        if n % 10 == 0:
+            gevent.sleep(0)
+
+
+pool = gevent.get_hub().threadpool  # real OS threads
+threads = [pool.spawn(lines, f"thread{i}") for i in range(4)]
+greenlets = [gevent.spawn(lines, f"greenlet{i}") for i in range(8)]
+gevent.joinall(greenlets)
+for thread in threads:
+    thread.get()
+"""
+
+
+@pytest.mark.live  # runs python under gevent in a subprocess: this test run is not patched
+def test_request_lines_from_greenlets_and_os_threads_at_once_are_whole_lines(tmp_path):
+    """The service's handler takes the interpreter's own RLock even under gevent: OS threads and
+    greenlets logging at once still write one whole JSON line each."""
+    result = subprocess.run(
+        [sys.executable, "-c", _CONCURRENT_LINES],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    entries = [json.loads(line) for line in result.stderr.splitlines()]
+    assert len(entries) == 12 * 200
+    assert len({entry["request_id"] for entry in entries}) == 12 * 200
+
+
+def test_request_lines_of_many_paths_are_each_right_and_their_formats_are_not_all_kept():
+    """The line's format is made once per method, path and status; a client sending ever new
+    paths gets each line right, and the formats kept stay bounded."""
+    with _service_handler_alone() as (_, stream):
+        for n in range(serving._LINE_FORMATS_KEPT + 100):
+            serving._log_request({"REQUEST_METHOD": "GET", "PATH_INFO": f"/p{n}"}, "200", "r", 0.1)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [entry["path"] for entry in lines] == [
+        f"/p{n}" for n in range(serving._LINE_FORMATS_KEPT + 100)
+    ]
+    assert all(entry["msg"] == f"GET {entry['path']} 200 100.0ms rid=r" for entry in lines)
+    assert len(serving._line_formats) <= serving._LINE_FORMATS_KEPT
