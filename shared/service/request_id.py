@@ -36,6 +36,7 @@ ENDPOINT_KEY = "tessera.endpoint"
 # Where werkzeug links the request being served from its environ; Flask unlinks it when the
 # request's context ends, after the answer has started.
 _SERVED_REQUEST = "werkzeug.request"
+_NOT_FLASK = object()
 # What we accept from a caller: short and safe to put in logs and a header as is.
 _safe = re.compile(r"[A-Za-z0-9._-]{1,64}").fullmatch
 # The bits uuid.UUID(..., version=4) keeps from its random input: all but the version nibble and
@@ -88,9 +89,9 @@ class RequestBookkeeping:
         ) -> Any:
             nonlocal answered
             # Flask starts its answer inside the request's context: the request is still there.
-            served = environ.get(_SERVED_REQUEST)
-            if served is not None:
-                rule = served.url_rule
+            # A plain werkzeug Request (a test client's, say) has no url_rule: not Flask's answer.
+            rule = getattr(environ.get(_SERVED_REQUEST), "url_rule", _NOT_FLASK)
+            if rule is not _NOT_FLASK:
                 environ[ENDPOINT_KEY] = rule.rule if rule is not None else "unmatched"
             if fixed:
                 for name, _ in headers:
