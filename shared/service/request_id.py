@@ -90,7 +90,7 @@ class RequestBookkeeping:
             nonlocal answered
             # Flask starts its answer inside the request's context: the request is still there.
             # A plain werkzeug Request (a test client's, say) has no url_rule: not Flask's answer.
-            rule = getattr(environ.get(_SERVED_REQUEST), "url_rule", _NOT_FLASK)
+            rule: Any = getattr(environ.get(_SERVED_REQUEST), "url_rule", _NOT_FLASK)
             if rule is not _NOT_FLASK:
                 environ[ENDPOINT_KEY] = rule.rule if rule is not None else "unmatched"
             if fixed:
