@@ -69,7 +69,7 @@ class AuthComponents:
     def __post_init__(self) -> None:
         self.server = TesseraAuthorizationServer(self)
         if self.reader is not None:
-            self.token_batches = token_batches_for(self.reader)
+            self.token_batches = token_batches_for(self.reader, self.metrics.count_token_batch)
 
     def now(self) -> int:
         return int(self.clock())

@@ -54,10 +54,15 @@ class GroupCommit(Generic[Row, Result]):
     rows of concurrent `submit` calls into one `write`."""
 
     def __init__(
-        self, write: Callable[[Sequence[Row]], Sequence[Result]], max_batch: int = MAX_BATCH
+        self,
+        write: Callable[[Sequence[Row]], Sequence[Result]],
+        max_batch: int = MAX_BATCH,
+        on_written: Callable[[int], None] | None = None,
     ) -> None:
         self._write = write
         self._max_batch = max_batch
+        # Told the size of each batch written (/metrics: the batching seen from outside).
+        self._on_written = on_written
         self._lock = threading.Lock()
         self._queue: list[_Request[Row, Result]] = []
         self._writing = False
@@ -126,6 +131,8 @@ class GroupCommit(Generic[Row, Result]):
             return
         self.statements += 1
         self.rows += len(batch)
+        if self._on_written is not None:
+            self._on_written(len(batch))
         for request, result in zip(batch, results, strict=True):
             request.result = result
             request.answered = True

@@ -39,9 +39,23 @@ class AuthMetrics(Metrics):
             "Revocation events for resource-server caches, by result (published, failed).",
             ["result"],
         )
+        # Their ratio is the mean batch of the group commit (auth_server/group_commit.py): near
+        # 1 under load means the requests are not meeting (the worker is blocked while it writes).
+        self.token_batches = self.counter(
+            "token_batches_total",
+            "client_credentials token writes sent to PostgreSQL (statements, each a batch).",
+            [],
+        )
+        self.token_batch_rows = self.counter(
+            "token_batch_rows_total", "Tokens in those statements (rows written together).", []
+        )
         self.audit_events = self.counter(
             "audit_events_total", "Committed audit events, by event.", ["event"]
         )
+
+    def count_token_batch(self, rows: int) -> None:
+        self.token_batches.inc()
+        self.token_batch_rows.inc(rows)
 
     def count_revocation_event(self, result: str) -> None:
         self.revocation_events.labels(result).inc()

@@ -22,6 +22,7 @@ the write lock, then the inserts, then the commit, each step where it happens.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -43,7 +44,7 @@ from auth_server.protocol.policy import resolve_audience, resolve_scope
 from auth_server.tokens import TokenPolicy, access_token_jwt, token_response
 from shared.protocol.basic_auth import parse_basic_credentials
 from shared.protocol.digests import sha256_hex
-from shared.service.database import affected_rows
+from shared.service.database import affected_rows, cooperative_waits
 
 GRANT_TYPE = "client_credentials"
 
@@ -111,8 +112,9 @@ def authenticate_confidential_client(
 # PostgreSQL: the guard of epochs.py (`SELECT ... FOR SHARE`, with synchronous_commit off for
 # this transaction alone: tokens.py issue_client_token says why that is safe for an access
 # token), and the two inserts of each token whose client's epoch is the one read with its
-# credentials. The tokens of one batch (auth_server/group_commit.py) come as one array per
-# column; a batch of one is the common case when the worker is not busy.
+# credentials. The tokens of one batch (auth_server/group_commit.py) come as one JSON array of
+# rows, one parameter (15 array parameters cost SQLAlchemy and psycopg more to bind than one
+# json.dumps); a batch of one is the common case when the worker is not busy.
 _BATCH_COLUMNS = (
     "jti",
     "token_hash",
@@ -133,16 +135,11 @@ _BATCH_COLUMNS = (
 _ISSUE_POSTGRESQL = text(
     """
     WITH batch AS (
-        SELECT * FROM unnest(
-            CAST(:jti AS text[]), CAST(:token_hash AS text[]), CAST(:client_pk AS integer[]),
-            CAST(:scope AS text[]), CAST(:audience AS text[]), CAST(:issued_at AS bigint[]),
-            CAST(:expires_at AS bigint[]), CAST(:dpop_jkt AS text[]),
-            CAST(:token_epoch AS integer[]), CAST(:at AS bigint[]), CAST(:event AS text[]),
-            CAST(:actor AS text[]), CAST(:audit_client_id AS text[]), CAST(:ip AS text[]),
-            CAST(:detail AS text[])
-        ) WITH ORDINALITY AS b(jti, token_hash, client_pk, scope, audience, issued_at,
-            expires_at, dpop_jkt, token_epoch, at, event, actor, audit_client_id, ip, detail,
-            position)
+        SELECT * FROM json_to_recordset(CAST(:rows AS json))
+            AS b(jti text, token_hash text, client_pk integer, scope text, audience text,
+                issued_at bigint, expires_at bigint, dpop_jkt text, token_epoch integer,
+                at bigint, event text, actor text, audit_client_id text, ip text, detail text,
+                position integer)
     ), guard AS (
         SELECT id, token_epoch, set_config('synchronous_commit', 'off', true) AS asynchronous
         FROM clients WHERE id IN (SELECT client_pk FROM batch) FOR SHARE OF clients
@@ -171,20 +168,32 @@ _ISSUE_POSTGRESQL = text(
 TokenBatches = GroupCommit[Mapping[str, Any], bool]
 
 
-def token_batches_for(engine: Engine) -> TokenBatches | None:
-    """The group commit of tokens for `engine` (AuthComponents.reader), if it is PostgreSQL."""
+def token_batches_for(
+    engine: Engine, on_written: Callable[[int], None] | None = None
+) -> TokenBatches | None:
+    """The group commit of tokens for `engine` (AuthComponents.reader), if it is PostgreSQL;
+    `on_written` is told each batch's size."""
     if engine.dialect.name != "postgresql":
         return None
-    return GroupCommit(lambda rows: write_token_batch(engine, rows))
+    return GroupCommit(lambda rows: write_token_batch(engine, rows), on_written=on_written)
 
 
 def write_token_batch(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> list[bool]:
     """Write a batch of client_credentials tokens in one autocommit statement on PostgreSQL;
     for each row (`_BATCH_COLUMNS`), whether its token was written (False: its client's
     epoch moved, or the client is gone: the token must be refused)."""
-    columns = {name: [row[name] for row in rows] for name in _BATCH_COLUMNS}
-    with engine.connect() as connection:
-        written = set(connection.scalars(_ISSUE_POSTGRESQL, columns))
+    batch = json.dumps(
+        [
+            {**{name: row[name] for name in _BATCH_COLUMNS}, "position": n}
+            for n, row in enumerate(rows)
+        ]
+    )
+    # The worker's other requests run (and queue the next batch) while this one is in flight.
+    with (
+        engine.connect() as connection,
+        cooperative_waits(connection.connection.driver_connection),
+    ):
+        written = set(connection.scalars(_ISSUE_POSTGRESQL, {"rows": batch}))
     return [row["jti"] in written for row in rows]
 
 

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -102,6 +105,39 @@ def reader_engine(engine: Engine) -> Engine:
     if engine.dialect.name == "postgresql":
         return engine.execution_options(isolation_level="AUTOCOMMIT")
     return engine
+
+
+@contextmanager
+def cooperative_waits(dbapi_connection: Any) -> Iterator[None]:
+    """While in this block, a psycopg connection waits for PostgreSQL by yielding to the
+    worker's other greenlets, where gevent has patched `select`.
+
+    gunicorn.conf.py makes every psycopg wait block the worker (PSYCOPG_WAIT_FUNC=wait_c): for a
+    sub-millisecond read, handing the worker round costs more than the wait. A write that
+    batches the requests arriving while it is in flight (auth_server/group_commit.py) needs
+    the opposite: blocked, the worker runs no other request, so none can join the next batch
+    and every batch holds one row. Elsewhere (no gevent, or another driver) this does nothing.
+    """
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if (
+        gevent_monkey is None
+        or not gevent_monkey.is_module_patched("select")
+        or not hasattr(dbapi_connection, "pgconn")
+    ):
+        yield
+        return
+    from psycopg import waiting
+
+    def wait(gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        # psycopg.Connection.wait without its Ctrl-C cancellation (a worker has no terminal);
+        # gevent's patched poll() is what psycopg itself picks under gevent.
+        return waiting.wait_poll(gen, dbapi_connection.pgconn.socket, interval, timeout)
+
+    dbapi_connection.wait = wait
+    try:
+        yield
+    finally:
+        del dbapi_connection.wait
 
 
 def prepare_private_sqlite_file(path: Path, instance_dir: Path) -> None:

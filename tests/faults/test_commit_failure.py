@@ -169,9 +169,11 @@ class ResponseAudit:
             return
         minted: list[str] = []
         for params in context.compiled_parameters:
-            # A group-committed batch of client_credentials tokens binds its jtis as one array.
-            jti = params["jti"]
-            minted.extend(jti if isinstance(jti, list) else [jti])
+            if "rows" in params:
+                # A group-committed batch of client_credentials tokens: its rows as one JSON array.
+                minted.extend(row["jti"] for row in json.loads(params["rows"]))
+            else:
+                minted.append(params["jti"])
         with self._lock:
             if _autocommit(connection.connection):
                 self.committed.update(minted)
