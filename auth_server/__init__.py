@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from auth_server import audit, fast_paths, introspection_memory
+from auth_server.audit_buffer import AuditBuffer
 from auth_server.client_credentials_wsgi import ClientCredentialsFastPath
 from auth_server.clients import ClientDirectory, public_client_origins
 from auth_server.components import AuthComponents
@@ -29,7 +30,9 @@ from auth_server.keys import KeyCipher, KeyRing, create_secret_file, prepare_sig
 from auth_server.metrics import AuthMetrics
 from auth_server.models import DPoPProofSeen, SigningKey
 from auth_server.passwords import Passwords
+from auth_server.protocol.client_credentials import SelfContainedIssuance
 from auth_server.revocation_events import RevocationPublisher
+from auth_server.self_contained import ClientEpochs, SelfContainedTokens, TokenSignatures
 from auth_server.session_cookie import CookieSessionOnDemand
 from auth_server.settings import AuthSettings
 from auth_server.throttle import Limit, LoginThrottle, counter_store
@@ -56,6 +59,23 @@ SESSION_SECRET_MIN_LENGTH = 32
 # What a public client's page may call cross-origin: the origins of public clients' redirect
 # URIs are allowed, nothing else (shared/service/cors.py).
 BROWSER_APP_ENDPOINTS = frozenset({"/oauth/token", "/oauth/revoke"})
+
+
+def _self_contained_tokens(settings: AuthSettings, components: AuthComponents) -> None:
+    """Looking up self-contained tokens always works (a server switched back to stored tokens
+    still knows the ones it issued); issuing them is CLIENT_CREDENTIALS_TOKENS."""
+    reader = components.reader
+    assert reader is not None
+    keyring = components.keyring
+    components.self_contained_tokens = SelfContainedTokens(
+        TokenSignatures(keyring.jwks, keyring.invalidate), settings.auth_issuer
+    )
+    if settings.client_credentials_tokens == "self-contained":
+        memory = components.introspection_memory
+        components.self_contained_issuance = SelfContainedIssuance(
+            epochs=ClientEpochs(reader, memory.generation if memory is not None else None),
+            audit_rows=AuditBuffer(reader),
+        )
 
 
 def create_app(
@@ -179,6 +199,7 @@ def create_app(
         poll_seconds=settings.introspection_memory_poll_ms / 1000,
     )
     _prepare_signing_keys(engine, sessions, components)
+    _self_contained_tokens(settings, components)
     app.extensions["tessera"] = components
 
     from auth_server import cli, web_errors

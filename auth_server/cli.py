@@ -214,10 +214,19 @@ def disable_client_command(client_id: str) -> None:
         db.session, client, actor="operator", now=components.now(), steps=components.steps
     )
     components.clients.forget(client_id)
-    click.echo(f"disabled {client_id}; revoked {families} logins and {access} access tokens")
+    click.echo(f"disabled {client_id}; {_client_revocation(families, access)}")
     click.echo(
         "other workers stop accepting its secret within "
         f"{components.settings.client_cache_seconds:g} s; its tokens are dead now"
+    )
+
+
+def _client_revocation(families: int, access: int) -> str:
+    # Self-contained client_credentials tokens are not stored, so not counted: the client's
+    # epoch moved, which makes every one it holds inactive (auth_server/self_contained.py).
+    return (
+        f"revoked {families} logins and {access} access tokens "
+        "(stored ones; its self-contained tokens are inactive too)"
     )
 
 
@@ -453,7 +462,7 @@ def update_client_command(
         raise click.UsageError("nothing to change: give --scopes, --audiences or --redirect-uris")
     components = _components()
     try:
-        client, (families, access) = update_client(
+        client, revoked = update_client(
             db.session,
             client_id,
             actor="operator",
@@ -470,8 +479,8 @@ def update_client_command(
         f"{client.client_id}: scopes={client.scopes or '-'} audiences={client.audiences or '-'} "
         f"redirect_uris={client.redirect_uris or '-'}"
     )
-    if families or access:
-        click.echo(f"revoked {families} logins and {access} access tokens")
+    if revoked is not None:
+        click.echo(_client_revocation(*revoked))
 
 
 @clients.command("delete")

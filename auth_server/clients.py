@@ -393,6 +393,10 @@ def register_client(
         secret_hash = sha256_hex(secret)
     now = int(time.time()) if now is None else now
     client = Client(
+        # A random first epoch: the self-contained tokens of a client deleted earlier under
+        # this client_id carry its epochs, which this one then never holds
+        # (auth_server/self_contained.py). Room for 2**30 revocations below the column's limit.
+        token_epoch=secrets.randbelow(1 << 30),
         client_id=client_id,
         name=name,
         client_type=client_type,
@@ -405,7 +409,6 @@ def register_client(
         third_party=third_party,
         disabled=False,
         created_at=now,
-        token_epoch=0,
     )
     session.add(client)
     audit.record(

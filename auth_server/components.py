@@ -21,11 +21,13 @@ from auth_server.metrics import AuthMetrics
 from auth_server.passwords import Passwords
 from auth_server.protocol.client_credentials import (
     ClientCredentials,
+    SelfContainedIssuance,
     TokenBatches,
     token_batches_for,
 )
 from auth_server.protocol.server import TesseraAuthorizationServer
 from auth_server.revocation import RevocationService
+from auth_server.self_contained import SelfContainedTokens
 from auth_server.settings import AuthSettings
 from auth_server.throttle import LoginThrottle
 from auth_server.tokens import TokenPolicy, TokenService
@@ -63,6 +65,10 @@ class AuthComponents:
     lean_client_credentials: bool = True
     # The worker's group commit of client_credentials tokens (PostgreSQL; None on SQLite).
     token_batches: TokenBatches | None = field(default=None, init=False, repr=False)
+    # CLIENT_CREDENTIALS_TOKENS=self-contained (auth_server/self_contained.py): what issues
+    # them and what looks them up; None when client_credentials tokens are stored.
+    self_contained_issuance: SelfContainedIssuance | None = None
+    self_contained_tokens: SelfContainedTokens | None = None
     # Authlib's server over these components, built with them (never assigned afterwards).
     server: TesseraAuthorizationServer = field(init=False, repr=False)
 
@@ -95,10 +101,11 @@ class AuthComponents:
             self.steps,
             self.clients.forget,
             self.token_batches,
+            self.self_contained_issuance,
         )
 
     def revocations(self) -> RevocationService:
-        return RevocationService(db.session, self.clock, self.steps)
+        return RevocationService(db.session, self.clock, self.steps, self.self_contained_tokens)
 
     def accounts(self) -> Accounts:
         return Accounts(db.session, self.passwords, self.clock, self.steps)

@@ -70,7 +70,10 @@ class IntrospectionFastPath(FastPath):
             return None
         try:
             record = look_up_access_token(
-                components.reader, form["token"], components.introspection_memory
+                components.reader,
+                form["token"],
+                components.introspection_memory,
+                components.self_contained_tokens,
             )
         except Exception:  # noqa: BLE001 - Flask's path retries, and answers 503 if it must
             return None

@@ -14,6 +14,7 @@ from auth_server.models import (
     LoginAttempt,
     RefreshFamily,
     RefreshToken,
+    RevokedAccessToken,
 )
 from shared.service.database import affected_rows
 
@@ -51,6 +52,14 @@ def purge_expired(
     counts = {}
     counts["access_tokens"] = _delete_in_batches(
         session, AccessToken, AccessToken.jti, AccessToken.expires_at <= now, batch_size
+    )
+    # A revoked self-contained token past its expiry is refused for its `exp` alone.
+    counts["revoked_access_tokens"] = _delete_in_batches(
+        session,
+        RevokedAccessToken,
+        RevokedAccessToken.jti,
+        RevokedAccessToken.expires_at <= now,
+        batch_size,
     )
     dead_families = select(RefreshFamily.id).where(RefreshFamily.expires_at <= now)
     counts["refresh_tokens"] = _delete_in_batches(

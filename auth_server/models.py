@@ -193,6 +193,22 @@ class AccessToken(db.Model):
     dpop_jkt: Mapped[str | None] = mapped_column(String(JKT_LENGTH), default=None)
 
 
+class RevokedAccessToken(db.Model):
+    """A self-contained access token revoked before its expiry (auth_server/self_contained.py).
+
+    Those tokens have no row of their own: their signature, claims and client are their state,
+    so a revocation of one of them (RFC 7009, by its client) is this row, kept until the
+    token expires (auth_server/maintenance.py purges it after)."""
+
+    __tablename__ = "revoked_access_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_pk: Mapped[int] = mapped_column("client_id", ForeignKey("clients.id"), index=True)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    revoked_at: Mapped[int] = mapped_column(BigInteger)
+    revoked_reason: Mapped[str] = mapped_column(String(50))
+
+
 class AuthorizationCode(db.Model):
     """An authorization code (RFC 6749 §4.1.2) between the login and its exchange.
 

@@ -25,6 +25,7 @@ from auth_server.models import (
     Client,
     RefreshFamily,
     RefreshToken,
+    RevokedAccessToken,
     User,
 )
 from auth_server.revocation import revoke_client_tokens
@@ -57,10 +58,10 @@ def update_client(
     scopes: Sequence[str] | None = None,
     audiences: Sequence[str] | None = None,
     redirect_uris: Sequence[str] | None = None,
-) -> tuple[Client, tuple[int, int]]:
+) -> tuple[Client, tuple[int, int] | None]:
     """Replace the client's scopes, audiences or redirect URIs (None: keep), checked as at
-    registration. Returns the client and the (logins, access tokens) revoked because something
-    was taken away."""
+    registration. Returns the client and, if something was taken away, the (logins, stored
+    access tokens) that revoked (None: nothing was, nothing revoked)."""
     client = _client_or_fail(session, client_id)
     grant_types = client.grant_types.split()
     new_scopes = list(dict.fromkeys(scopes)) if scopes is not None else client.scopes.split()
@@ -90,7 +91,7 @@ def update_client(
     client.scopes = " ".join(new_scopes)
     client.audiences = " ".join(new_audiences)
     client.redirect_uris = " ".join(new_uris)
-    revoked = (0, 0)
+    revoked: tuple[int, int] | None = None
     if narrowed:
         revoked = revoke_client_tokens(session, client.id, "client_updated", now)
     audit.record(
@@ -102,8 +103,8 @@ def update_client(
         scopes=client.scopes,
         audiences=client.audiences,
         redirect_uris=client.redirect_uris,
-        families_revoked=revoked[0],
-        access_tokens_revoked=revoked[1],
+        families_revoked=revoked[0] if revoked else 0,
+        access_tokens_revoked=revoked[1] if revoked else 0,
     )
     session.commit()
     return client, revoked
@@ -119,6 +120,7 @@ def delete_client(session: Session, client_id: str, *, actor: str, now: int) -> 
         )
     families = select(RefreshFamily.id).where(RefreshFamily.client_pk == client.id)
     session.execute(delete(AccessToken).where(AccessToken.client_pk == client.id))
+    session.execute(delete(RevokedAccessToken).where(RevokedAccessToken.client_pk == client.id))
     session.execute(delete(AuthorizationCode).where(AuthorizationCode.client_pk == client.id))
     session.execute(delete(RefreshToken).where(RefreshToken.family_id.in_(families)))
     session.execute(delete(RefreshFamily).where(RefreshFamily.client_pk == client.id))

@@ -14,11 +14,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from auth_server import audit
 from auth_server.epochs import Steps, bump_client_epoch, bump_user_epoch, no_steps
-from auth_server.models import AccessToken, AuthorizationCode, RefreshFamily
+from auth_server.models import AccessToken, AuthorizationCode, RefreshFamily, RevokedAccessToken
+from auth_server.self_contained import (
+    SelfContainedTokens,
+    is_self_contained_jti,
+    unverified_self_contained_claims,
+)
 from auth_server.store import TokenRecord, find_token
 from shared.protocol.digests import sha256_hex
 from shared.service.database import affected_rows
@@ -136,6 +143,32 @@ class RevocationResult:
     changed: bool
 
 
+def revoke_self_contained_token(
+    session: Session, record: TokenRecord, reason: str, now: int
+) -> bool:
+    """A self-contained token (auth_server/self_contained.py) has no row to mark: its jti goes
+    into revoked_access_tokens until it expires. False: it was inactive already."""
+    if record.revoked:
+        return False
+    values = {
+        "jti": record.jti,
+        "client_id": record.client_pk,
+        "expires_at": record.expires_at,
+        "revoked_at": now,
+        "revoked_reason": reason,
+    }
+    # Two revocations of one token at once: the second inserts nothing and changes nothing.
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(RevokedAccessToken)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["jti"])
+        .returning(RevokedAccessToken.jti)
+    )
+    # (an ORM insert's rowcount is not the rows inserted: what it returns is)
+    return session.execute(statement).first() is not None
+
+
 def revoke_presented_token(
     session: Session,
     client_pk: int,
@@ -145,6 +178,7 @@ def revoke_presented_token(
     now: int,
     ip: str | None,
     steps: Steps = no_steps,
+    self_contained: SelfContainedTokens | None = None,
 ) -> RevocationResult:
     """RFC 7009 §2.1 for an authenticated client: revoke `token` if it is the client's.
 
@@ -152,7 +186,10 @@ def revoke_presented_token(
     Returns the record found (None: unknown, which is not an error, §2.2). The caller checks
     that the record belongs to the client before calling with changes (see the endpoint).
     """
-    record = find_token(session, sha256_hex(token), hint)
+    if self_contained is not None and unverified_self_contained_claims(token) is not None:
+        record = self_contained.find(session.connection(), token)
+    else:
+        record = find_token(session, sha256_hex(token), hint)
     steps("read")
     if record is None or record.client_pk != client_pk:
         return RevocationResult(record, False)
@@ -160,6 +197,8 @@ def revoke_presented_token(
         # RFC 7009 §2.1: revoking a refresh token also invalidates its access tokens.
         assert record.family_id is not None  # every refresh token belongs to a family
         changed = revoke_family(session, record.family_id, "revoked_by_client", now)
+    elif is_self_contained_jti(record.jti):
+        changed = revoke_self_contained_token(session, record, "revoked_by_client", now)
     else:
         assert record.jti is not None  # every access token record has its jti
         changed = revoke_access_token(session, record.jti, "revoked_by_client", now)
@@ -185,14 +224,29 @@ class RevocationService:
     """Revocation's use cases on one session, as TokenService is issuance's: find the token,
     revoke, audit, commit (the audit listeners publish the event after the commit)."""
 
-    def __init__(self, session: Session, clock: Callable[[], float], steps: Steps = no_steps):
+    def __init__(
+        self,
+        session: Session,
+        clock: Callable[[], float],
+        steps: Steps = no_steps,
+        self_contained: SelfContainedTokens | None = None,
+    ):
         self.session = session
         self.clock = clock
         self.steps = steps
+        self.self_contained = self_contained
 
     def revoke_presented_token(
         self, client_pk: int, client_id: str, token: str, hint: str | None, ip: str | None
     ) -> RevocationResult:
         return revoke_presented_token(
-            self.session, client_pk, client_id, token, hint, int(self.clock()), ip, self.steps
+            self.session,
+            client_pk,
+            client_id,
+            token,
+            hint,
+            int(self.clock()),
+            ip,
+            self.steps,
+            self.self_contained,
         )

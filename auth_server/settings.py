@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from authlib.common.security import is_secure_transport
 from pydantic import Field, model_validator
 
@@ -79,6 +81,14 @@ class AuthSettings(ServiceSettings):
         description="How long each worker reuses a client's registration (secret hash, grants, "
         "scopes) before reading it again: saves a query on every introspection. A disabled "
         "client or changed scopes take effect within this time. 0: read every time.",
+    )
+    client_credentials_tokens: Literal["self-contained", "stored"] = Field(
+        "self-contained",
+        description="How client_credentials access tokens are kept. self-contained: not "
+        "stored; introspection verifies the JWT's signature and reads only what can end it "
+        "early (its client disabled or its epoch moved, a revocation by jti), and issuance "
+        "writes nothing before answering (its audit row follows within 50 ms). stored: a row "
+        "per token, written before the answer (docs/architecture.md#token-issuance).",
     )
     introspection_memory: bool = Field(
         True,

@@ -673,9 +673,12 @@ def access_token_jwt(
     audience: Sequence[str],
     now: int,
     dpop_jkt: str | None = None,
+    jti: str | None = None,
 ) -> tuple[str, str, int]:
-    """A signed RFC 9068 access token: (the JWT, its jti, its expiry)."""
-    jti = secrets.token_urlsafe(18)
+    """A signed RFC 9068 access token: (the JWT, its jti, its expiry). `jti`: a self-contained
+    token's (auth_server/self_contained.py); else a random one."""
+    if jti is None:
+        jti = secrets.token_urlsafe(18)
     expires_at = now + policy.access_token_ttl
     # RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat, jti; scope per §2.2.3.
     claims: dict[str, object] = {

@@ -75,8 +75,9 @@ SERVICES = {
             "dpop_proofs_seen",
             "consents",
             "revocation_generation",
+            "revoked_access_tokens",
         },
-        "0008_revocation_generation",
+        "0009_revoked_access_tokens",
     ),
     "resource_server": Service(
         "resource_server",

@@ -48,7 +48,10 @@ def introspect():
         # alone and is never active to a resource server (RFC 7662 §4). So any
         # token_type_hint (§2.1: it only orders the search) changes nothing.
         record = look_up_access_token(
-            components.reader, token_parameter(), components.introspection_memory
+            components.reader,
+            token_parameter(),
+            components.introspection_memory,
+            components.self_contained_tokens,
         )
         return record, introspection_payload(
             record, client.audience_list, components.now(), components.settings.auth_issuer

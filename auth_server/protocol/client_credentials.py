@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, insert, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from auth_server.audit import AuditTrail, event_row
+from auth_server.audit_buffer import AuditBuffer
 from auth_server.clients import ClientRecord
 from auth_server.epochs import Steps
 from auth_server.group_commit import GroupCommit
@@ -41,6 +43,7 @@ from auth_server.protocol.errors import (
     UnauthorizedClientError,
 )
 from auth_server.protocol.policy import resolve_audience, resolve_scope
+from auth_server.self_contained import ClientEpochs, self_contained_jti
 from auth_server.tokens import TokenPolicy, access_token_jwt, token_response
 from shared.protocol.basic_auth import parse_basic_credentials
 from shared.protocol.digests import sha256_hex
@@ -208,6 +211,14 @@ _INSERT_TOKEN = insert(AccessToken.__table__)
 _INSERT_AUDIT = insert(AuditEvent.__table__)
 
 
+@dataclass(frozen=True)
+class SelfContainedIssuance:
+    """What issuing self-contained tokens needs (AuthComponents.self_contained_issuance)."""
+
+    epochs: ClientEpochs
+    audit_rows: AuditBuffer
+
+
 class ClientCredentials:
     """One client_credentials token request, from the authenticated client to the response.
 
@@ -226,9 +237,11 @@ class ClientCredentials:
         steps: Steps,
         forget_client: Callable[[str], None],
         token_batches: TokenBatches | None = None,
+        self_contained: SelfContainedIssuance | None = None,
     ):
         self.engine = engine
         self.token_batches = token_batches
+        self.self_contained = self_contained
         self.policy = policy
         self.keyring = keyring
         self.audit_trail = audit_trail
@@ -258,7 +271,10 @@ class ClientCredentials:
         ip: str | None,
         dpop_jkt: str | None,
     ) -> dict:
-        """TokenService.issue_client_token without a session: the same rows, event, answer."""
+        """TokenService.issue_client_token without a session: the same rows, event, answer;
+        or, with `self_contained`, the same event and answer and no token row."""
+        if self.self_contained is not None:
+            return self._issue_self_contained(client, scope, audience, ip, dpop_jkt)
         signer = self.keyring.signing_key()
         now = int(self.clock())
         access, jti, expires_at = access_token_jwt(
@@ -285,6 +301,43 @@ class ClientCredentials:
             self._refuse(client, now, ip)
             self.forget_client(client.client_id)
             raise InvalidClientError(description="Client authentication failed.", status_code=401)
+        self.audit_trail.publish("token_issued", fields)
+        return token_response(self.policy, access, scope, dpop_jkt=dpop_jkt)
+
+    def _issue_self_contained(
+        self,
+        client: ClientRecord,
+        scope: Sequence[str],
+        audience: Sequence[str],
+        ip: str | None,
+        dpop_jkt: str | None,
+    ) -> dict:
+        """A token that is not stored (auth_server/self_contained.py): its client's epoch is
+        signed into its jti, so a revocation that commits at any point after this check makes
+        it inactive; one that committed before it is refused here, as the stored path's guard
+        refuses it."""
+        assert self.self_contained is not None
+        signer = self.keyring.signing_key()
+        now = int(self.clock())
+        if self.self_contained.epochs.current(client.client_id) != client.token_epoch:
+            self._refuse(client, now, ip)
+            self.forget_client(client.client_id)
+            raise InvalidClientError(description="Client authentication failed.", status_code=401)
+        self.steps("guarded")
+        access, jti, _ = access_token_jwt(
+            signer,
+            self.policy,
+            client.client_id,
+            client.client_id,
+            scope,
+            audience,
+            now,
+            dpop_jkt,
+            jti=self_contained_jti(client.token_epoch),
+        )
+        audit_row, fields = _client_event("token_issued", client, now, ip, jti=jti)
+        self.self_contained.audit_rows.add(audit_row)
+        self.steps("written")
         self.audit_trail.publish("token_issued", fields)
         return token_response(self.policy, access, scope, dpop_jkt=dpop_jkt)
 

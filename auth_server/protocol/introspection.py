@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from auth_server.clients import ClientRecord
 from auth_server.introspection_memory import IntrospectionMemory
 from auth_server.protocol.errors import InvalidClientError, InvalidRequestError
+from auth_server.self_contained import SelfContainedTokens, unverified_self_contained_claims
 from auth_server.store import TokenRecord, find_access_token
 from shared.protocol.basic_auth import parse_basic_credentials
 from shared.protocol.digests import sha256_hex
@@ -92,26 +93,38 @@ def _accepts(client: ClientRecord, secret: str) -> bool:
 
 
 def look_up_access_token(
-    engine: Engine, token: str, memory: IntrospectionMemory | None = None
+    engine: Engine,
+    token: str,
+    memory: IntrospectionMemory | None = None,
+    self_contained: SelfContainedTokens | None = None,
 ) -> TokenRecord | None:
-    """The stored access token `token` is, or None: what `memory` remembers of it, else one
-    statement on a pooled connection (remembered for next time)."""
+    """The access token `token` is, or None: what `memory` remembers of it, else one statement
+    on a pooled connection (remembered for next time): its stored row, or for a self-contained
+    token (auth_server/self_contained.py), once its signature verifies, the state that can end
+    it early."""
     if len(token) > MAX_TOKEN_LENGTH:
         return None
     token_hash = sha256_hex(token)
     if memory is None:
-        with engine.connect() as connection:
-            return find_access_token(connection, token_hash)
+        return _read_access_token(engine, token, token_hash, self_contained)
     # The generation is read before the database, so a revocation committed after it makes
     # the memory forget this read too (introspection_memory.py).
     generation = memory.generation()
     record = memory.recall(token_hash, generation)
     if record is None:
-        with engine.connect() as connection:
-            record = find_access_token(connection, token_hash)
+        record = _read_access_token(engine, token, token_hash, self_contained)
         if record is not None:
             memory.remember(token_hash, record, generation)
     return record
+
+
+def _read_access_token(
+    engine: Engine, token: str, token_hash: str, self_contained: SelfContainedTokens | None
+) -> TokenRecord | None:
+    with engine.connect() as connection:
+        if self_contained is not None and unverified_self_contained_claims(token) is not None:
+            return self_contained.find(connection, token)
+        return find_access_token(connection, token_hash)
 
 
 def retried_once_if_dropped(read: Callable[[], T], reset: Callable[[], None]) -> T:

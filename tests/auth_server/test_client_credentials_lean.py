@@ -128,7 +128,7 @@ SHAPES: list[tuple[str, list[tuple[str, str]], dict[str, str]]] = [
 @pytest.fixture
 def app(make_database_url):
     clock = FakeClock()
-    settings = auth_settings(make_database_url("auth"), ISSUER)
+    settings = auth_settings(make_database_url("auth"), ISSUER, client_credentials_tokens="stored")
     application = create_app(settings, create_tables=True, clock=clock)
     seed(application)
     with application.app_context():
@@ -246,7 +246,12 @@ def test_every_request_shape_gets_the_answer_authlib_gave(app, shape):
 
 @pytest.mark.parametrize("nonces", [False, True])
 def test_dpop_bound_tokens_and_nonces_are_the_same(make_database_url, nonces):
-    settings = auth_settings(make_database_url("auth"), ISSUER, dpop_nonce_required=nonces)
+    settings = auth_settings(
+        make_database_url("auth"),
+        ISSUER,
+        dpop_nonce_required=nonces,
+        client_credentials_tokens="stored",
+    )
     application = create_app(settings, create_tables=True, clock=FakeClock())
     seed(application)
     key = DPoPKey()
@@ -280,7 +285,12 @@ def test_dpop_bound_tokens_and_nonces_are_the_same(make_database_url, nonces):
 def test_an_issuance_overtaken_by_a_revocation_is_refused_the_same(make_database_url):
     """A registration cached from before the client's epoch moved: the guard refuses the
     issuance, audits the refusal and forgets the registration, on either path."""
-    settings = auth_settings(make_database_url("auth"), ISSUER, client_cache_seconds=60)
+    settings = auth_settings(
+        make_database_url("auth"),
+        ISSUER,
+        client_cache_seconds=60,
+        client_credentials_tokens="stored",
+    )
     application = create_app(settings, create_tables=True, clock=FakeClock())
     seed(application)
     answers = []

@@ -30,7 +30,10 @@ def app(make_database_url, database_backend):
     if database_backend != "postgresql":
         pytest.skip("tokens are group-committed on PostgreSQL; SQLite writes one at a time")
     application = create_app(
-        auth_settings(make_database_url("auth"), ISSUER), create_tables=True, clock=FakeClock()
+        # Stored client_credentials tokens: self-contained ones write no token row to batch.
+        auth_settings(make_database_url("auth"), ISSUER, client_credentials_tokens="stored"),
+        create_tables=True,
+        clock=FakeClock(),
     )
     seed(application)
     with application.app_context():

@@ -35,7 +35,8 @@ def test_tokens_requested_together_share_statements_in_a_gevent_worker(
 ):
     if database_backend != "postgresql":
         pytest.skip("tokens are group-committed on PostgreSQL; SQLite writes one at a time")
-    auth = gunicorn_auth(workers=1)
+    # Stored client_credentials tokens: self-contained ones write no token row to batch.
+    auth = gunicorn_auth(workers=1, client_credentials_tokens="stored")
     barrier = threading.Barrier(CLIENTS)
     failures: list[str] = []
 

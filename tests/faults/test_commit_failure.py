@@ -237,7 +237,8 @@ def _assert_unavailable(response) -> None:
 
 @pytest.mark.parametrize("point", ["after_flush", "driver_commit"])
 def test_a_token_whose_commit_fails_never_reaches_the_client(serve, make_database_url, point):
-    auth = start_auth_server(serve, make_database_url("auth"))
+    # Stored client_credentials tokens: a self-contained one commits nothing before its answer.
+    auth = start_auth_server(serve, make_database_url("auth"), client_credentials_tokens="stored")
     with ResponseAudit(auth.app) as recorder, CommitFault(auth.app, point) as fault:
         auth.server.app = recorder
         login = auth.login()  # a refresh token to rotate under the fault

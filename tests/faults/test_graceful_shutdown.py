@@ -25,7 +25,8 @@ from sqlalchemy import select
 
 from auth_server import create_app
 from auth_server.db import db
-from auth_server.models import AccessToken
+from auth_server.models import AuditEvent
+from auth_server.protocol.introspection import look_up_access_token
 from tests.support import NOTES_API, SERVICE_APP
 
 pytestmark = pytest.mark.slow
@@ -175,10 +176,20 @@ def test_sigterm_finishes_requests_in_flight_then_refuses_connections(
     assert all(s == 200 or isinstance(s, str) for s in statuses), dict(statuses)
     # Load requests sent before the signal were in flight or done by then: all answered 200.
     assert set(before) == {200}, dict(before)
-    # The tokens handed out during the shutdown were committed: a fresh process finds them.
+    # The tokens handed out during the shutdown are known to a fresh process (self-contained:
+    # by their signature), and their audit rows, written after the answers, were written
+    # before the workers exited.
     app = create_app(auth.settings)
+    components = app.extensions["tessera"]
     with app.app_context():
         for access_token in issued:
             jti = json.loads(base64.urlsafe_b64decode(access_token.split(".")[1] + "=="))["jti"]
-            assert db.session.scalar(select(AccessToken).where(AccessToken.jti == jti))
+            record = look_up_access_token(
+                components.reader, access_token, None, components.self_contained_tokens
+            )
+            assert record is not None and record.jti == jti and not record.revoked
+            issued_events = db.session.scalars(
+                select(AuditEvent.detail).where(AuditEvent.event == "token_issued")
+            )
+            assert any(json.loads(detail).get("jti") == jti for detail in issued_events), jti
         db.engine.dispose()
