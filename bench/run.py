@@ -122,7 +122,9 @@ class Scenario:
     peers: tuple[str, ...] = ()
 
 
-def scenarios(token: str) -> list[Scenario]:
+def scenarios(token: str, service_token: str) -> list[Scenario]:
+    """`token`: a password login's (stored) access token; `service_token`: a client_credentials
+    one (self-contained by default: auth_server/self_contained.py)."""
     app_auth = ("Authorization", basic_credentials_header(*APP))
     api_auth = ("Authorization", basic_credentials_header(*API))
     return [
@@ -153,6 +155,15 @@ def scenarios(token: str) -> list[Scenario]:
             "/oauth/introspect",
             "POST",
             urlencode({"token": token, "token_type_hint": "access_token"}),
+            (api_auth, FORM),
+            ("oidc-provider introspect", "authlib-baseline introspect"),
+        ),
+        Scenario(
+            "AS introspect client_credentials token, memory off (verifies its signature)",
+            "auth_nomemory",
+            "/oauth/introspect",
+            "POST",
+            urlencode({"token": service_token, "token_type_hint": "access_token"}),
             (api_auth, FORM),
             ("oidc-provider introspect", "authlib-baseline introspect"),
         ),
@@ -271,8 +282,22 @@ def bench_database(database: str, args: argparse.Namespace, load: Load) -> dict[
                 data={"grant_type": "password", "username": USER[0], "password": USER[1]},
             ).json()["access_token"]
             check(token, services)
+            service_token = requests.post(
+                f"{services['auth'].url}/oauth/token",
+                auth=APP,
+                timeout=10,
+                data={"grant_type": "client_credentials", "scope": "notes:read"},
+            ).json()["access_token"]
+            introspected = requests.post(
+                f"{services['auth_nomemory'].url}/oauth/introspect",
+                auth=API,
+                timeout=10,
+                data={"token": service_token},
+            ).json()
+            if introspected.get("active") is not True:
+                raise SystemExit(f"pre-check failed: client_credentials token {introspected}")
             results = {}
-            for scenario in scenarios(token):
+            for scenario in scenarios(token, service_token):
                 results[scenario.name] = {
                     **measure(scenario, services, load, args.warmup),
                     "peers": list(scenario.peers),

@@ -58,7 +58,8 @@ def _commit_settings(app) -> list[str]:
 def test_client_credentials_commit_skips_the_wal_wait_and_the_token_is_active_at_once(
     serve, make_database_url, database_backend
 ):
-    auth = start_auth_server(serve, make_database_url("auth"))
+    # Stored client_credentials tokens: a self-contained one commits nothing to skip.
+    auth = start_auth_server(serve, make_database_url("auth"), client_credentials_tokens="stored")
     seen = _commit_settings(auth.app)
     for _ in range(3):
         response = auth.token(SERVICE_APP, grant_type="client_credentials")
