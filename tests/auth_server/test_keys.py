@@ -259,6 +259,26 @@ def test_every_worker_signs_with_the_new_key_within_key_cache_seconds(serve, mak
     assert max(switched_after.values()) < auth.settings.key_cache_seconds + 0.5
 
 
+def test_every_worker_publishes_a_key_as_soon_as_any_worker_signs_with_it(
+    serve, make_database_url
+):
+    """Regression (rotation flake): two rotations in a row activate a key created by the
+    first. A worker whose key cache predates both (KEY_CACHE_SECONDS 60) used to serve its
+    cached JWKS without that key while another worker already signed with it; the JWKS is read
+    from the database, so every worker lists it at once. Its own signing keeps the cache."""
+    auth = start_auth_server(serve, make_database_url("auth"), key_cache_seconds=60)
+    old_kid = kid_of(client_token(auth))
+    before = set(published(auth))
+    rotate(auth)
+    newest = rotate(auth)
+    assert newest["active"] not in before
+    other = add_worker(serve, auth)  # a worker (re)started since: it signs with the new key
+    assert kid_of(client_token(other)) == newest["active"]
+    assert kid_of(client_token(auth)) == old_kid  # cached for KEY_CACHE_SECONDS, by design
+    assert {newest["active"], newest["next"]} <= set(published(auth))
+    assert set(published(auth)) == set(published(other))
+
+
 def test_a_token_outlives_the_rotation_of_its_key_until_it_expires(serve, make_database_url):
     """A token signed before a rotation stays valid by introspection and by JWKSValidator
     until its exp; its retired key leaves the JWKS key_retirement_seconds after the rotation."""
