@@ -259,9 +259,7 @@ def test_every_worker_signs_with_the_new_key_within_key_cache_seconds(serve, mak
     assert max(switched_after.values()) < auth.settings.key_cache_seconds + 0.5
 
 
-def test_every_worker_publishes_a_key_as_soon_as_any_worker_signs_with_it(
-    serve, make_database_url
-):
+def test_every_worker_publishes_a_key_as_soon_as_any_worker_signs_with_it(serve, make_database_url):
     """Regression (rotation flake): two rotations in a row activate a key created by the
     first. A worker whose key cache predates both (KEY_CACHE_SECONDS 60) used to serve its
     cached JWKS without that key while another worker already signed with it; the JWKS is read
