@@ -318,12 +318,18 @@ def test_a_token_outlives_the_rotation_of_its_key_until_it_expires(serve, make_d
 
 def test_rotating_three_times_during_a_stream_of_requests_fails_none(serve, make_database_url):
     """Three rotations while threads get client_credentials tokens from two workers, introspect
-    them and validate them locally: zero failed requests, and all four keys were used."""
+    them and validate them locally: zero failed requests, and all four keys were used.
+
+    Each rotation follows the first token signed with the previous key, so a key becomes
+    active well within KEY_CACHE_SECONDS and min_refetch_interval of its publication. That no
+    request fails does not depend on timing: the JWKS is read from the database, so a JWKS
+    fetched after a token was signed lists its key, and the validator, when it fetched too
+    recently, waits out the interval and fetches again (the two regression tests,
+    test_every_worker_publishes_a_key_as_soon_as_any_worker_signs_with_it here and
+    test_jwt_validation.py::test_a_key_activated_right_after_a_fetch_validates_after_waiting,
+    pin each half without threads). The only time limit is a generous one for progress."""
     auth = start_auth_server(serve, make_database_url("auth"), key_cache_seconds=0.2)
     workers = [auth, add_worker(serve, auth)]
-    # Each rotation follows the first token signed with the previous key: a new active key was
-    # published (as next) less than a second before, so let an unknown kid re-fetch the JWKS
-    # every 0.2 s.
     validator = validator_for(auth, min_refetch_interval=0.2)
     counts = dict(tokens=0, introspections=0, validations=0)
     failures: list[str] = []
@@ -360,13 +366,14 @@ def test_rotating_three_times_during_a_stream_of_requests_fails_none(serve, make
         thread.start()
 
     def wait_until_signed_with(kid: str) -> None:
-        deadline = time.monotonic() + 5
+        # A worker signs with it within KEY_CACHE_SECONDS (0.2 s); 30 s only bounds a hang.
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with lock:
                 if kid in kids_seen or failures:
                     return
             time.sleep(0.01)
-        raise AssertionError(f"no token was signed with {kid} within 5 s")
+        raise AssertionError(f"no token was signed with {kid} within 30 s")
 
     rotations = []
     try:
