@@ -355,10 +355,18 @@ class KeyRing:
         try:
             with self._session_factory() as session:
                 rows = self._published(session, int(self._clock()))
-                return {"keys": [k.public_jwk_dict for k in rows]}
         except SQLAlchemyError:
             log.warning("could not read the published signing keys; serving the cached JWKS")
             return self._current().jwks
+        if not any(k.state == "active" and k.alg == self.alg for k in rows):
+            raise self._no_active_key()
+        return {"keys": [k.public_jwk_dict for k in rows]}
+
+    def _no_active_key(self) -> ConfigurationError:
+        return ConfigurationError(
+            f"no active {self.alg} signing key: the service creates it at start-up, "
+            "or run `flask --app auth_server keys prepare`"
+        )
 
     def invalidate(self) -> None:
         with self._lock:
@@ -387,10 +395,7 @@ class KeyRing:
             rows = self._published(session, now)
             active = next((k for k in rows if k.state == "active" and k.alg == self.alg), None)
             if active is None:
-                raise ConfigurationError(
-                    f"no active {self.alg} signing key: the service creates it at start-up, "
-                    "or run `flask --app auth_server keys prepare`"
-                )
+                raise self._no_active_key()
             if rotation_due(active, now, self._rotation_days):
                 log.warning(
                     "signing key %s is due for rotation (SIGNING_KEY_ROTATION_DAYS); "
