@@ -1,9 +1,16 @@
 """JWT signing keys: generation, encryption at rest, the next/active/retired life cycle, JWKS.
 
 A key is published (JWKS) one rotation before it signs (`next`), signs while `active`, and stays
-published while `retired` until every token it signed has expired. Each worker caches the keys
-for KEY_CACHE_SECONDS and re-reads them, so a rotation made by any process (the CLI, another
-worker, another replica) reaches every worker within that time and without a restart.
+published while `retired` until every token it signed has expired. Each worker caches its
+signing key for KEY_CACHE_SECONDS and re-reads it, so a rotation made by any process (the CLI,
+another worker, another replica) reaches every worker within that time and without a restart.
+
+The JWKS document is not served from that cache: `KeyRing.published_jwks` reads it from the
+database on every request. A key signs only after it was stored (as `next`), so a JWKS answer
+produced after a token was signed always holds the token's key, even when rotations follow
+each other within KEY_CACHE_SECONDS (a cached JWKS could lag the database by that long while
+another worker already signs with a key it does not list). Validators cache the JWKS, so its
+requests are rare; the read is one indexed query over a handful of rows.
 
 Reading the keys never writes: the key ring is read on unauthenticated paths (JWKS, /readyz)
 and inside requests that hold a transaction, and on SQLite a second writer there would wait
@@ -336,7 +343,30 @@ class KeyRing:
         return loaded.signing
 
     def jwks(self) -> dict:
+        """The JWKS as of this worker's cached key read (up to `cache_seconds` old)."""
         return self._current().jwks
+
+    def published_jwks(self) -> dict:
+        """The JWKS as the database holds it now: what the JWKS endpoint serves.
+
+        Never older than any token signed before the call, whichever worker signed it (see the
+        module's docstring). If the database cannot be read, the cached document is served
+        (logged), as signing goes on with the cached key meanwhile."""
+        try:
+            with self._session_factory() as session:
+                rows = self._published(session, int(self._clock()))
+        except SQLAlchemyError:
+            log.warning("could not read the published signing keys; serving the cached JWKS")
+            return self._current().jwks
+        if not any(k.state == "active" and k.alg == self.alg for k in rows):
+            raise self._no_active_key()
+        return {"keys": [k.public_jwk_dict for k in rows]}
+
+    def _no_active_key(self) -> ConfigurationError:
+        return ConfigurationError(
+            f"no active {self.alg} signing key: the service creates it at start-up, "
+            "or run `flask --app auth_server keys prepare`"
+        )
 
     def invalidate(self) -> None:
         with self._lock:
@@ -365,10 +395,7 @@ class KeyRing:
             rows = self._published(session, now)
             active = next((k for k in rows if k.state == "active" and k.alg == self.alg), None)
             if active is None:
-                raise ConfigurationError(
-                    f"no active {self.alg} signing key: the service creates it at start-up, "
-                    "or run `flask --app auth_server keys prepare`"
-                )
+                raise self._no_active_key()
             if rotation_due(active, now, self._rotation_days):
                 log.warning(
                     "signing key %s is due for rotation (SIGNING_KEY_ROTATION_DAYS); "

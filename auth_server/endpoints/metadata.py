@@ -48,7 +48,11 @@ def metadata():
 
 @bp.get("/.well-known/jwks.json")
 def jwks():
-    response = jsonify(current_app.extensions["tessera"].keyring.jwks())
-    # Keys are published one rotation before they sign, so a short cache is always safe.
+    # Read fresh, not from the worker's key cache: a key another worker already signs with
+    # must be listed even right after two rotations in a row (auth_server/keys.py).
+    response = jsonify(current_app.extensions["tessera"].keyring.published_jwks())
+    # Keys are published one rotation before they sign, so a short cache is safe unless keys
+    # are rotated twice within it; JWKSValidator does no HTTP caching (it re-fetches on an
+    # unknown kid).
     response.headers["Cache-Control"] = "public, max-age=300"
     return response

@@ -22,7 +22,16 @@ matters.
 
 The JWKS is cached for ``jwks_cache_seconds``. An unknown ``kid`` triggers a re-fetch, at most
 once per ``min_refetch_interval``, so a freshly rotated key is picked up while a stream of
-garbage kids cannot make us hammer the authorization server. If a re-fetch fails, the last key
+garbage kids cannot make us hammer the authorization server. When the last fetch was less than
+``min_refetch_interval`` ago, the validation waits out the rest of the interval and then
+re-fetches once, instead of refusing at once: that fetch may have come just before a rotation
+(two rotations in a row activate a key that was published a moment earlier), and a JWKS fetched
+after the token was signed always lists its key. Every caller waiting at that moment shares one
+fetch, so unknown kids, garbage or not, still cost at most one fetch per interval, and each
+validation waits at most ``min_refetch_interval`` (lower it where a thread held that long
+matters). Tokens that could not pass the claim checks anyway (another issuer or audience,
+expired) are refused at once, without waiting. If the fetch made for the token itself finds no
+such kid, the token is refused at once. If a re-fetch fails, the last key
 set that was fetched keeps serving the kids it holds for ``stale_if_error`` more seconds. A fetch
 ends within ``total_timeout`` seconds and reads at most ``max_jwks_bytes``, else it is
 JWKSUnavailable: the fetch holds the lock that validations of an unknown kid wait on.
@@ -177,6 +186,7 @@ class JWKSValidator:
         total_timeout: float = 3.0,
         max_jwks_bytes: int = 256 * 1024,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not issuer or not jwks_uri or not audience:
             raise ValueError("issuer, jwks_uri and audience are required")
@@ -193,12 +203,14 @@ class JWKSValidator:
         self.total_timeout = total_timeout
         self.max_jwks_bytes = max_jwks_bytes
         self._clock = clock
+        self._sleep = sleep  # waits out min_refetch_interval for an unknown kid (tests pass theirs)
         self._owns_session = session is None
         self._session = session or service_session()
         self._lock = threading.Lock()
         self._keyset: _KeySet | None = None
         self._last_attempt: float | None = None  # last fetch, successful or not
         self._last_failed = False
+        self._fetches_started = 0  # lets a caller that waited see whether a fetch began since
         self.fetch_count = 0  # successful and failed fetches, for metrics and tests
 
     def close(self) -> None:
@@ -219,7 +231,7 @@ class JWKSValidator:
         Raises InvalidToken (401) or JWKSUnavailable (503).
         """
         header = _parse_header(token)
-        jwk_alg, key = self._key(header["kid"])
+        jwk_alg, key = self._key(header["kid"], token)
         # The JWK's own alg is the one algorithm this key verifies.
         if header["alg"] != jwk_alg:
             raise InvalidToken("The access token algorithm does not match its key.")
@@ -266,7 +278,7 @@ class JWKSValidator:
 
     # -- the key set -----------------------------------------------------------------------
 
-    def _key(self, kid: str) -> tuple[str, Any]:
+    def _key(self, kid: str, token: str) -> tuple[str, Any]:
         keyset = self._keyset
         now = self._clock()
         if keyset is not None and now - keyset.fetched_at < self.jwks_cache_seconds:
@@ -274,35 +286,84 @@ class JWKSValidator:
             if found is not None:
                 return found
         with self._lock:
-            # Another thread may have refreshed while we waited for the lock.
-            keyset = self._keyset
-            now = self._clock()
-            fresh = keyset is not None and now - keyset.fetched_at < self.jwks_cache_seconds
-            if fresh and keyset is not None and kid in keyset.keys:
-                return keyset.keys[kid]
-            may_fetch = (
-                self._last_attempt is None or now - self._last_attempt >= self.min_refetch_interval
-            )
-            error: JWKSUnavailable | None = None
-            if may_fetch:
-                try:
-                    keyset = self._keyset = self._fetch()
-                    fresh = True
-                except JWKSUnavailable as exc:
-                    error = exc
-            elif self._last_failed:
-                error = JWKSUnavailable("the JWKS was unavailable at the last attempt")
-            if keyset is not None and kid in keyset.keys:
-                usable_for = self.jwks_cache_seconds + (self.stale_if_error if error else 0)
-                if fresh or now - keyset.fetched_at < usable_for:
-                    return keyset.keys[kid]
-            if error is not None:
-                raise error
+            found, wait_until, fetches_started = self._key_or_refetch(kid)
+        if found is not None:
+            return found
+        # The kid is unknown and the JWKS was fetched less than min_refetch_interval ago,
+        # perhaps just before a rotation: wait out the interval and re-fetch once (module
+        # docstring), unless the token would be refused anyway.
+        if not self._plausible(token):
             raise InvalidToken("The access token was signed by an unknown key.")
+        budget = self.min_refetch_interval  # the longest any one validation waits
+        for _ in range(2):  # a second, short sleep only if the first woke a hair early
+            remaining = min(wait_until - self._clock(), budget)
+            if remaining <= 0:
+                break
+            self._sleep(remaining)
+            budget -= remaining
+        with self._lock:
+            if self._fetches_started == fetches_started and self._clock() >= wait_until:
+                # Nobody fetched since we began to wait: this caller fetches for everyone.
+                self._keyset = self._fetch()
+            # else another waiter's fetch began after this token was signed: use its keys
+            # (or the clock did not reach the end of the interval: fetch nothing early).
+            keyset = self._keyset
+            if self._fetches_started != fetches_started and self._last_failed:
+                raise JWKSUnavailable("the JWKS was unavailable at the last attempt")
+            if keyset is not None and kid in keyset.keys:
+                return keyset.keys[kid]
+        raise InvalidToken("The access token was signed by an unknown key.")
+
+    def _key_or_refetch(self, kid: str) -> tuple[tuple[str, Any] | None, float, int]:
+        """(the key, 0, 0); or (None, when a re-fetch is allowed, fetches so far) when the kid
+        is unknown to a key set fetched less than min_refetch_interval ago. Raises when there
+        is nothing to wait for. Called with the lock held."""
+        # Another thread may have refreshed while we waited for the lock.
+        keyset = self._keyset
+        now = self._clock()
+        fresh = keyset is not None and now - keyset.fetched_at < self.jwks_cache_seconds
+        if fresh and keyset is not None and kid in keyset.keys:
+            return keyset.keys[kid], 0, 0
+        may_fetch = (
+            self._last_attempt is None or now - self._last_attempt >= self.min_refetch_interval
+        )
+        error: JWKSUnavailable | None = None
+        if may_fetch:
+            try:
+                keyset = self._keyset = self._fetch()
+                fresh = True
+            except JWKSUnavailable as exc:
+                error = exc
+        elif self._last_failed:
+            error = JWKSUnavailable("the JWKS was unavailable at the last attempt")
+        if keyset is not None and kid in keyset.keys:
+            usable_for = self.jwks_cache_seconds + (self.stale_if_error if error else 0)
+            if fresh or now - keyset.fetched_at < usable_for:
+                return keyset.keys[kid], 0, 0
+        if error is not None:
+            raise error
+        if may_fetch or self._last_attempt is None:
+            # Fetched for this very token, after it was signed: the key is not published.
+            raise InvalidToken("The access token was signed by an unknown key.")
+        return None, self._last_attempt + self.min_refetch_interval, self._fetches_started
+
+    def _plausible(self, token: str) -> bool:
+        """Whether the token's claims, read without checking the signature, would pass: only
+        a token that could be valid is worth waiting for a re-fetch. Refusing on unverified
+        claims is safe; accepting is never done on them."""
+        try:
+            claims = json_input.loads(_b64decode(token.split(".")[1]))
+            if not isinstance(claims, dict):
+                return False
+            self._check_claims(claims)
+        except (ValueError, binascii.Error, UnicodeDecodeError, InvalidToken):
+            return False
+        return True
 
     def _fetch(self) -> _KeySet:
         """GET the JWKS; called with the lock held."""
         self._last_attempt = self._clock()
+        self._fetches_started += 1
         self.fetch_count += 1
         self._last_failed = True
         deadline_at = time.monotonic() + self.total_timeout

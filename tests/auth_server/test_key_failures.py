@@ -52,9 +52,11 @@ def test_changing_signing_alg_retires_the_old_algorithms_keys(serve, make_databa
 
 
 def test_cached_signing_key_survives_a_database_blip(auth, monkeypatch):
-    """The key ring keeps signing with the key it holds when a re-read fails."""
+    """The key ring keeps signing with the key it holds when a re-read fails, and the JWKS
+    endpoint (read from the database) serves the cached document meanwhile."""
     keyring = auth.app.extensions["tessera"].keyring
     kid = keyring.signing_key()[0]
+    before = published(auth)
 
     def broken_session():
         raise OperationalError("SELECT 1", {}, Exception("database went away"))
@@ -62,3 +64,4 @@ def test_cached_signing_key_survives_a_database_blip(auth, monkeypatch):
     monkeypatch.setattr(keyring, "_session_factory", broken_session)
     monkeypatch.setattr(keyring, "_cache_seconds", 0)
     assert keyring.signing_key()[0] == kid
+    assert published(auth) == before

@@ -207,7 +207,8 @@ def test_forged_and_malformed_tokens_are_rejected(auth):
         "header a JSON array": ("header is malformed", f"{b64(b'[1]')}.{p64}.{s64}"),
         "empty": ("not a signed JWT", ""),
     }
-    with validator_for(auth) as validator:
+    # min_refetch_interval: the unknown kid waits it out before its re-fetch.
+    with validator_for(auth, min_refetch_interval=0.05) as validator:
         assert validator.validate(real)  # the keys are fine: every failure below is the forgery's
         wrong = {}
         for name, (reason, forged) in forgeries.items():
@@ -240,11 +241,52 @@ def test_real_tokens_fail_for_another_issuer_audience_or_after_expiry(auth):
         validator_for(auth, leeway=30, clock=lambda: exp + 30).validate(token)
 
 
+class GatedSleep:
+    """A validator's `sleep` that records each wait and holds the caller until `release`
+    (which first moves the fake clock): tests see who waited, for how long, and all at once."""
+
+    def __init__(self, clock: FakeClock, blocking: bool = True):
+        self.clock = clock
+        self.blocking = blocking
+        self.waits: list[float] = []
+        self._gate = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, seconds: float) -> None:
+        with self._lock:
+            self.waits.append(seconds)
+        if self.blocking:
+            assert self._gate.wait(timeout=30), "never released"
+
+    def wait_for_sleepers(self, count: int, threads: list[threading.Thread]) -> None:
+        deadline = time.monotonic() + 30
+        while len(self.waits) < count and any(thread.is_alive() for thread in threads):
+            assert time.monotonic() < deadline, f"{len(self.waits)} of {count} waiting"
+            time.sleep(0.005)
+        assert len(self.waits) == count, "a validation ended without waiting"
+
+    def release(self, advance: float) -> None:
+        self.clock.advance(advance)
+        self._gate.set()
+
+
+def run_threads(target, args_list) -> None:
+    threads = [threading.Thread(target=target, args=args) for args in args_list]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def test_unknown_kids_refetch_the_jwks_at_most_once_per_interval(auth):
     """Garbage kids (even from many threads at once) cause one JWKS re-fetch per
-    min_refetch_interval, and never one per token."""
+    min_refetch_interval, and never one per token: within the interval a validation waits out
+    its rest (at most the interval) and the waiters share one fetch."""
     clock = FakeClock()
-    validator = validator_for(auth, min_refetch_interval=10, clock=clock)
+    # The clock does not move while they "wait": each waiter finds the interval not over and
+    # fetches nothing (the gated test below lets the interval end).
+    sleep = GatedSleep(clock, blocking=False)
+    validator = validator_for(auth, min_refetch_interval=10, clock=clock, sleep=sleep)
     validator.validate(auth.login()["access_token"])
     assert auth.jwks_counter.jwks_requests == 1
     clock.advance(10)  # the interval counts from the last fetch, whatever caused it
@@ -259,15 +301,13 @@ def test_unknown_kids_refetch_the_jwks_at_most_once_per_interval(auth):
             with pytest.raises(InvalidToken, match="unknown key"):
                 validator.validate(token)
 
-    threads = [threading.Thread(target=attack, args=(garbage,)) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_threads(attack, [(garbage,)] * 8)
     assert auth.jwks_counter.jwks_requests == 2  # 400 unknown-kid tokens, one re-fetch
+    assert sleep.waits and max(sleep.waits) <= 10
     clock.advance(9.9)
     attack(garbage[:5])
     assert auth.jwks_counter.jwks_requests == 2
+    assert min(sleep.waits[-5:]) == pytest.approx(0.1)  # only the rest of the interval
     clock.advance(0.2)
     attack(garbage[:5])
     assert auth.jwks_counter.jwks_requests == 3
@@ -276,20 +316,94 @@ def test_unknown_kids_refetch_the_jwks_at_most_once_per_interval(auth):
     assert auth.jwks_counter.jwks_requests == 3
 
 
-def test_a_freshly_rotated_key_is_picked_up_on_its_first_token(auth):
-    """After two rotations the active key was unknown to the cached JWKS; its first token
-    triggers one re-fetch and validates."""
-    validator = validator_for(auth, min_refetch_interval=0)
+def test_concurrent_unknown_kids_wait_out_the_interval_and_share_one_fetch(auth):
+    """Eight threads with garbage kids inside the interval all wait (none longer than the
+    interval), then exactly one of them fetches; all are refused. Tokens that fail their
+    claims anyway (another issuer, expired) are refused without waiting."""
+    clock = FakeClock()
+    sleep = GatedSleep(clock)
+    validator = validator_for(auth, min_refetch_interval=10, clock=clock, sleep=sleep)
     validator.validate(auth.login()["access_token"])
-    runner = auth.app.test_cli_runner()
-    for _ in range(2):
-        assert runner.invoke(args=["keys", "rotate"]).exit_code == 0
-    auth.app.extensions["tessera"].keyring.invalidate()  # skip the AS's own key cache
-    token = auth.login()["access_token"]
-    assert segments(token)[0]["kid"] not in validator._keyset.keys
-    before = auth.jwks_counter.jwks_requests
-    assert validator.validate(token)
+    clock.advance(4)
+    foreign = jwk.generate_key("EC", "P-256", private=True)
+    _, claims = segments(auth.login()["access_token"])
+    garbage = [
+        sign(foreign, "ES256", {"typ": "at+jwt", "kid": f"garbage-{i}"}, claims) for i in range(8)
+    ]
+    hopeless = [
+        sign(foreign, "ES256", {"typ": "at+jwt", "kid": "x"}, {**claims, **changes})
+        for changes in ({"iss": "https://other.example"}, {"exp": clock() - 100})
+    ]
+    for token in hopeless:
+        with pytest.raises(InvalidToken, match="unknown key"):
+            validator.validate(token)
+    assert sleep.waits == []
+    refused: list[str] = []
+
+    def validate(token):
+        try:
+            validator.validate(token)
+        except InvalidToken as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=validate, args=(token,)) for token in garbage]
+    for thread in threads:
+        thread.start()
+    sleep.wait_for_sleepers(8, threads)
+    assert auth.jwks_counter.jwks_requests == 1
+    assert sleep.waits == [6] * 8  # the rest of the interval
+    sleep.release(6)
+    for thread in threads:
+        thread.join()
+    assert auth.jwks_counter.jwks_requests == 2
+    assert len(refused) == 8 and all("unknown key" in text for text in refused)
+
+
+def test_a_key_activated_right_after_a_fetch_validates_after_waiting(auth):
+    """Regression (rotation flake): the validator fetched the JWKS, then two rotations in a
+    row made a key that JWKS did not hold active. Its tokens used to be refused as signed by
+    an unknown key until min_refetch_interval had passed; now each waits the rest of the
+    interval, and the waiters (from several threads) share one re-fetch that finds the key."""
+
+    def rotated_twice_after_a_fetch(sleep) -> tuple[JWKSValidator, list[str]]:
+        validator = validator_for(auth, min_refetch_interval=10, clock=clock, sleep=sleep)
+        validator.validate(auth.login()["access_token"])
+        runner = auth.app.test_cli_runner()
+        for _ in range(2):
+            assert runner.invoke(args=["keys", "rotate"]).exit_code == 0
+        auth.app.extensions["tessera"].keyring.invalidate()  # sign with the new key now
+        tokens = [auth.login()["access_token"] for _ in range(4)]
+        assert segments(tokens[0])[0]["kid"] not in validator._keyset.keys
+        return validator, tokens
+
+    clock = FakeClock()
+    # One caller; its wait moves the fake clock by what it asks for.
+    validator, tokens = rotated_twice_after_a_fetch(clock.advance)
+    before, started = auth.jwks_counter.jwks_requests, clock()
+    assert validator.validate(tokens[0])
     assert auth.jwks_counter.jwks_requests == before + 1
+    assert clock() - started == pytest.approx(10)
+
+    # Four threads at once: all wait, one fetch serves them all.
+    sleep = GatedSleep(clock)
+    validator, tokens = rotated_twice_after_a_fetch(sleep)
+    before = auth.jwks_counter.jwks_requests
+    accepted: list[str] = []
+
+    def validate(token):
+        accepted.append(validator.validate(token)["jti"])
+
+    threads = [threading.Thread(target=validate, args=(token,)) for token in tokens]
+    for thread in threads:
+        thread.start()
+    sleep.wait_for_sleepers(4, threads)
+    assert auth.jwks_counter.jwks_requests == before
+    sleep.release(10)
+    for thread in threads:
+        thread.join()
+    assert sorted(accepted) == sorted(segments(token)[1]["jti"] for token in tokens)
+    assert auth.jwks_counter.jwks_requests == before + 1
+    assert sleep.waits == [10] * 4
 
 
 def test_jwks_outage_is_jwks_unavailable_not_invalid_token(auth, serve):
