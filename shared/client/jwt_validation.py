@@ -23,18 +23,19 @@ matters.
 The JWKS is cached for ``jwks_cache_seconds``. An unknown ``kid`` triggers a re-fetch, at most
 once per ``min_refetch_interval``, so a freshly rotated key is picked up while a stream of
 garbage kids cannot make us hammer the authorization server. When the last fetch was less than
-``min_refetch_interval`` ago, the validation waits out the rest of the interval and then
-re-fetches once, instead of refusing at once: that fetch may have come just before a rotation
-(two rotations in a row activate a key that was published a moment earlier), and a JWKS fetched
-after the token was signed always lists its key. Every caller waiting at that moment shares one
-fetch, so unknown kids, garbage or not, still cost at most one fetch per interval, and each
-validation waits at most ``min_refetch_interval`` (lower it where a thread held that long
-matters). Tokens that could not pass the claim checks anyway (another issuer or audience,
-expired) are refused at once, without waiting. If the fetch made for the token itself finds no
-such kid, the token is refused at once. If a re-fetch fails, the last key
-set that was fetched keeps serving the kids it holds for ``stale_if_error`` more seconds. A fetch
-ends within ``total_timeout`` seconds and reads at most ``max_jwks_bytes``, else it is
-JWKSUnavailable: the fetch holds the lock that validations of an unknown kid wait on.
+``min_refetch_interval`` ago and the next allowed one is at most ``max_unknown_kid_wait`` (1 s)
+away, the validation waits for it and re-fetches once, instead of refusing at once: that fetch
+may have come just before a rotation (two rotations in a row activate a key that was published
+a moment earlier), and a JWKS fetched after the token was signed always lists its key. Every
+caller waiting at that moment shares one fetch, so unknown kids, garbage or not, still cost at
+most one fetch per interval; when the next fetch is further away, the token is refused at once,
+as it always was, so forged kids cannot hold a request thread for long. Tokens that could not
+pass the claim checks anyway (another issuer or audience, expired) are refused at once, without
+waiting. If the fetch made for the token itself finds no such kid, the token is refused at
+once. If a re-fetch fails, the last key set that was fetched keeps serving the kids it holds
+for ``stale_if_error`` more seconds. A fetch ends within ``total_timeout`` seconds and reads at
+most ``max_jwks_bytes``, else it is JWKSUnavailable: the fetch holds the lock that validations
+of an unknown kid wait on.
 """
 
 # Why the RFC 9068 §2.2 claim checks (_check_claims) are ours and not joserfc's
@@ -187,6 +188,7 @@ class JWKSValidator:
         max_jwks_bytes: int = 256 * 1024,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        max_unknown_kid_wait: float = 1.0,
     ) -> None:
         if not issuer or not jwks_uri or not audience:
             raise ValueError("issuer, jwks_uri and audience are required")
@@ -196,6 +198,10 @@ class JWKSValidator:
         self.leeway = leeway
         self.jwks_cache_seconds = jwks_cache_seconds
         self.min_refetch_interval = min_refetch_interval
+        # An unknown kid waits for the next allowed fetch only if it comes within this long;
+        # else it is refused at once, as before: a stream of forged tokens with made-up kids
+        # cannot hold a request thread for the whole min_refetch_interval.
+        self.max_unknown_kid_wait = max_unknown_kid_wait
         self.stale_if_error = stale_if_error
         self.timeout = timeout
         # The fetch holds the lock every validation of an unknown kid waits for: a JWKS
@@ -292,9 +298,9 @@ class JWKSValidator:
         # The kid is unknown and the JWKS was fetched less than min_refetch_interval ago,
         # perhaps just before a rotation: wait out the interval and re-fetch once (module
         # docstring), unless the token would be refused anyway.
-        if not self._plausible(token):
+        if not self._plausible(token) or wait_until - self._clock() > self.max_unknown_kid_wait:
             raise InvalidToken("The access token was signed by an unknown key.")
-        budget = self.min_refetch_interval  # the longest any one validation waits
+        budget = min(self.min_refetch_interval, self.max_unknown_kid_wait)  # the longest wait
         for _ in range(2):  # a second, short sleep only if the first woke a hair early
             remaining = min(wait_until - self._clock(), budget)
             if remaining <= 0:

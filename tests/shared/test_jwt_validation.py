@@ -286,7 +286,9 @@ def test_unknown_kids_refetch_the_jwks_at_most_once_per_interval(auth):
     # The clock does not move while they "wait": each waiter finds the interval not over and
     # fetches nothing (the gated test below lets the interval end).
     sleep = GatedSleep(clock, blocking=False)
-    validator = validator_for(auth, min_refetch_interval=10, clock=clock, sleep=sleep)
+    validator = validator_for(
+        auth, min_refetch_interval=10, max_unknown_kid_wait=10, clock=clock, sleep=sleep
+    )
     validator.validate(auth.login()["access_token"])
     assert auth.jwks_counter.jwks_requests == 1
     clock.advance(10)  # the interval counts from the last fetch, whatever caused it
@@ -322,7 +324,9 @@ def test_concurrent_unknown_kids_wait_out_the_interval_and_share_one_fetch(auth)
     claims anyway (another issuer, expired) are refused without waiting."""
     clock = FakeClock()
     sleep = GatedSleep(clock)
-    validator = validator_for(auth, min_refetch_interval=10, clock=clock, sleep=sleep)
+    validator = validator_for(
+        auth, min_refetch_interval=10, max_unknown_kid_wait=10, clock=clock, sleep=sleep
+    )
     validator.validate(auth.login()["access_token"])
     clock.advance(4)
     foreign = jwk.generate_key("EC", "P-256", private=True)
@@ -366,7 +370,9 @@ def test_a_key_activated_right_after_a_fetch_validates_after_waiting(auth):
     interval, and the waiters (from several threads) share one re-fetch that finds the key."""
 
     def rotated_twice_after_a_fetch(sleep) -> tuple[JWKSValidator, list[str]]:
-        validator = validator_for(auth, min_refetch_interval=10, clock=clock, sleep=sleep)
+        validator = validator_for(
+            auth, min_refetch_interval=10, max_unknown_kid_wait=10, clock=clock, sleep=sleep
+        )
         validator.validate(auth.login()["access_token"])
         runner = auth.app.test_cli_runner()
         for _ in range(2):
@@ -514,3 +520,25 @@ def test_jwks_over_max_jwks_bytes_is_unavailable(serve, foreign_token):
         pytest.raises(InvalidToken, match="unknown key"),
     ):
         validator.validate(foreign_token)
+
+
+def test_an_unknown_kid_waits_only_when_the_next_fetch_is_within_a_second(auth):
+    """By default an unknown kid waits for the next allowed fetch only if it is at most
+    max_unknown_kid_wait (1 s) away: forged tokens with made-up kids cannot hold a request
+    thread for the whole min_refetch_interval."""
+    clock = FakeClock()
+    sleep = GatedSleep(clock, blocking=False)
+    validator = validator_for(auth, min_refetch_interval=10, clock=clock, sleep=sleep)
+    validator.validate(auth.login()["access_token"])
+    foreign = jwk.generate_key("EC", "P-256", private=True)
+    _, claims = segments(auth.login()["access_token"])
+    garbage = sign(foreign, "ES256", {"typ": "at+jwt", "kid": "made-up"}, claims)
+    clock.advance(2)  # the next fetch is 8 s away: refused at once
+    with pytest.raises(InvalidToken):
+        validator.validate(garbage)
+    assert sleep.waits == []
+    clock.advance(7.5)  # 0.5 s away: waited out, then refused after one fetch
+    with pytest.raises(InvalidToken):
+        validator.validate(garbage)
+    # (this fake sleep does not move the clock, so the validator tries a second short sleep)
+    assert sleep.waits and max(sleep.waits) == pytest.approx(0.5)
