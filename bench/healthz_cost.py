@@ -182,7 +182,8 @@ def _report_instructions(requests: int) -> None:
                 + ["--app", name, "--callgrind", "--requests", str(requests)],
                 check=True,
                 capture_output=True,
-                env={**os.environ, "HEALTHZ_COST_INSTR_OFF": "1"},
+                # The same dict layouts (string hashes) on every run: the same count.
+                env={**os.environ, "HEALTHZ_COST_INSTR_OFF": "1", "PYTHONHASHSEED": "0"},
                 cwd=Path(__file__).resolve().parent.parent,
             )
             text = Path(out, "cg.1").read_text()
