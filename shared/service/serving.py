@@ -191,7 +191,7 @@ _LINE_WITHOUT_ID = (
     _LINE_HEAD + ', "method": %s, "path": %s, "status": %s, "duration_ms": %s, "request_id": %s}'
 )
 # The second of the last line written and its text (JsonFormatter.timestamp's, to the second).
-_second: list[Any] = [None, ""]
+_second: tuple[int | None, str] = (None, "")
 # The line's format for one method, path and status, with the rest left to fill in (time,
 # duration, request id): what changes from one request to the next. By (method, path, status);
 # a client can send any path, so the table is emptied when it fills up.
@@ -232,12 +232,14 @@ def _write_json_line(
     environ_id: str | None = None,
 ) -> None:
     # formatter.timestamp(time()) and _duration_text(hundredths), without the two calls.
+    global _second
     now = time()
     second = int(now)
-    if second != _second[0]:
+    known = _second  # read once: another thread may replace it meanwhile
+    if second != known[0]:
         formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]  # sole_json_handler
-        _second[:] = [second, formatter.timestamp(second)[:-5]]  # without ".000Z"
-    ts = _second[1] + _MILLISECONDS[int((now - second) * 1000)]
+        known = _second = (second, formatter.timestamp(second)[:-5])  # without ".000Z"
+    ts = known[1] + _MILLISECONDS[int((now - second) * 1000)]
     if 0 <= hundredths < _REPR_FIXED_BELOW:
         duration = str(hundredths // 100) + _HUNDREDTHS[hundredths % 100]
     else:
