@@ -24,6 +24,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -148,6 +149,7 @@ def _serve(name: str, requests: int, rounds: int, callgrind: bool) -> dict:
         for _ in range(requests):
             answer()
         os.getpgrp()  # --dump-before=os_getpgrp: and end here
+        shutil.rmtree(workdir, ignore_errors=True)
         return {}
     per_request = []
     for _ in range(rounds):
@@ -157,6 +159,7 @@ def _serve(name: str, requests: int, rounds: int, callgrind: bool) -> dict:
         per_request.append((time.process_time() - started) / requests * 1e6)
     log_file.flush()
     lines = (workdir / "log").read_text().splitlines()
+    shutil.rmtree(workdir, ignore_errors=True)
     return {"us": statistics.median(per_request), "rounds": per_request, "log_lines": len(lines)}
 
 
@@ -239,6 +242,7 @@ def _report_wrk(seconds: float) -> None:
             results[name] = (result.rps, cpu / result.requests * 1e6)
         finally:
             service.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
     ceiling_rps, ceiling_us = results["ceiling"]
     print(f"{'app':10} {'req/s':>8} {'x':>5} {'us CPU/req':>10} {'x':>5}")
     for name, (rps, us) in results.items():
