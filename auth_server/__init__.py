@@ -236,7 +236,7 @@ def create_app(
     web_errors.register_error_handlers(app)
     # Inside the request bookkeeping (request id, metrics) and the proxy fix, outside Flask:
     # the common introspection and client_credentials requests are answered without Flask
-    # (auth_server/fast_paths.py). Introspection, the more frequent, is met first.
+    # (auth_server/fast_paths.py), each request handed to the one of its path by one lookup.
     fast_paths.install(app, components, ClientCredentialsFastPath, IntrospectionFastPath)
     request_id.init_app(app)
     # Innermost: its refusals skip Flask, and the proxy fix still applies outside it.

@@ -6,6 +6,7 @@ Nothing here ever formats a token, secret or password: call sites log `jti`s and
 from __future__ import annotations
 
 import _thread
+import io
 import json
 import logging
 import sys
@@ -96,12 +97,14 @@ def sole_json_handler(logger: logging.Logger) -> logging.StreamHandler[Any] | No
         or parent.filters
         or parent.propagate
         or len(parent.handlers) != 1
-        or logging.getLogRecordFactory() is not logging.LogRecord
+        # logging.getLogRecordFactory(), without the call
+        or logging._logRecordFactory is not logging.LogRecord  # type: ignore[attr-defined]
     ):
         return None
     handler = parent.handlers[0]
     if (
         not getattr(handler, "_tessera", False)
+        or handler.lock is None
         or handler.filters
         or handler.level > logging.INFO
         or type(handler.formatter) is not JsonFormatter
@@ -115,19 +118,36 @@ def write_line(handler: logging.StreamHandler[Any], line: str, logger: str, msg:
     sole_json_handler), to the handler's stream as emit() would, but without the record and the
     logging tree: for a line per request, that machinery cost more than the rest of a /healthz
     answer. Should the write fail, handleError reports a record with the message `msg`."""
-    handler.acquire()
-    try:
-        stream = handler.stream
-        stream.write(line)
-        stream.flush()  # what handler.flush() does, without taking the lock a second time
-    except RecursionError:
-        raise
-    except Exception:
-        # What StreamHandler.emit does on a failed write; only then is a record needed.
-        record = logging.makeLogRecord({"name": logger, "msg": msg, "levelno": logging.INFO})
-        handler.handleError(record)
-    finally:
-        handler.release()
+    # The handler's lock itself, not its acquire() and release(): two Python calls.
+    with handler.lock:  # type: ignore[union-attr]  # configure_logging's RLock
+        try:
+            stream = handler.stream
+            stream.write(line)
+            # What handler.flush() does, without taking the lock a second time, unless the
+            # stream's write() has already passed the line to the file (_flushes_itself).
+            if stream is not _unflushed_stream[0]:
+                _unflushed_stream[:] = [stream, _flushes_itself(stream)]
+            if not (_unflushed_stream[1] and line.endswith("\n")):
+                stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            # What StreamHandler.emit does on a failed write; only then is a record needed.
+            record = logging.makeLogRecord({"name": logger, "msg": msg, "levelno": logging.INFO})
+            handler.handleError(record)
+
+
+# The stream write_line last wrote to, and whether it passes a whole line on by itself.
+_unflushed_stream: list[Any] = [None, False]
+
+
+def _flushes_itself(stream: Any) -> bool:
+    """Whether `stream` passes a line ending in a newline to its file in write(): what Python
+    makes sys.stderr, a text stream either line-buffered (its write() flushes its buffer after a
+    newline) or, under PYTHONUNBUFFERED, writing through to the file itself."""
+    if not isinstance(stream, io.TextIOWrapper):
+        return False
+    return stream.line_buffering or (stream.write_through and isinstance(stream.buffer, io.FileIO))
 
 
 def served_request_id() -> str | None:

@@ -32,17 +32,18 @@ from shared.service import request_id
 # made below Flask: auth_server/introspection_wsgi.py).
 ENDPOINT_KEY = request_id.ENDPOINT_KEY
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-# What one request moves (Metrics._samples_of): its count, the sum of durations, and the bucket
-# whose upper bound is the first not below its duration, found by bisection of the bounds; each
-# value by a function that adds to it (_adder).
-_Add = Callable[[float], None]
-_RequestSamples = tuple[_Add, _Add, list[float], list[_Add]]
+# What one request moves (Metrics._recorder_of): its count, the sum of durations, and the bucket
+# whose upper bound is the first not below its duration, found by bisection of the bounds. A
+# function of the request's duration does all three, made once per route, method and status.
+_Record = Callable[[float], None]
 # Held while a request's samples are added, so that OS threads never interleave their
 # read-add-write of a value. The interpreter's own lock even under gevent: greenlets of one
 # thread cannot interleave there anyway, as nothing in it yields.
 _ADDING = _thread.RLock()
-_pack_sample = struct.Struct("dd").pack  # a value and its timestamp, as prometheus_client writes
-# Every Metrics of the process: a forked child writes files of its own (see _adder), so its
+# A value where prometheus_client writes it: the first 8 bytes of the sample's 16 (its
+# timestamp, the other 8, stays the 0.0 that inc() keeps writing for a counter or histogram).
+_write_value = struct.Struct("d").pack_into
+# Every Metrics of the process: a forked child writes files of its own (see _file_recorder), so its
 # request samples are looked up again there.
 _LIVE: weakref.WeakSet[Metrics] = weakref.WeakSet()
 
@@ -61,7 +62,7 @@ class Metrics:
     def __init__(self, service: str) -> None:
         self.service = service
         self.registry = CollectorRegistry()
-        self._request_samples: dict[tuple[str, str, str], _RequestSamples] = {}
+        self._request_samples: dict[tuple[str, str, str], _Record] = {}
         _LIVE.add(self)
         self.requests = self.counter(
             "http_requests_total", "HTTP requests answered.", ["endpoint", "method", "status"]
@@ -96,57 +97,65 @@ class Metrics:
         if endpoint is None:
             return  # neither Flask nor anything below it named a route: it answered nothing
         key = (endpoint, environ.get("REQUEST_METHOD", "GET"), status)
-        samples = self._request_samples.get(key)
-        if samples is None:
-            samples = self._request_samples[key] = self._samples_of(*key)
-        count, add_duration, bounds, buckets = samples
-        add_to_bucket = buckets[bisect_left(bounds, seconds)]
-        with _ADDING:
-            count(1.0)
-            add_duration(seconds)
-            add_to_bucket(1.0)
+        record = self._request_samples.get(key)
+        if record is None:
+            record = self._request_samples[key] = self._recorder_of(*key)
+        record(seconds)
 
-    def _samples_of(self, endpoint: str, method: str, status: str) -> _RequestSamples:
-        """The values one request of this key moves, found once per key: what Counter.inc()
-        and Histogram.observe() end in. Those two re-check on every call what cannot change for
-        a child (that it has its labels, the amount's sign, no exemplar) and look for the
-        bucket one bound at a time. tests/shared/test_request_bookkeeping.py checks the samples
-        against theirs, in one process and in multiprocess mode."""
+    def _recorder_of(self, endpoint: str, method: str, status: str) -> _Record:
+        """What one request of this key moves, found once per key: what Counter.inc() and
+        Histogram.observe() end in. Those two re-check on every call what cannot change for a
+        child (that it has its labels, the amount's sign, no exemplar) and look for the bucket
+        one bound at a time. tests/shared/test_request_bookkeeping.py checks the samples against
+        theirs, in one process and in multiprocess mode."""
         label = method.upper()  # as Flask's request.method
-        requests = self.requests.labels(endpoint, label, status)
+        requests = self.requests.labels(endpoint, label, status)._value
         latency = self.latency.labels(endpoint, label)
-        return (
-            _adder(requests._value),
-            _adder(latency._sum),
-            latency._upper_bounds,  # ascending, the last +Inf: every duration has its bucket
-            [_adder(bucket) for bucket in latency._buckets],
-        )
+        bounds = latency._upper_bounds  # ascending, the last +Inf: every duration has its bucket
+        if not getattr(requests, "_multiprocess", False):
+            # In one process (tests) a value is a float under a lock: its inc() is already that.
+            add_count, add_sum = requests.inc, latency._sum.inc
+            add_to_bucket = [bucket.inc for bucket in latency._buckets]
+
+            def record(seconds: float) -> None:
+                add_count(1.0)
+                add_sum(seconds)
+                add_to_bucket[bisect_left(bounds, seconds)](1.0)
+
+            return record
+        return _file_recorder(requests, latency._sum, latency._buckets, bounds)
 
 
-def _adder(value: Any) -> _Add:
-    """A function adding to a prometheus_client value, as its inc() does.
+def _file_recorder(count: Any, total: Any, buckets: list[Any], bounds: list[float]) -> _Record:
+    """In multiprocess mode (a gunicorn worker): a request's three values added where their
+    inc() would add them, in one call.
 
-    In multiprocess mode (a gunicorn worker) a value lives in this process's file of samples,
-    and its inc() takes the module's lock, asks the kernel for the process id (a system call:
-    a fork gives the child files of its own) and makes two more Python calls, for each of a
-    request's three samples. Here the value's total is kept as inc() keeps it and written where
-    inc() writes it, under _ADDING. A fork is noticed once: the child forgets every request
-    sample (_forget_request_samples), and the first request of a key there calls get(), which
-    moves the value to the child's own file as inc() would. In one process (tests) a value is a
-    float under a lock: its own inc() is already that."""
-    if not getattr(value, "_multiprocess", False):
-        add: _Add = value.inc
-        return add
-    value.get()  # after a fork, moves the value to this process's file
-    samples = value._file
-    position = samples._positions[value._key]
+    There a value lives in this process's file of samples, and its inc() takes the module's
+    lock, asks the kernel for the process id (a system call: a fork gives the child files of
+    its own) and makes two more Python calls, for each of a request's three samples. Here each
+    value's total is kept as inc() keeps it (its `_value`, so that an inc() elsewhere adds to
+    the same total) and written where inc() writes it, under _ADDING. A fork is noticed once:
+    the child forgets every recorder (_forget_request_samples), and the first request of a key
+    there calls get(), which moves the values to the child's own files as inc() would."""
+    for value in (count, total, *buckets):
+        value.get()  # after a fork, moves the value to this process's file
+    count_file, total_file = count._file, total._file
+    count_at = count_file._positions[count._key]
+    total_at = total_file._positions[total._key]
+    bucket_at = [(bucket, bucket._file, bucket._file._positions[bucket._key]) for bucket in buckets]
 
-    def add_to_file(amount: float) -> None:
-        total = value._value = value._value + amount
-        # The file's map is replaced when the file grows; positions stay where they are.
-        samples._m[position : position + 16] = _pack_sample(total, 0.0)
+    def record(seconds: float) -> None:
+        bucket, bucket_file, position = bucket_at[bisect_left(bounds, seconds)]
+        with _ADDING:
+            # A file's map is replaced when the file grows; positions stay where they are.
+            count._value += 1.0
+            _write_value(count_file._m, count_at, count._value)
+            total._value += seconds
+            _write_value(total_file._m, total_at, total._value)
+            bucket._value += 1.0
+            _write_value(bucket_file._m, position, bucket._value)
 
-    return add_to_file
+    return record
 
 
 def serve_multiprocess_metrics(bind: str) -> WSGIServer:

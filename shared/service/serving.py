@@ -20,17 +20,20 @@ import collections
 import io
 import json
 import logging
+import re
 import threading
-import time
 from collections.abc import Callable, Iterable
+from time import perf_counter, time
 from typing import Any
 
 from shared.service.logging import (
+    _MILLISECONDS,
     JsonFormatter,
     served_request_id,
     sole_json_handler,
     write_line,
 )
+from shared.service.request_id import ENVIRON_KEY
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -47,14 +50,20 @@ class BufferedApp:
         self._slots = FairSlots(slots)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        started = time.perf_counter()
+        started = perf_counter()
         answer: list[Any] = ["500", None]  # status, request id: what start_response was given
 
         def recording_start_response(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Any:
             answer[0] = status[:3]
-            answer[1] = next((v for k, v in headers if k == "X-Request-ID"), None)
+            # The request bookkeeping (shared/service/request_id.py) puts its header last.
+            last = headers[-1] if headers else ("", "")
+            answer[1] = (
+                last[1]
+                if last[0] == "X-Request-ID"
+                else next((v for k, v in headers if k == "X-Request-ID"), None)
+            )
             if exc_info is None:
                 return start_response(status, headers)
             return start_response(status, headers, exc_info)
@@ -73,7 +82,7 @@ class BufferedApp:
                         close()
         finally:
             if request_log.isEnabledFor(logging.INFO):
-                _log_request(environ, answer[0], answer[1], time.perf_counter() - started)
+                _log_request(environ, answer[0], answer[1], perf_counter() - started)
 
     def _read_body(self, environ: dict[str, Any]) -> None:
         length = environ.get("CONTENT_LENGTH")
@@ -136,11 +145,16 @@ def _log_request(
     # PATH_INFO only: a query string can carry a token (RFC 6750 §2.3) and is never logged.
     method = environ.get("REQUEST_METHOD", "")
     path = environ.get("PATH_INFO", "")
-    duration_ms = round(seconds * 1000, 2)
+    # Milliseconds to two decimals, counted in hundredths: round(seconds * 1000, 2) and the
+    # float's repr each went through the float-to-decimal conversion, a tenth of the line.
+    hundredths = round(seconds * 100_000)
     handler = sole_json_handler(request_log)
     if handler is not None:
-        _write_json_line(handler, method, path, status, duration_ms, request_id)
+        _write_json_line(
+            handler, method, path, status, hundredths, request_id, environ.get(ENVIRON_KEY)
+        )
         return
+    duration_ms = hundredths / 100
     args = (method, path, status, duration_ms, request_id)
     extra = {
         "method": method,
@@ -166,14 +180,22 @@ _LINE_HEAD = '{"ts": "%s", "level": "INFO", "logger": ' + _escape(request_log.na
 _LINE_WITH_ID = (
     _LINE_HEAD + ', "request_id": %s, "method": %s, "path": %s, "status": %s, "duration_ms": %s}'
 )
+# The milliseconds of a duration after the point, by hundredths: what repr() writes for a float
+# with at most two decimals (".5" for 50 hundredths, ".0" for none).
+_HUNDREDTHS = [f".{n // 10}" if n % 10 == 0 else f".{n:02d}" for n in range(100)]
+# Below this many hundredths (10**13 ms) a float with two decimals is written with exactly
+# those (its neighbours lie closer than 0.01 apart), as _duration_text writes it.
+_REPR_FIXED_BELOW = 10**15
 # A falsy request id is not among the formatter's own fields: it comes last, with the extra ones.
 _LINE_WITHOUT_ID = (
     _LINE_HEAD + ', "method": %s, "path": %s, "status": %s, "duration_ms": %s, "request_id": %s}'
 )
+# The second of the last line written and its text (JsonFormatter.timestamp's, to the second).
+_second: tuple[int | None, str] = (None, "")
 # The line's format for one method, path and status, with the rest left to fill in (time,
 # duration, request id): what changes from one request to the next. By (method, path, status);
 # a client can send any path, so the table is emptied when it fills up.
-_line_formats: dict[tuple[str, str, str], str] = {}
+_line_formats: dict[tuple[str, str, str], tuple[str, ...]] = {}
 _LINE_FORMATS_KEPT = 512
 
 
@@ -187,7 +209,7 @@ def _line_format(method: str, path: str, status: str) -> str:
     return _LINE_WITH_ID % (
         "%s",
         msg,
-        "%s",
+        '"%s"',  # the request id, escaped: the same text as in the message
         _text(method_json),
         _text(path_json),
         _text(status_json),
@@ -205,24 +227,76 @@ def _write_json_line(
     method: str,
     path: str,
     status: str,
-    duration_ms: float,
+    hundredths: int,
     request_id: str | None,
+    environ_id: str | None = None,
 ) -> None:
-    formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]  # sole_json_handler
-    ts = formatter.timestamp(time.time())
-    duration = repr(duration_ms)  # what %s and the encoder both write for a float
+    # formatter.timestamp(time()) and _duration_text(hundredths), without the two calls.
+    global _second
+    now = time()
+    second = int(now)
+    known = _second  # read once: another thread may replace it meanwhile
+    if second != known[0]:
+        formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]  # sole_json_handler
+        known = _second = (second, formatter.timestamp(second)[:-5])  # without ".000Z"
+    ts = known[1] + _MILLISECONDS[int((now - second) * 1000)]
+    if 0 <= hundredths < _REPR_FIXED_BELOW:
+        duration = str(hundredths // 100) + _HUNDREDTHS[hundredths % 100]
+    else:
+        duration = repr(hundredths / 100)
     if request_id:
         key = (method, path, status)
-        line_format = _line_formats.get(key)
-        if line_format is None:
+        parts = _line_formats.get(key)
+        if parts is None:
             if len(_line_formats) >= _LINE_FORMATS_KEPT:
                 _line_formats.clear()
-            line_format = _line_formats[key] = _line_format(method, path, status)
-        id_json = _escape(request_id)
-        line = line_format % (ts, duration, id_json[1:-1], id_json, duration)
+            parts = _line_formats[key] = _format_parts(_line_format(method, path, status))
+        # The bookkeeping's own id (the caller's when safe, else a new one: shared/service/
+        # request_id.py) has nothing JSON escapes; any other is escaped.
+        id_text = request_id if request_id is environ_id else _escape(request_id)[1:-1]
+        head, after_ts, after_duration, after_id, after_id_field, tail = parts
+        # One join of the known parts and the values: a third of the time of the % format.
+        line = "".join(
+            (
+                head,
+                ts,
+                after_ts,
+                duration,
+                after_duration,
+                id_text,
+                after_id,
+                id_text,
+                after_id_field,
+                duration,
+                tail,
+                handler.terminator,
+            )
+        )
     else:
         line = _line_without_request_id(ts, method, path, status, duration, request_id)
-    write_line(handler, line + handler.terminator, request_log.name, line)
+        line += handler.terminator
+    write_line(handler, line, request_log.name, line)
+
+
+def _format_parts(line_format: str) -> tuple[str, ...]:
+    """The text between the placeholders of `line_format` (a % format with %s and %%)."""
+    parts: list[str] = []
+    current: list[str] = []
+    for piece in re.split("(%%|%s)", line_format):
+        if piece == "%s":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append("%" if piece == "%%" else piece)
+    parts.append("".join(current))
+    return tuple(parts)
+
+
+def _duration_text(hundredths: int) -> str:
+    """repr(hundredths / 100), the duration in milliseconds as %s and the encoder write it."""
+    if 0 <= hundredths < _REPR_FIXED_BELOW:
+        return str(hundredths // 100) + _HUNDREDTHS[hundredths % 100]
+    return repr(hundredths / 100)
 
 
 def _line_without_request_id(

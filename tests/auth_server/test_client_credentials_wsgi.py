@@ -18,7 +18,7 @@ from sqlalchemy import event, select, update
 from sqlalchemy.exc import OperationalError
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
-from auth_server import create_app
+from auth_server import create_app, fast_paths
 from auth_server.client_credentials_wsgi import FAST_PATH, MAX_BODY, ClientCredentialsFastPath
 from auth_server.clients import register_client
 from auth_server.db import db
@@ -79,6 +79,10 @@ class Paths:
         self.fast = app.extensions[FAST_PATH]
         assert isinstance(self.fast, ClientCredentialsFastPath)
         self.flask = self.fast.app = CountingApp(self.fast.app)
+        # The fast paths' dispatcher hands any other path to the same app.
+        dispatcher = app.extensions[fast_paths.EXTENSION]
+        assert dispatcher.app == self.flask.app
+        dispatcher.app = self.flask
 
     def with_fast_path(self, environ, start_response):
         return self.whole(environ, start_response)

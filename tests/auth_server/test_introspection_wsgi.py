@@ -8,6 +8,7 @@ from urllib.parse import quote
 import pytest
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
+from auth_server import fast_paths
 from auth_server.introspection_wsgi import FAST_PATH, IntrospectionFastPath
 from shared.protocol.basic_auth import basic_credentials_header
 from tests.dpop_support import DPoPKey
@@ -57,6 +58,10 @@ class Paths:
         self.fast = app.extensions[FAST_PATH]
         assert isinstance(self.fast, IntrospectionFastPath)
         self.flask = self.fast.app = CountingApp(self.fast.app)
+        # The fast paths' dispatcher hands any other path to the same app.
+        dispatcher = app.extensions[fast_paths.EXTENSION]
+        assert dispatcher.app == self.flask.app
+        dispatcher.app = self.flask
 
     def __call__(self, environ, start_response):
         return self.whole(environ, start_response)

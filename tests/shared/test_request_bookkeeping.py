@@ -4,6 +4,7 @@ makes carries the request id and is counted by route template, method and status
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 
 import pytest
@@ -76,6 +77,36 @@ def test_a_new_request_id_is_a_uuid4_in_hex():
         parsed = uuid.UUID(hex=value)
         assert parsed.hex == value
         assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+
+
+def test_new_request_ids_are_unique_across_threads_and_a_fork():
+    """Ids are made several at a time: threads taking them at once never share one, and a
+    forked child (a gunicorn worker) makes its own rather than the parent's unused ones."""
+    new_request_id()  # the parent now holds unused ids
+    taken: list[list[str]] = [[] for _ in range(8)]
+
+    def take(into: list[str]) -> None:
+        into.extend(new_request_id() for _ in range(500))
+
+    threads = [threading.Thread(target=take, args=(into,)) for into in taken]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    all_ids = [value for into in taken for value in into]
+    assert len(set(all_ids)) == len(all_ids) == 8 * 500
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        os.close(read)
+        os.write(write, " ".join(new_request_id() for _ in range(10)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        childs = pipe.read().split()
+    os.waitpid(pid, 0)
+    parents = [new_request_id() for _ in range(10)]
+    assert len(childs) == 10 and not set(childs) & set(parents)
 
 
 def test_a_cors_preflight_answered_by_a_hook_is_echoed_and_counted_too():

@@ -361,3 +361,50 @@ def test_request_lines_of_many_paths_are_each_right_and_their_formats_are_not_al
     ]
     assert all(entry["msg"] == f"GET {entry['path']} 200 100.0ms rid=r" for entry in lines)
     assert len(serving._line_formats) <= serving._LINE_FORMATS_KEPT
+
+
+@pytest.mark.parametrize(
+    "seconds", [0.0, 1e-9, 0.000004, 0.000005, 0.000412, 0.0055, 0.01, 0.1, 1.0, 12.345678, 86400.5]
+)
+def test_the_duration_is_written_as_the_float_of_its_milliseconds_to_two_decimals(seconds):
+    """The direct line counts hundredths of a millisecond and writes them as repr() writes the
+    float (5.5, not 5.50; 0.0 for nothing), as the logging tree's line does."""
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/healthz"}
+    direct, through_logging = _direct_and_through_logging(environ, "200", "rid-1", seconds)
+    assert _without_ts(direct) == _without_ts(through_logging)
+    entry = json.loads(direct)
+    assert entry["duration_ms"] == round(seconds * 100_000) / 100
+    assert f" {entry['duration_ms']!r}ms rid=rid-1" in entry["msg"]
+    for hundredths in (*range(1000), 10**15 - 1, 10**15, 10**17 + 3):
+        assert serving._duration_text(hundredths) == repr(hundredths / 100)
+
+
+def test_the_request_bookkeepings_own_id_is_written_as_it_is_and_any_other_escaped():
+    """An id that is the environ's (the bookkeeping chose it: nothing in it needs escaping) is
+    put in the line as it is; any other is escaped, even one equal to it."""
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/x", ENVIRON_KEY: "rid-2"}
+    direct, through_logging = _direct_and_through_logging(environ, "200", "rid-2", 0.001)
+    assert json.loads(direct)["request_id"] == "rid-2"
+    assert _without_ts(direct) == _without_ts(through_logging)
+    unsafe = 'r"\\\n'
+    environ[ENVIRON_KEY] = "".join(unsafe)  # equal, but not the same object
+    direct, through_logging = _direct_and_through_logging(environ, "200", unsafe, 0.001)
+    assert json.loads(direct)["request_id"] == unsafe
+    assert _without_ts(direct) == _without_ts(through_logging)
+
+
+@pytest.mark.parametrize("buffering", ["line", "write_through", "buffered"])
+def test_a_request_line_reaches_the_file_whatever_the_streams_buffering(buffering):
+    """A line-buffered or write-through stream (what Python makes sys.stderr) passes the line on
+    in write(); any other stream is flushed after it."""
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(
+        io.BufferedWriter(raw),
+        encoding="utf-8",
+        line_buffering=buffering == "line",
+        write_through=buffering == "write_through",
+    )
+    with _service_handler_alone() as (handler, _):
+        handler.setStream(stream)
+        serving._log_request({"REQUEST_METHOD": "GET", "PATH_INFO": "/x"}, "200", "r", 0.001)
+        assert json.loads(raw.getvalue())["msg"] == "GET /x 200 1.0ms rid=r"
