@@ -18,7 +18,7 @@ from sqlalchemy import event, select, update
 from sqlalchemy.exc import OperationalError
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
-from auth_server import create_app, fast_paths
+from auth_server import create_app
 from auth_server.client_credentials_wsgi import FAST_PATH, MAX_BODY, ClientCredentialsFastPath
 from auth_server.clients import register_client
 from auth_server.db import db
@@ -26,6 +26,7 @@ from auth_server.models import AccessToken, AuditEvent, Client
 from shared.protocol.basic_auth import basic_credentials_header
 from shared.service.logging import JsonFormatter
 from tests.dpop_support import DPoPKey
+from tests.fast_path_support import Paths
 from tests.support import (
     DEMO_APP,
     NOTES,
@@ -58,42 +59,8 @@ def post(client=SERVICE_APP) -> str:
     return f"client_id={quote(client[0])}&client_secret={quote(client[1])}"
 
 
-class CountingApp:
-    """What is inside the fast path, counting the requests that reach it."""
-
-    def __init__(self, app):
-        self.app = app
-        self.calls = 0
-
-    def __call__(self, environ, start_response):
-        self.calls += 1
-        return self.app(environ, start_response)
-
-
-class Paths:
-    """The app's whole WSGI chain, with its fast path, or with the fast path passing every
-    request on; `flask.calls` counts the requests that went past the fast path."""
-
-    def __init__(self, app):
-        self.whole = app.wsgi_app
-        self.fast = app.extensions[FAST_PATH]
-        assert isinstance(self.fast, ClientCredentialsFastPath)
-        self.flask = self.fast.app = CountingApp(self.fast.app)
-        # The fast paths' dispatcher hands any other path to the same app.
-        dispatcher = app.extensions[fast_paths.EXTENSION]
-        assert dispatcher.app == self.flask.app
-        dispatcher.app = self.flask
-
-    def with_fast_path(self, environ, start_response):
-        return self.whole(environ, start_response)
-
-    def flask_alone(self, environ, start_response):
-        answer = self.fast._answer
-        self.fast._answer = lambda _environ: None
-        try:
-            return self.whole(environ, start_response)
-        finally:
-            self.fast._answer = answer
+def paths_of(app) -> Paths:
+    return Paths(app, FAST_PATH, ClientCredentialsFastPath)
 
 
 class LogLines:
@@ -407,7 +374,7 @@ COMMON = {
 
 
 def test_every_shape_gets_the_answer_flask_gives(app, logs):
-    paths = Paths(app)
+    paths = paths_of(app)
     for name, request in SHAPES.items():
         fast, flask = both_paths(app, paths, logs, request)
         assert fast["reached_flask"] == (name not in COMMON), name
@@ -425,7 +392,7 @@ def test_the_fast_answer_is_the_token_and_everything_around_it(app, logs):
     """The common answer, spelled out: a token, its row and event, the client's address as
     the trusted proxy gives it, the request counted under /oauth/token, the audit line
     carrying the request id (a self-contained token: no row, the same event)."""
-    paths = Paths(app)
+    paths = paths_of(app)
     request = dict(body=CC, headers={**basic(), "X-Forwarded-For": "203.0.113.9"})
     answer = observe(app, paths.with_fast_path, paths, logs, request)
 
@@ -465,7 +432,7 @@ def test_the_dpop_nonce_header_is_the_views(make_database_url, logs, nonces):
     """With DPoP nonces on, every token response carries DPoP-Nonce (RFC 9449 §8.2), the fast
     path's too; a request with a proof is Flask's."""
     application = make_app(make_database_url("auth"), dpop_nonce_required=nonces)
-    paths = Paths(application)
+    paths = paths_of(application)
     for request, answered_fast in (
         (dict(body=CC, headers=basic()), True),
         (dict(body=CC, headers=_dpop_proof), False),
@@ -488,7 +455,7 @@ def test_an_issuance_overtaken_by_a_revocation_is_refused_below_flask_as_flask_r
     application = make_app(
         make_database_url("auth"), client_cache_seconds=60, client_credentials_tokens="stored"
     )
-    paths = Paths(application)
+    paths = paths_of(application)
     refusals = []
     for wsgi in (paths.with_fast_path, paths.flask_alone):
         primed = observe(application, wsgi, paths, logs, dict(body=CC, headers=basic()))
@@ -519,7 +486,7 @@ def test_a_write_the_database_fails_is_answered_below_flask_as_flask_answers_it(
     stored; the fast path does not hand it to Flask, which would write a second time. (Stored
     tokens: a self-contained token writes nothing before its answer.)"""
     application = make_app(make_database_url("auth"), client_credentials_tokens="stored")
-    paths = Paths(application)
+    paths = paths_of(application)
     with application.app_context():
         engine = db.engine
     attempts = []
@@ -549,7 +516,7 @@ def test_a_body_over_max_request_bytes_gets_flasks_413(make_database_url, logs):
     """MAX_REQUEST_BYTES may be set below the fast path's own limit: a common form longer
     than it is Flask's to refuse."""
     application = make_app(make_database_url("auth"), max_request_bytes=1024)
-    paths = Paths(application)
+    paths = paths_of(application)
     scope = "+".join(["notes:read"] * 100)
     request = dict(body=f"{CC}&scope={scope}", headers=basic())
     assert 1024 < len(request["body"]) <= MAX_BODY
@@ -563,7 +530,7 @@ def test_with_the_lean_grant_off_flask_answers(app, logs):
     """`lean_client_credentials = False` sends the grant through Authlib: the fast path, built
     on the lean grant's functions, stands aside."""
     app.extensions["tessera"].lean_client_credentials = False
-    paths = Paths(app)
+    paths = paths_of(app)
     answer = observe(app, paths.with_fast_path, paths, logs, dict(body=CC, headers=basic()))
     assert answer["reached_flask"]
     assert answer["status"] == "200 OK"

@@ -8,10 +8,10 @@ from urllib.parse import quote
 import pytest
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
-from auth_server import fast_paths
 from auth_server.introspection_wsgi import FAST_PATH, IntrospectionFastPath
 from shared.protocol.basic_auth import basic_credentials_header
 from tests.dpop_support import DPoPKey
+from tests.fast_path_support import Paths
 from tests.support import (
     ALICE,
     DEMO_APP,
@@ -27,18 +27,6 @@ from tests.support import (
 FORM = "application/x-www-form-urlencoded"
 
 
-class CountingApp:
-    """Flask's WSGI app, counting the requests that reach it."""
-
-    def __init__(self, app):
-        self.app = app
-        self.calls = 0
-
-    def __call__(self, environ, start_response):
-        self.calls += 1
-        return self.app(environ, start_response)
-
-
 @pytest.fixture
 def clock():
     return FakeClock()
@@ -49,36 +37,14 @@ def auth(serve, make_database_url, clock):
     return start_auth_server(serve, make_database_url("auth"), clock=clock)
 
 
-class Paths:
-    """The app's whole WSGI chain, with its fast path, or with the fast path passing every
-    request on to Flask; `flask.calls` counts the requests that reached Flask."""
-
-    def __init__(self, app):
-        self.whole = app.wsgi_app
-        self.fast = app.extensions[FAST_PATH]
-        assert isinstance(self.fast, IntrospectionFastPath)
-        self.flask = self.fast.app = CountingApp(self.fast.app)
-        # The fast paths' dispatcher hands any other path to the same app.
-        dispatcher = app.extensions[fast_paths.EXTENSION]
-        assert dispatcher.app == self.flask.app
-        dispatcher.app = self.flask
-
-    def __call__(self, environ, start_response):
-        return self.whole(environ, start_response)
-
-    def flask_alone(self, environ, start_response):
-        answer = self.fast._answer
-        self.fast._answer = lambda _environ: None
-        try:
-            return self.whole(environ, start_response)
-        finally:
-            self.fast._answer = answer
+def paths_of(app) -> Paths:
+    return Paths(app, FAST_PATH, IntrospectionFastPath)
 
 
 @pytest.fixture
 def paths(auth):
     """(the app with its fast path, the counter of what reaches Flask)."""
-    chain = Paths(auth.app)
+    chain = paths_of(auth.app)
     return chain, chain.flask
 
 
