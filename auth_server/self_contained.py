@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from joserfc import jwk
@@ -98,39 +99,49 @@ class _Claims:
 def _valid_claims(claims: dict, issuer: str) -> _Claims | None:
     """The claims this server puts in a self-contained token, checked for shape; None if any
     is missing or of the wrong type (never issued by this server, whatever its signature)."""
-    jti, client_id, sub, scope = (claims.get(k) for k in ("jti", "client_id", "sub", "scope"))
-    iat, exp, aud, cnf = (claims.get(k) for k in ("iat", "exp", "aud", "cnf"))
-    if claims.get("iss") != issuer:
+    try:
+        jti, client_id, sub, scope = (
+            _text(claims, k) for k in ("jti", "client_id", "sub", "scope")
+        )
+        iat, exp = map(partial(_whole_number, claims), ("iat", "exp"))
+        audience = _audience(claims.get("aud"))
+        dpop_jkt = _thumbprint(claims.get("cnf"))
+    except ValueError:
         return None
-    if not all(isinstance(v, str) for v in (jti, client_id, sub, scope)):
+    epoch = jti.rpartition(".")[2]
+    if claims.get("iss") != issuer or not epoch.isdigit() or len(epoch) > 10:
         return None
-    if not all(type(v) is int for v in (iat, exp)):
-        return None
+    return _Claims(jti, int(epoch), client_id, sub, scope, audience, iat, exp, dpop_jkt)
+
+
+def _text(claims: dict, name: str) -> str:
+    value = claims.get(name)
+    if not isinstance(value, str):
+        raise ValueError(name)
+    return value
+
+
+def _whole_number(claims: dict, name: str) -> int:
+    value = claims.get(name)
+    if type(value) is not int:  # not a bool, not a float
+        raise ValueError(name)
+    return value
+
+
+def _audience(aud: object) -> str:
     if isinstance(aud, str):
-        audience = aud
-    elif isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud):
-        audience = " ".join(aud)
-    else:
+        return aud
+    if isinstance(aud, list) and aud and all(isinstance(a, str) for a in aud):
+        return " ".join(aud)
+    raise ValueError("aud")
+
+
+def _thumbprint(cnf: object) -> str | None:
+    if cnf is None:
         return None
-    dpop_jkt = None
-    if cnf is not None:
-        if not isinstance(cnf, dict) or not isinstance(cnf.get("jkt"), str):
-            return None
-        dpop_jkt = cnf["jkt"]
-    epoch = jti.rpartition(".")[2]  # type: ignore[union-attr]
-    if not epoch.isdigit() or len(epoch) > 10:
-        return None
-    return _Claims(
-        jti=jti,  # type: ignore[arg-type]
-        epoch=int(epoch),
-        client_id=client_id,  # type: ignore[arg-type]
-        subject=sub,  # type: ignore[arg-type]
-        scope=scope,  # type: ignore[arg-type]
-        audience=audience,
-        issued_at=iat,  # type: ignore[arg-type]
-        expires_at=exp,  # type: ignore[arg-type]
-        dpop_jkt=dpop_jkt,
-    )
+    if not isinstance(cnf, dict) or not isinstance(cnf.get("jkt"), str):
+        raise ValueError("cnf")
+    return cnf["jkt"]
 
 
 class TokenSignatures:

@@ -298,9 +298,7 @@ class ClientCredentials:
             with self.engine.connect() as connection:
                 issued = self._write_sqlite(connection, client, token_row, audit_row)
         if not issued:
-            self._refuse(client, now, ip)
-            self.forget_client(client.client_id)
-            raise InvalidClientError(description="Client authentication failed.", status_code=401)
+            raise self._refused(client, now, ip)
         self.audit_trail.publish("token_issued", fields)
         return token_response(self.policy, access, scope, dpop_jkt=dpop_jkt)
 
@@ -320,9 +318,7 @@ class ClientCredentials:
         signer = self.keyring.signing_key()
         now = int(self.clock())
         if self.self_contained.epochs.current(client.client_id) != client.token_epoch:
-            self._refuse(client, now, ip)
-            self.forget_client(client.client_id)
-            raise InvalidClientError(description="Client authentication failed.", status_code=401)
+            raise self._refused(client, now, ip)
         self.steps("guarded")
         access, jti, _ = access_token_jwt(
             signer,
@@ -381,14 +377,18 @@ class ClientCredentials:
             self.steps("written")
         return True
 
-    def _refuse(self, client: ClientRecord, now: int, ip: str | None) -> None:
-        """What TokenService._refuse records: the issuance was refused, on its own."""
+    def _refused(self, client: ClientRecord, now: int, ip: str | None) -> InvalidClientError:
+        """The client's epoch moved since its registration was read: record what
+        TokenService._refuse records (the refusal, on its own), forget the registration, and
+        return the error to raise."""
         row, fields = _client_event(
             "issuance_refused_revoked", client, now, ip, reason="client_revoked"
         )
         with self.engine.begin() as connection:
             connection.execute(_INSERT_AUDIT, row)
         self.audit_trail.publish("issuance_refused_revoked", fields)
+        self.forget_client(client.client_id)
+        return InvalidClientError(description="Client authentication failed.", status_code=401)
 
 
 def _client_event(
